@@ -1,0 +1,29 @@
+"""pixgen: text-to-image art with VQGAN+CLIP.
+
+Public API::
+
+    import pixgen
+    result = pixgen.generate("a red circle above a blue square", model="toy", size=[128, 128])
+    result.image.save("out.png")
+"""
+__version__ = "0.1.0"
+
+from pixgen.api import Result, generate, resume  # noqa: E402
+from pixgen.errors import PixgenError  # noqa: E402
+
+
+def load_vqgan(config_path, checkpoint_path, device="cpu"):
+    """Load a taming-format VQGAN (YAML + .ckpt); returns a module with encode/quantize/decode/codebook."""
+    from pixgen.checkpoints import load_vqgan as _load
+
+    return _load(config_path, checkpoint_path, device=device)
+
+
+def load_perceptor(spec, device="cpu"):
+    """Load a CLIP model by ``"MODEL:PRETRAINED[:WEIGHT]"`` (pretrained may be a local weights file)."""
+    from pixgen.perceptor import load_perceptor as _load
+
+    return _load(spec, device)
+
+
+__all__ = ["generate", "resume", "Result", "load_vqgan", "load_perceptor", "PixgenError", "__version__"]

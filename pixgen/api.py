@@ -1,0 +1,225 @@
+"""The Python API: ``generate`` a new run, ``resume`` an interrupted one. No argument parsing here."""
+from __future__ import annotations
+
+import contextlib
+import io
+import signal
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
+
+from pixgen import __version__
+from pixgen import config as config_mod
+from pixgen.engine import StepState
+from pixgen.errors import PixgenError
+from pixgen.factory import Session, build_session
+from pixgen.output import (CONFIG_NAME, IMAGE_NAME, LOG_NAME, STATE_NAME, RunWriter, atomic_write, frame_paths,
+                           make_run_dir, metadata_for, to_pil, truncate_log)
+
+
+@dataclass
+class Result:
+    """What a run produced. ``image`` is the final (or last saved) image; ``initial_image`` the random start."""
+
+    image: Image.Image
+    initial_image: Image.Image | None
+    run_dir: Path | None
+    losses: list[dict]
+    config: DictConfig
+    status: str = "done"  # done | interrupted
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def interrupted(self) -> bool:
+        return self.status == "interrupted"
+
+
+class _Recorder:
+    """Keeps the loss records in memory for ``Result.losses``."""
+
+    def __init__(self) -> None:
+        self.records: list[dict] = []
+
+    def on_step(self, state: StepState) -> None:
+        pass
+
+    def on_log(self, state: StepState) -> None:
+        self.records.extend(state.records)
+
+    def on_end(self, state: StepState, reason: str) -> None:
+        pass
+
+
+class _ProgressBar:
+    """A tqdm bar with step, loss and it/s; the loss is refreshed whenever the engine reads losses back."""
+
+    def __init__(self, total: int, start: int, desc: str = "pixgen"):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, initial=start, desc=desc, unit="it", dynamic_ncols=True, file=sys.stderr)
+
+    def on_step(self, state: StepState) -> None:
+        self.bar.update(state.step - self.bar.n)
+
+    def on_log(self, state: StepState) -> None:
+        if state.records:
+            self.bar.set_postfix(loss=f"{state.records[-1]['loss']:.4f}", refresh=False)
+
+    def on_end(self, state: StepState, reason: str) -> None:
+        self.bar.close()
+
+
+class _StopFlag:
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    def __call__(self) -> bool:
+        return self.event.is_set()
+
+
+@contextlib.contextmanager
+def _sigint_stops_after_step() -> Iterator[_StopFlag]:
+    """While running, the first Ctrl-C asks the loop to stop after its current step; a second one aborts."""
+    flag = _StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):  # noqa: ARG001
+        if flag.event.is_set():
+            raise KeyboardInterrupt
+        flag.event.set()
+        print("\npixgen: stopping after this step and saving (Ctrl-C again to abort)...", file=sys.stderr)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _state_fn(session: Session):
+    def state(step: int) -> dict[str, Any]:
+        out = {
+            "step": step,
+            "z": session.generator.z.detach().cpu().clone(),
+            "z_init": session.generator.z_init.detach().cpu().clone(),
+            "optimizer": session.engine.optimizer.state_dict(),
+            "rng_cpu": torch.get_rng_state(),
+        }
+        if session.device.type == "cuda":
+            out["rng_cuda"] = torch.cuda.get_rng_state(session.device)
+        return out
+
+    return state
+
+
+def _build_config(prompt: str | None, config: str | Path | None, overrides: dict[str, Any],
+                  dotted: list[str] | None, base: DictConfig | None = None) -> DictConfig:
+    layers: list[tuple[Any, str]] = []
+    if base is not None:
+        layers.append((base, "the stored config"))
+    if config is not None:
+        path = config_mod.resolve_preset(str(config))
+        layers.append((config_mod.load_file(path), str(path)))
+    nested = OmegaConf.create({})
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if isinstance(value, tuple):
+            value = list(value)
+        OmegaConf.update(nested, key, value, force_add=True)
+    if prompt is not None:
+        nested.prompt = prompt
+    layers.append((nested, "the options"))
+    if dotted:
+        layers.append((config_mod.parse_dotted(list(dotted)), "--set overrides"))
+    return config_mod.build(*layers)
+
+
+def generate(prompt: str | None = None, *, config: str | Path | None = None, overrides: list[str] | None = None,
+             base: DictConfig | None = None, write: bool = True, progress: bool = True, **options: Any) -> Result:
+    """Make an image from a prompt.
+
+    Args:
+        prompt: ``"a castle | fog:0.5 | blurry:-1"``; ``^`` separates story phases.
+        config: a YAML file or preset name (``configs/NAME.yaml``) applied over the defaults.
+        overrides: dotted ``key=value`` strings applied last (``["optim.lr=0.2"]``).
+        base: a config to start from (e.g. one read from an earlier PNG).
+        write: write a run directory (PNG, frames, log, state); ``False`` keeps everything in memory.
+        progress: show a progress bar.
+        **options: config keys, top-level or dotted (``iterations=50``, ``size=[64, 64]``,
+            ``**{"optim.lr": 0.2}``).
+
+    Returns:
+        Result with the final PIL image, the run directory and the per-step losses.
+    """
+    cfg = _build_config(prompt, config, options, overrides, base)
+    return _execute(cfg, write=write, progress=progress)
+
+
+def resume(run_dir: str | Path, *, iterations: int | None = None, progress: bool = True) -> Result:
+    """Continue an interrupted (or finished) run from its last saved state, up to ``iterations`` steps."""
+    run_dir = Path(run_dir)
+    cfg_path, state_path = run_dir / CONFIG_NAME, run_dir / STATE_NAME
+    if not cfg_path.is_file() or not state_path.is_file():
+        raise PixgenError(f"{str(run_dir)!r} is not a resumable pixgen run (no {CONFIG_NAME} or {STATE_NAME})",
+                          "give the run directory printed by `pixgen generate`")
+    cfg = config_mod.from_yaml_text(cfg_path.read_text(), str(cfg_path))
+    if iterations is not None:
+        cfg.iterations = iterations
+        config_mod.validate(cfg)
+    try:
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable state file gets the same advice
+        raise PixgenError(f"cannot read {state_path}: {exc}", "the run's state is damaged; start a new run") from None
+    return _execute(cfg, write=True, progress=progress, run_dir=run_dir, state=state)
+
+
+def _execute(cfg: DictConfig, *, write: bool, progress: bool, run_dir: Path | None = None,
+             state: dict | None = None) -> Result:
+    session = build_session(cfg, state=state)
+    for message in session.messages:
+        print(f"pixgen: {message}", file=sys.stderr)
+    start = int(state["step"]) if state else 0
+    if state is not None:
+        torch.set_rng_state(state["rng_cpu"])
+        if "rng_cuda" in state and session.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng_cuda"], session.device)
+    recorder = _Recorder()
+    callbacks: list[Any] = [recorder]
+    with torch.no_grad():
+        initial = session.generator().detach() if start == 0 else None
+    writer = None
+    if write:
+        if run_dir is None:
+            run_dir = make_run_dir(cfg.output_dir, cfg.run_name, cfg.prompt or "image")
+        atomic_write(run_dir / CONFIG_NAME, config_mod.to_yaml(cfg).encode())
+        meta = metadata_for(cfg.prompt, cfg.seed, config_mod.to_yaml(cfg, without_location=True), __version__)
+        writer = RunWriter(run_dir, meta, cfg.save_every, _state_fn(session), video=cfg.video, fps=cfg.fps)
+        if start == 0:
+            writer.save_frame(0, initial)
+        else:
+            truncate_log(run_dir / LOG_NAME, start)
+            for frame in frame_paths(run_dir / "frames"):
+                if int(frame.stem) > start:
+                    frame.unlink()
+        callbacks.append(writer)
+    if progress and start < cfg.iterations:
+        callbacks.append(_ProgressBar(cfg.iterations, start))
+    status = "done"
+    if start < cfg.iterations:
+        with _sigint_stops_after_step() as stop:
+            status = session.engine.run(start, callbacks, stop)
+    elif writer is not None:
+        writer.on_end(StepState(start, cfg.iterations, session.generator), "done")
+    with torch.no_grad():
+        final = session.generator().detach()
+    return Result(image=to_pil(final), initial_image=to_pil(initial) if initial is not None else None,
+                  run_dir=run_dir, losses=recorder.records, config=cfg, status=status, messages=session.messages)

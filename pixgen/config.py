@@ -1,0 +1,242 @@
+"""The run configuration: a typed schema, YAML loading, dotted overrides and validation with clear errors.
+
+Precedence, lowest first: schema defaults < preset/``--config`` file < explicit options < ``--set key=value``.
+"""
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from pixgen.errors import ConfigError
+
+PRESET_DIR = Path(__file__).resolve().parents[1] / "configs"
+OPTIMIZERS = ("adam", "adamw", "adagrad", "rmsprop", "sgd")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"
+    lr: float = 0.1
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # sgd and rmsprop
+
+
+@dataclass
+class Augment:
+    name: str = "RandomHorizontalFlip"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def _default_augments() -> list[Augment]:
+    return [
+        Augment("RandomHorizontalFlip", {"p": 0.5}),
+        Augment("RandomAffine", {"degrees": 15, "translate": [0.1, 0.1], "p": 0.7, "padding_mode": "border"}),
+        Augment("RandomPerspective", {"distortion_scale": 0.3, "p": 0.5}),
+        Augment("ColorJitter", {"hue": 0.05, "saturation": 0.1, "p": 0.5}),
+    ]
+
+
+@dataclass
+class CutoutConfig:
+    n: int = 32
+    pow: float = 1.0
+    noise: float = 0.1
+    augments: list[Augment] = field(default_factory=_default_augments)
+
+
+@dataclass
+class RunConfig:
+    prompt: str = ""
+    image_prompts: list[str] = field(default_factory=list)
+    noise_prompts: list[str] = field(default_factory=list)
+    init_image: Optional[str] = None
+    init_weight: float = 0.0
+    tv_weight: float = 0.0
+    size: list[int] = field(default_factory=lambda: [256, 256])
+    iterations: int = 300
+    seed: int = 0
+    save_every: int = 50
+    log_every: int = 10
+    output_dir: str = "outputs"
+    run_name: Optional[str] = None
+    device: str = "auto"
+    video: bool = False
+    fps: int = 20
+    model: str = "imagenet_f16_16384"
+    vqgan_config: Optional[str] = None
+    vqgan_checkpoint: Optional[str] = None
+    clip: list[str] = field(default_factory=list)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    cutouts: CutoutConfig = field(default_factory=CutoutConfig)
+
+
+# Keys that say where a run is written, not what it makes: left out of the config embedded in images.
+LOCATION_KEYS = ("output_dir", "run_name")
+
+
+def schema() -> DictConfig:
+    cfg = OmegaConf.structured(RunConfig)
+    OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
+def _unknown_key_error(key: str, where: str) -> ConfigError:
+    known = _all_keys(OmegaConf.to_container(schema()))
+    close = difflib.get_close_matches(key, known, n=3)
+    hint = f"did you mean {', '.join(close)}?" if close else f"known keys: {', '.join(sorted(known))}"
+    return ConfigError(f"unknown config key {key!r} in {where}", hint)
+
+
+def _all_keys(tree: Any, prefix: str = "") -> list[str]:
+    keys = []
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            keys.append(prefix + k)
+            keys.extend(_all_keys(v, prefix + k + "."))
+    return keys
+
+
+def _merge(base: DictConfig, other: Any, where: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, other)  # type: ignore[return-value]
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or getattr(exc, "key", None)
+        if "not in struct" in str(exc) or "Key '" in str(exc) and "not" in str(exc):
+            raise _unknown_key_error(str(key), where) from None
+        raise ConfigError(f"bad value in {where}: {_first_line(exc)}",
+                          "check the value's type against `pixgen generate --help`") from None
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0]
+
+
+def resolve_preset(name_or_path: str) -> Path:
+    """A ``--config`` value: an existing YAML path, or the name of a preset in ``configs/``."""
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    preset = PRESET_DIR / f"{name_or_path}.yaml"
+    if preset.is_file():
+        return preset
+    presets = sorted(p.stem for p in PRESET_DIR.glob("*.yaml")) if PRESET_DIR.is_dir() else []
+    raise ConfigError(f"config file {name_or_path!r} not found",
+                      f"give a path to a YAML file, or a preset name: {', '.join(presets) or '(none shipped)'}")
+
+
+def load_file(path: str | Path) -> DictConfig:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}", "check the path") from None
+    import yaml
+
+    try:
+        data = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML{where}: {getattr(exc, 'problem', exc)}",
+                          "fix the YAML syntax (indentation, ':' after keys, quotes)") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys, not {type(data).__name__}",
+                          "write it as `key: value` lines, e.g. `iterations: 200`")
+    return OmegaConf.create(data)
+
+
+def parse_dotted(overrides: list[str]) -> DictConfig:
+    """``["optim.lr=0.2", "size=[64,64]"]`` -> a config tree; values are YAML (numbers, lists, strings)."""
+    import yaml
+
+    tree = OmegaConf.create({})
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} has no '='", "write overrides as --set key=value, e.g. optim.lr=0.2")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"override {item!r} has no key", "write overrides as --set key=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        OmegaConf.update(tree, key, value, force_add=True)
+    return tree
+
+
+def build(*layers: tuple[Any, str]) -> DictConfig:
+    """Merge layers (each a mapping and a description for errors) onto the schema, then validate."""
+    cfg = schema()
+    for layer, where in layers:
+        if layer is None:
+            continue
+        cfg = _merge(cfg, layer, where)
+    validate(cfg)
+    return cfg
+
+
+def _positive(value: float, name: str, hint: str) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ConfigError(f"{name} must be a positive number, got {value!r}", hint)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check values that the schema's types cannot; raise ConfigError saying what to change."""
+    size = list(cfg.size)
+    if len(size) == 1:
+        cfg.size = [size[0], size[0]]
+        size = list(cfg.size)
+    if len(size) != 2:
+        raise ConfigError(f"size must be WIDTH HEIGHT, got {size!r}", "e.g. --size 256 256 or --set size=[256,256]")
+    for v, axis in zip(size, ("width", "height")):
+        if v <= 0:
+            raise ConfigError(f"image {axis} must be positive, got {v}", "e.g. --size 256 256")
+    if cfg.iterations <= 0:
+        raise ConfigError(f"iterations must be at least 1, got {cfg.iterations}", "e.g. --iterations 300")
+    if cfg.save_every <= 0:
+        raise ConfigError(f"save_every must be at least 1, got {cfg.save_every}", "e.g. --save-every 50")
+    if cfg.log_every <= 0:
+        raise ConfigError(f"log_every must be at least 1, got {cfg.log_every}", "e.g. --set log_every=10")
+    if cfg.fps <= 0:
+        raise ConfigError(f"fps must be at least 1, got {cfg.fps}", "e.g. --set fps=20")
+    _positive(cfg.optim.lr, "learning rate (optim.lr)", "e.g. --lr 0.1")
+    if cfg.optim.name.lower() not in OPTIMIZERS:
+        close = difflib.get_close_matches(cfg.optim.name.lower(), OPTIMIZERS, n=1)
+        raise ConfigError(f"unknown optimizer {cfg.optim.name!r}",
+                          (f"did you mean {close[0]}? " if close else "") + f"choose one of: {', '.join(OPTIMIZERS)}")
+    if cfg.cutouts.n <= 0:
+        raise ConfigError(f"cutouts must be at least 1, got {cfg.cutouts.n}", "e.g. --cutouts 32")
+    _positive(cfg.cutouts.pow, "cut power (cutouts.pow)", "e.g. --cut-pow 1.0")
+    if cfg.cutouts.noise < 0:
+        raise ConfigError(f"cutouts.noise must be >= 0, got {cfg.cutouts.noise}", "e.g. --set cutouts.noise=0.1")
+    if cfg.device not in DEVICES and not str(cfg.device).startswith("cuda:"):
+        raise ConfigError(f"unknown device {cfg.device!r}", f"choose one of: {', '.join(DEVICES)} (or cuda:N)")
+    if not math.isfinite(cfg.init_weight) or not math.isfinite(cfg.tv_weight):
+        raise ConfigError("init_weight and tv_weight must be finite numbers", "e.g. --init-weight 0.5")
+    if not cfg.prompt.strip() and not cfg.image_prompts and not cfg.noise_prompts:
+        raise ConfigError("the prompt is empty", 'give a text prompt, e.g. pixgen generate "a red circle"')
+
+
+def to_yaml(cfg: DictConfig, *, without_location: bool = False) -> str:
+    data = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(data, dict)
+    if without_location:
+        for key in LOCATION_KEYS:
+            data.pop(key, None)
+    return OmegaConf.to_yaml(OmegaConf.create(data))
+
+
+def from_yaml_text(text: str, where: str) -> DictConfig:
+    try:
+        data = OmegaConf.create(text)
+    except Exception as exc:  # noqa: BLE001 - omegaconf/yaml raise many types
+        raise ConfigError(f"the config stored in {where} is not valid YAML: {exc}", "") from None
+    return build((data, where))

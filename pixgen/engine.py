@@ -1,0 +1,192 @@
+"""The optimisation loop. It does no file I/O: everything a user sees is a callback.
+
+Losses are kept on the device and read back every ``log_every`` steps in one transfer, so the loop does not
+synchronise with the device on every step.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+import torch
+from torch import nn
+
+from pixgen.cutouts import MakeCutouts
+from pixgen.errors import NonFiniteLossError
+from pixgen.losses import latent_anchor_loss, prompt_loss, total_variation
+from pixgen.perceptor import Perceptor
+
+
+@dataclass
+class Target:
+    """One loss term: an embedding for one perceptor, with its weight, stop and label for logs."""
+
+    label: str
+    perceptor: int
+    embed: torch.Tensor
+    weight: float = 1.0
+    stop: float = float("-inf")
+    phase: int | None = None  # None: active in every phase
+
+
+@dataclass
+class StepState:
+    """What callbacks see: the completed step number (1-based), the total, and the generator."""
+
+    step: int
+    total: int
+    generator: nn.Module
+    records: list[dict] = field(default_factory=list)
+
+    @torch.no_grad()
+    def image(self) -> torch.Tensor:
+        """The current image (1, 3, H, W) in [0, 1], decoded from the latent after this step's update."""
+        return self.generator().detach()
+
+
+class Callback(Protocol):
+    def on_step(self, state: StepState) -> None: ...
+
+    def on_log(self, state: StepState) -> None: ...
+
+    def on_end(self, state: StepState, reason: str) -> None: ...
+
+
+def make_optimizer(name: str, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9):
+    """torch's own optimizers by name: adam, adamw, adagrad, rmsprop, sgd (with momentum)."""
+    name = name.lower()
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name == "adagrad":
+        return torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr, weight_decay=weight_decay, momentum=momentum)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, weight_decay=weight_decay, momentum=momentum)
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+class Engine:
+    """Runs steps of: decode -> cutouts per CLIP input size -> embeddings -> losses -> optimizer step -> project.
+
+    Args:
+        generator: module whose ``forward()`` gives the image and whose ``latent_parameters()`` are optimised.
+        perceptors: CLIP models; each has an ensemble ``weight`` and an ``input_size``.
+        targets: loss terms, each naming the perceptor it belongs to and (optionally) its story phase.
+        cutouts: one cutout maker per distinct perceptor input size, keyed by that size (shared by models).
+        optimizer: a torch optimizer over the generator's latent.
+        phases: the number of story phases, spread evenly over ``total`` steps.
+    """
+
+    def __init__(self, generator: nn.Module, perceptors: list[Perceptor], targets: list[Target],
+                 cutouts: dict[int, MakeCutouts], optimizer: torch.optim.Optimizer, *, total: int,
+                 phases: int = 1, init_weight: float = 0.0, tv_weight: float = 0.0, log_every: int = 10,
+                 save_every: int | None = None):
+        self.generator, self.perceptors, self.targets = generator, perceptors, targets
+        self.cutouts, self.optimizer = cutouts, optimizer
+        self.total, self.phases = total, max(1, phases)
+        self.init_weight, self.tv_weight, self.log_every = init_weight, tv_weight, log_every
+        self.save_every = save_every or total
+
+    def phase_at(self, step: int) -> int:
+        """The story phase active while computing step ``step`` (0-based)."""
+        return min(step * self.phases // max(1, self.total), self.phases - 1)
+
+    def active_targets(self, step: int) -> list[Target]:
+        phase = self.phase_at(step)
+        return [t for t in self.targets if t.phase is None or t.phase == phase]
+
+    def losses(self, image: torch.Tensor, targets: list[Target]) -> tuple[list[str], torch.Tensor]:
+        """Per-term losses (K,) for ``image`` and their labels."""
+        labels: list[str] = []
+        terms: list[torch.Tensor] = []
+        by_perceptor: dict[int, list[Target]] = {}
+        for t in targets:
+            by_perceptor.setdefault(t.perceptor, []).append(t)
+        for size, make in self.cutouts.items():
+            users = [i for i, p in enumerate(self.perceptors) if p.input_size == size and i in by_perceptor]
+            if not users:
+                continue
+            crops = make(image)
+            for i in users:
+                perceptor = self.perceptors[i]
+                embeds = perceptor.encode_image(crops).float()
+                for t in by_perceptor[i]:
+                    labels.append(t.label)
+                    terms.append(perceptor.weight * prompt_loss(embeds, t.embed, t.weight, t.stop))
+        z = getattr(self.generator, "z", None)
+        if self.init_weight and z is not None:
+            labels.append("init_weight")
+            terms.append(latent_anchor_loss(z, self.generator.z_init, self.init_weight))
+        if self.tv_weight:
+            labels.append("tv")
+            terms.append(self.tv_weight * total_variation(image))
+        return labels, torch.stack(terms)
+
+    def step(self, step: int) -> tuple[list[str], torch.Tensor]:
+        """One optimisation step (0-based index); returns labels and detached per-term losses."""
+        self.optimizer.zero_grad(set_to_none=True)
+        image = self.generator()
+        labels, terms = self.losses(image, self.active_targets(step))
+        terms.sum().backward()
+        self.optimizer.step()
+        self.generator.project_()
+        return labels, terms.detach()
+
+    def run(self, start: int, callbacks: list[Callback], should_stop: Callable[[], bool] = lambda: False) -> str:
+        """Run from step ``start`` (steps already done) to ``total``; returns 'done' or 'interrupted'.
+
+        Losses are checked at every log and save step, so callbacks that save on ``save_every`` steps only ever
+        see a latent whose losses were finite. On a non-finite loss the latent is restored to the last checked
+        one, callbacks get ``on_end(state, "nonfinite")``, and NonFiniteLossError is raised.
+        """
+        pending: list[tuple[int, list[str], torch.Tensor]] = []
+        good = [p.detach().clone() for p in self.generator.latent_parameters()]
+        good_step = start
+        state = StepState(start, self.total, self.generator)
+        reason = "done"
+        for step in range(start, self.total):
+            labels, terms = self.step(step)
+            pending.append((step + 1, labels, terms))
+            state.step = step + 1
+            stopping = should_stop()
+            sync = state.step % self.log_every == 0 or state.step % self.save_every == 0
+            if sync or state.step == self.total or stopping:
+                state.records = self._flush(pending)
+                pending = []
+                bad = next((r for r in state.records if not math.isfinite(r["loss"])), None)
+                if bad is not None:
+                    with torch.no_grad():
+                        for p, g in zip(self.generator.latent_parameters(), good):
+                            p.copy_(g)
+                    state.step = good_step
+                    for cb in callbacks:
+                        cb.on_end(state, "nonfinite")
+                    raise NonFiniteLossError(
+                        f"the loss became {bad['loss']} at step {bad['step']}; stopped and kept the last good image",
+                        "lower the learning rate (--lr) or use another optimizer (--optimizer adam)")
+                good = [p.detach().clone() for p in self.generator.latent_parameters()]
+                good_step = state.step
+                for cb in callbacks:
+                    cb.on_log(state)
+            for cb in callbacks:
+                cb.on_step(state)
+            if stopping and state.step < self.total:
+                reason = "interrupted"
+                break
+        for cb in callbacks:
+            cb.on_end(state, reason)
+        return reason
+
+    @staticmethod
+    def _flush(pending: list[tuple[int, list[str], torch.Tensor]]) -> list[dict]:
+        values = torch.cat([t for _, _, t in pending]).cpu().tolist()  # one device->host transfer
+        records, i = [], 0
+        for step, labels, terms in pending:
+            chunk = values[i:i + len(labels)]
+            i += len(labels)
+            records.append({"step": step, "loss": float(sum(chunk)), "terms": dict(zip(labels, chunk))})
+        return records

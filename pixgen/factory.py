@@ -1,0 +1,190 @@
+"""The one place that turns a validated config into objects: device, VQGAN, CLIP models, targets, engine."""
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from pixgen.cutouts import MakeCutouts
+from pixgen.engine import Engine, Target, make_optimizer
+from pixgen.errors import ConfigError, ModelError
+from pixgen.generators import VQGANGenerator
+from pixgen.models.vqgan import VQGAN, VQGANConfig
+from pixgen.output import load_image
+from pixgen.perceptor import ClipSpec, Perceptor, load_perceptor
+from pixgen.prompts import parse_prompt, parse_story
+
+log = logging.getLogger("pixgen")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TOY_DIR = REPO_ROOT / "checkpoints" / "toy"
+
+# Built-in bundles: a VQGAN and the CLIP that goes with it.
+RANDOM_TINY_VQGAN = VQGANConfig(ch=32, ch_mult=(1, 1, 2), num_res_blocks=1, attn_resolutions=(), resolution=64,
+                                z_channels=16, embed_dim=16, n_embed=64)
+RANDOM_TINY_CLIP = "pixgen-random-tiny"
+DEFAULT_CLIP = "ViT-B-32:openai"
+TOY_CLIP_MODEL = "pixgen-toy-clip"
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; an explicit device must be present."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {name!r} was requested but CUDA is not available here",
+                              "use --device cpu (or auto), or install a CUDA build of torch on a machine with a GPU")
+        index = torch.device(name).index
+        if index is not None and index >= torch.cuda.device_count():
+            raise ConfigError(f"device {name!r} does not exist; this machine has {torch.cuda.device_count()} GPU(s)",
+                              "use --device cuda:0 or --device auto")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("device 'mps' was requested but Apple's MPS backend is not available here",
+                          "use --device cpu or auto")
+    return torch.device(name)
+
+
+def random_tiny_vqgan(seed: int = 0) -> VQGAN:
+    """A tiny VQGAN with fixed random weights, for tests and install checks (its images are noise)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = VQGAN(RANDOM_TINY_VQGAN)
+        model.quantize.weight.data.normal_(0, 1)  # a spread-out codebook gives varied noise
+    return model.eval().requires_grad_(False)
+
+
+def load_vqgan_for(cfg: DictConfig, device: torch.device) -> VQGAN:
+    """The VQGAN named by ``cfg.model`` or the local ``vqgan_config``/``vqgan_checkpoint`` pair."""
+    if bool(cfg.vqgan_config) != bool(cfg.vqgan_checkpoint):
+        raise ConfigError("--vqgan-config and --vqgan-checkpoint must be given together",
+                          "pass both the taming YAML and its .ckpt, or neither and pick --model NAME")
+    if cfg.model == "random-tiny" and not cfg.vqgan_config:
+        return random_tiny_vqgan().to(device)
+    from pixgen import checkpoints  # the registry and download code, needed only for real weights
+
+    if cfg.vqgan_config:
+        return checkpoints.load_vqgan(cfg.vqgan_config, cfg.vqgan_checkpoint, device=device)
+    if cfg.model == "toy":
+        yaml_path, ckpt = TOY_DIR / "vqgan.yaml", TOY_DIR / "vqgan.ckpt"
+        if not ckpt.is_file():
+            raise ModelError(f"the toy VQGAN is missing at {ckpt}",
+                             "the toy weights ship with the source checkout; reinstall from it, or train them "
+                             "with `pixgen toy train vqgan`")
+        return checkpoints.load_vqgan(yaml_path, ckpt, device=device)
+    yaml_path, ckpt = checkpoints.resolve_vqgan(cfg.model)
+    return checkpoints.load_vqgan(yaml_path, ckpt, device=device)
+
+
+def clip_specs_for(cfg: DictConfig) -> list[ClipSpec]:
+    """The CLIP models to use: ``cfg.clip`` if given, else the model's own default."""
+    if cfg.clip:
+        return [ClipSpec.parse(s) for s in cfg.clip]
+    if cfg.model == "random-tiny" and not cfg.vqgan_config:
+        return [ClipSpec(RANDOM_TINY_CLIP)]
+    if cfg.model == "toy" and not cfg.vqgan_config:
+        return [ClipSpec(TOY_CLIP_MODEL, str(TOY_DIR / "clip.pt"))]
+    return [ClipSpec.parse(DEFAULT_CLIP)]
+
+
+def fit_size(width: int, height: int, factor: int) -> tuple[int, int]:
+    """Round each side to the nearest multiple of ``factor``; refuse sizes below one latent cell."""
+    if width < factor or height < factor:
+        raise ConfigError(f"size {width}x{height} is too small for this model, which needs at least "
+                          f"{factor}x{factor} (one latent cell is {factor} pixels)",
+                          f"use a size of {factor * 4}x{factor * 4} or larger")
+    return max(factor, round(width / factor) * factor), max(factor, round(height / factor) * factor)
+
+
+@dataclass
+class Session:
+    """Everything a run needs, built from one config."""
+
+    config: DictConfig
+    device: torch.device
+    width: int
+    height: int
+    generator: VQGANGenerator
+    perceptors: list[Perceptor]
+    engine: Engine
+    messages: list[str]
+
+
+def _embed_targets(cfg: DictConfig, perceptors: list[Perceptor], cutouts: dict[int, MakeCutouts],
+                   width: int, height: int, device: torch.device) -> tuple[list[Target], int]:
+    targets: list[Target] = []
+    phases = parse_story(cfg.prompt) if cfg.prompt.strip() else [[]]
+    many = len(perceptors) > 1
+    for pi, perceptor in enumerate(perceptors):
+        suffix = f" @{perceptor.name}" if many else ""
+        for phase_index, phase in enumerate(phases):
+            if not phase:
+                continue
+            embeds = perceptor.encode_text([p.text for p in phase])
+            for p, e in zip(phase, embeds):
+                label = (f"[{phase_index}] " if len(phases) > 1 else "") + p.text + suffix
+                targets.append(Target(label, pi, e, p.weight, p.stop, phase_index if len(phases) > 1 else None))
+        for item in cfg.image_prompts:
+            for p in parse_prompt(item):
+                image = load_image(p.text, (width, height), what="image prompt").to(device)
+                with torch.no_grad(), torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
+                    torch.manual_seed(cfg.seed)
+                    embeds = perceptor.encode_image(cutouts[perceptor.input_size](image)).float()
+                embed = torch.nn.functional.normalize(embeds, dim=-1).mean(0)
+                targets.append(Target(f"image:{Path(p.text).name}{suffix}", pi, embed, p.weight, p.stop))
+        for item in cfg.noise_prompts:
+            for p in parse_prompt(item):
+                try:
+                    seed = int(p.text)
+                except ValueError:
+                    raise ConfigError(f"noise prompt {p.text!r} is not an integer seed",
+                                      "write noise prompts as SEED:WEIGHT, e.g. 42:0.5") from None
+                gen = torch.Generator().manual_seed(seed)
+                dim = perceptor.encode_text(["x"]).shape[-1]
+                embed = torch.randn(dim, generator=gen).to(device)
+                targets.append(Target(f"noise:{seed}{suffix}", pi, embed, p.weight, p.stop))
+    return targets, len(phases)
+
+
+def build_session(cfg: DictConfig, *, state: dict | None = None) -> Session:
+    """Build the generator, CLIP models, targets, cutouts and engine for ``cfg`` (seeding torch first)."""
+    messages: list[str] = []
+    device = resolve_device(cfg.device)
+    if cfg.prompt.strip():
+        parse_story(cfg.prompt)  # fail on a bad prompt before loading any model
+    torch.manual_seed(cfg.seed)
+    vqgan = load_vqgan_for(cfg, device)
+    width, height = fit_size(int(cfg.size[0]), int(cfg.size[1]), vqgan.factor)
+    if (width, height) != (cfg.size[0], cfg.size[1]):
+        messages.append(f"size {cfg.size[0]}x{cfg.size[1]} rounded to {width}x{height} "
+                        f"(this model works in multiples of {vqgan.factor} pixels)")
+        cfg.size = [width, height]
+    perceptors = [load_perceptor(spec, device) for spec in clip_specs_for(cfg)]
+    augments = [asdict(a) if not isinstance(a, dict) else a
+                for a in OmegaConf.to_container(cfg.cutouts.augments, resolve=True)]
+    cutouts = {size: MakeCutouts(size, cfg.cutouts.n, cfg.cutouts.pow, augments, cfg.cutouts.noise)
+               for size in sorted({p.input_size for p in perceptors})}
+    init = load_image(cfg.init_image, (width, height), what="init image") if cfg.init_image else None
+    torch.manual_seed(cfg.seed)
+    targets, n_phases = _embed_targets(cfg, perceptors, cutouts, width, height, device)
+    torch.manual_seed(cfg.seed)
+    generator = VQGANGenerator(vqgan, width, height, init=init).to(device)
+    optimizer = make_optimizer(cfg.optim.name, generator.latent_parameters(), cfg.optim.lr,
+                               cfg.optim.weight_decay, cfg.optim.momentum)
+    if state is not None:
+        with torch.no_grad():
+            generator.z.copy_(state["z"].to(device))
+            generator.z_init.copy_(state["z_init"].to(device))
+        optimizer.load_state_dict(state["optimizer"])
+    engine = Engine(generator, perceptors, targets, cutouts, optimizer, total=cfg.iterations, phases=n_phases,
+                    init_weight=cfg.init_weight, tv_weight=cfg.tv_weight, log_every=cfg.log_every,
+                    save_every=cfg.save_every)
+    return Session(cfg, device, width, height, generator, perceptors, engine, messages)

@@ -1,0 +1,40 @@
+"""Loss terms: spherical distance to prompt targets, and regularisers on the latent and image."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from pixgen.ops import replace_grad
+
+
+def spherical_dist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Squared great-circle distance between the directions of x and y (last dim), as in VQGAN+CLIP.
+
+    Equals ``2 * arcsin(|x̂ - ŷ| / 2)^2``: 0 for equal directions, pi^2/2 for opposite ones.
+    """
+    x = F.normalize(x, dim=-1)
+    y = F.normalize(y, dim=-1)
+    return (x - y).norm(dim=-1).div(2).clamp(max=1.0).arcsin().pow(2).mul(2)
+
+
+def prompt_loss(embeds: torch.Tensor, target: torch.Tensor, weight: float, stop: float) -> torch.Tensor:
+    """Weighted distance of cutout embeddings (N, D) to one target (D,), honouring ``stop``.
+
+    A negative weight repels. Once a cutout's signed distance falls below ``stop`` its gradient is zeroed,
+    while the reported value stays the true distance.
+    """
+    dists = spherical_dist(embeds, target.unsqueeze(0)) * (1.0 if weight >= 0 else -1.0)
+    gated = replace_grad(dists, torch.clamp(dists, min=stop)) if stop != float("-inf") else dists
+    return abs(weight) * gated.mean()
+
+
+def latent_anchor_loss(z: torch.Tensor, z_init: torch.Tensor, weight: float) -> torch.Tensor:
+    """Pull the latent towards its initial value (the init-image regulariser): weight * MSE / 2."""
+    return F.mse_loss(z, z_init) * (weight / 2)
+
+
+def total_variation(image: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference between neighbouring pixels; smooths the image when weighted in."""
+    dx = image[..., :, 1:] - image[..., :, :-1]
+    dy = image[..., 1:, :] - image[..., :-1, :]
+    return dx.pow(2).mean() + dy.pow(2).mean()
