@@ -1,0 +1,1 @@
+"""Data: the table of named VQGAN checkpoints (vqgan.yaml) and their architecture YAMLs (configs/)."""

@@ -1,0 +1,1 @@
+"""Data: taming-format architecture YAMLs, one per registry entry."""

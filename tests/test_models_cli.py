@@ -1,0 +1,118 @@
+"""`pixgen models ...` through typer's CliRunner on pixgen.models_cli.app (offline, local server only)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from ckpt_fixture import TINY, save_checkpoint, tiny_vqgan, write_yaml
+from http_fixture import FileServer
+from typer.testing import CliRunner
+
+from pixgen.models_cli import app
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("PIXGEN_HOME", str(home))
+    monkeypatch.delenv("PIXGEN_MIRRORS", raising=False)
+    table = {"models": {"tiny": {"description": "tiny test model", "format": "VQModel",
+                                 "config": str(write_yaml(tmp_path / "tiny.yaml")), "filename": "tiny.ckpt",
+                                 "urls": ["http://127.0.0.1:9/unreachable/tiny.ckpt"]}}}
+    (home / "registry.yaml").write_text(yaml.safe_dump(table))
+    return home
+
+
+@pytest.fixture
+def server():
+    srv = FileServer().start()
+    yield srv
+    srv.stop()
+
+
+def run(*args):
+    return CliRunner().invoke(app, list(args))
+
+
+def listing(home):
+    result = run("list", "--json")
+    assert result.exit_code == 0, result.output
+    return {row["name"]: row for row in json.loads(result.stdout)["vqgan"]}
+
+
+def test_list_shows_registry_state_and_local_clip(home):
+    snap = home / "clip" / "models--timm--vit_base_patch32_clip_224.openai" / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    (snap / "open_clip_model.safetensors").write_bytes(b"x")
+    (home / "clip" / "my-finetune.pt").write_bytes(b"x")
+    result = run("list")
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    for name in ("imagenet_f16_16384", "gumbel_f8_8192", "wikiart_16384", "coco", "faceshq", "sflckr", "tiny"):
+        assert name in out
+    assert "* " in out and "GumbelVQ" in out and "not downloaded" in out
+    assert "ViT-B-32:openai" in out and "my-finetune.pt" in out
+
+
+def test_download_with_url_then_list_verify_and_path(home, server, tmp_path):
+    data = save_checkpoint(tmp_path / "src.ckpt", tiny_vqgan(TINY), "lightning").read_bytes()
+    url = server.add("/tiny.ckpt", data)
+    result = run("download", "tiny", "--url", url, "--quiet")
+    assert result.exit_code == 0, result.output
+    assert (home / "tiny.ckpt").read_bytes() == data and str(home / "tiny.ckpt") in result.stdout
+    assert listing(home)["tiny"]["downloaded"]
+
+    result = run("verify", "tiny")
+    assert result.exit_code == 0, result.output
+    assert "OK" in result.stdout and "sha256" in result.stdout
+    assert (home / "tiny.safetensors").is_file()
+
+    result = run("path", "tiny")
+    assert result.exit_code == 0 and result.stdout.strip() == str(home / "tiny.ckpt")
+    assert run("path", "tiny", "--config").stdout.strip() == str(tmp_path / "tiny.yaml")
+
+
+def test_download_reads_pixgen_mirrors(home, server, tmp_path, monkeypatch):
+    data = save_checkpoint(tmp_path / "src.ckpt", tiny_vqgan(TINY), "bare").read_bytes()
+    monkeypatch.setenv("PIXGEN_MIRRORS", "tiny=" + server.add("/mirror/tiny.ckpt", data))
+    result = run("download", "tiny", "-q")
+    assert result.exit_code == 0, result.output
+    assert server.hits("/mirror/tiny.ckpt") == 1
+    assert "already downloaded" in run("download", "tiny", "-q").stdout
+
+
+def test_download_failure_exits_2_with_url_and_manual_steps(home, server):
+    url = server.url("/gone.ckpt")
+    result = run("download", "tiny", "--url", url, "--quiet", "--retries", "0")
+    assert result.exit_code == 2
+    assert "HTTP 404" in result.stderr and url in result.stderr
+    assert f"save it as {home / 'tiny.ckpt'}" in result.stderr
+    assert not (home / "tiny.ckpt").exists()
+
+
+def test_unknown_name_suggests(home):
+    result = run("download", "wikiart_16k")
+    assert result.exit_code == 2
+    assert "unknown model 'wikiart_16k'" in result.stderr and "wikiart_16384" in result.stderr
+
+
+def test_verify_moves_corrupt_file_aside(home):
+    (home / "tiny.ckpt").write_bytes(b"\x80\x02garbage" * 100)
+    result = run("verify", "tiny")
+    assert result.exit_code == 2
+    assert "tiny.ckpt" in result.stderr and "tiny.ckpt.corrupt" in result.stderr
+    assert not (home / "tiny.ckpt").exists() and (home / "tiny.ckpt.corrupt").exists()
+    assert not listing(home)["tiny"]["downloaded"]
+
+
+def test_path_of_missing_model_exits_1(home):
+    result = run("path", "tiny")
+    assert result.exit_code == 1
+    assert result.stdout.strip() == str(home / "tiny.ckpt") and "pixgen models download tiny" in result.stderr
+
+
+def test_verify_not_downloaded_is_clear(home):
+    result = run("verify", "gumbel_f8_8192")
+    assert result.exit_code == 2 and "not downloaded" in result.stderr
