@@ -590,6 +590,27 @@ def _write_copy(copy: Path, checkpoint: Path, cfg: VQGANConfig, state: Mapping[s
                       stacklevel=3)
 
 
+def _quarantine_if_cached(checkpoint: Path, home: Path, exc: ModelError) -> None:
+    """A bad file inside the cache directory is renamed to ``*.corrupt`` so it is never taken for good again.
+
+    Files elsewhere (the user's own) are left alone; only the error explains them.
+    """
+    try:
+        in_cache = checkpoint.resolve().parent == home.resolve()
+    except OSError:
+        return
+    if not in_cache or not checkpoint.is_file():
+        return
+    bad = checkpoint.with_name(checkpoint.name + ".corrupt")
+    try:
+        os.replace(checkpoint, bad)
+    except OSError:
+        return
+    if checkpoint.suffix != ".safetensors":
+        checkpoint.with_suffix(".safetensors").unlink(missing_ok=True)
+    exc.hint = f"the file was moved to {bad}; download it again" + (f" ({exc.hint})" if exc.hint else "")
+
+
 def load_vqgan(config_path: str | os.PathLike, checkpoint_path: str | os.PathLike, device: str | torch.device = "cpu",
                *, home: str | os.PathLike | None = None, cache: bool = True) -> VQGAN:
     """Build the VQGAN described by a taming YAML with the weights of a checkpoint, in eval mode, frozen.
@@ -603,15 +624,20 @@ def load_vqgan(config_path: str | os.PathLike, checkpoint_path: str | os.PathLik
     cfg = read_vqgan_config(config_path)
     if not checkpoint.is_file():
         raise ModelError(f"checkpoint not found: {checkpoint}", "check the path, or `pixgen models download NAME`")
+    home_dir = pixgen_home(home)
     is_copy = checkpoint.suffix == ".safetensors"
-    copy = None if is_copy or not cache else _copy_path(checkpoint, pixgen_home(home))
+    copy = None if is_copy or not cache else _copy_path(checkpoint, home_dir)
     state = _read_copy(copy, checkpoint, cfg) if copy is not None else None
     fresh = state is None
-    if fresh:
-        state = read_vqgan_state_dict(checkpoint)
-    problem = _mismatch(_expected_state(cfg), state, cfg, config_path, checkpoint)
-    if problem:
-        raise problem
+    try:
+        if fresh:
+            state = read_vqgan_state_dict(checkpoint)
+        problem = _mismatch(_expected_state(cfg), state, cfg, config_path, checkpoint)
+        if problem:
+            raise problem
+    except (CorruptCheckpointError, UnsafeCheckpointError, CheckpointMismatchError) as exc:
+        _quarantine_if_cached(checkpoint, home_dir, exc)
+        raise
     with torch.device("meta"):
         model = VQGAN(cfg)
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True, assign=True)

@@ -1,7 +1,6 @@
 """pixgen.checkpoints: every taming format, safe unpickling, mismatches, the safetensors copy, the registry."""
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
@@ -229,13 +228,32 @@ def test_registry_model_keeps_copy_beside_checkpoint(tmp_path, isolated_home):
     load_vqgan(*resolve_vqgan("tiny"))
 
 
+def test_bad_file_in_cache_is_moved_aside_but_user_files_are_not(tmp_path, isolated_home):
+    entry_yaml = write_yaml(tmp_path / "tiny.yaml")
+    add_user_entry(isolated_home, "tiny", entry_yaml)
+    cached = isolated_home / "tiny.ckpt"
+    cached.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(CorruptCheckpointError) as info:
+        load_vqgan(*resolve_vqgan("tiny", download=False))
+    assert not cached.exists() and (isolated_home / "tiny.ckpt.corrupt").exists()
+    assert "moved to" in info.value.hint
+    with pytest.raises(ModelError, match="not downloaded"):
+        resolve_vqgan("tiny", download=False)  # so the next run downloads it again
+
+    mine = tmp_path / "mine.ckpt"
+    mine.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(CorruptCheckpointError):
+        load_vqgan(entry_yaml, mine)
+    assert mine.exists()
+
+
 # -- resolving names, the registry, downloads ------------------------------------------------------------------
 
 
 def test_unknown_name_suggests_close_names():
     with pytest.raises(ModelError) as info:
         resolve_vqgan("imagenet_16384")
-    assert "unknown model 'imagenet_f16_16384'" not in info.value.message
+    assert info.value.message == "unknown model 'imagenet_16384'"
     assert "imagenet_f16_16384" in info.value.hint and "pixgen models list" in info.value.hint
 
 
@@ -348,5 +366,3 @@ def add_user_entry(home: Path, name: str, config: Path, urls=("http://127.0.0.1:
                                "filename": f"{name}.ckpt", "urls": list(urls)}}}
     (home / "registry.yaml").write_text(yaml.safe_dump(table))
 
-
-_ = io  # keep the import list stable for readers
