@@ -1,0 +1,361 @@
+"""Captions of the toy world: a structured meaning (:class:`Spec`), its truth on a scene, English text with
+paraphrases, and hard negatives that change exactly one thing.
+
+The same :func:`holds` that decides whether a caption is true of a rendered scene is used to pick hard
+negatives for CLIP training and to judge generated images in the evaluation suite (there, on the scene the
+evaluator reads back from the image).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from itertools import permutations
+
+import numpy as np
+
+from pixgen.toy.world import (
+    BACKGROUND_NAMES, COLOUR_NAMES, SHAPES, SIZE_NAMES, Obj, Scene, place_object,
+)
+
+__all__ = ["Ref", "Spec", "holds", "spec_text", "hard_negative", "sample_pair", "KINDS", "RELATIONS"]
+
+RELATIONS = ("above", "below", "left of", "right of")
+_OPPOSITE = {"above": "below", "below": "above", "left of": "right of", "right of": "left of"}
+KINDS = ("objects", "relation", "count")
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A description of one kind of object; ``None`` fields are unconstrained."""
+
+    colour: str | None
+    shape: str
+    size: str | None = None
+    col: int | None = None
+    row: int | None = None
+
+    def matches(self, o: Obj) -> bool:
+        return (
+            o.shape == self.shape
+            and (self.colour is None or o.colour == self.colour)
+            and (self.size is None or o.size == self.size)
+            and (self.col is None or o.col == self.col)
+            and (self.row is None or o.row == self.row)
+        )
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What a caption claims.
+
+    ``kind`` is ``objects`` (each ref is a distinct object present), ``relation`` (refs[0] is ``relation``
+    refs[1]) or ``count`` (exactly ``count`` objects match refs[0]). ``background`` is optional.
+    """
+
+    kind: str
+    refs: tuple[Ref, ...]
+    relation: str | None = None
+    count: int | None = None
+    background: str | None = None
+
+
+def _related(a: Obj, b: Obj, relation: str) -> bool:
+    if relation == "above":
+        return a.row < b.row
+    if relation == "below":
+        return a.row > b.row
+    if relation == "left of":
+        return a.col < b.col
+    if relation == "right of":
+        return a.col > b.col
+    raise ValueError(f"unknown relation {relation!r}")
+
+
+def holds(spec: Spec, scene: Scene) -> bool:
+    """Whether the caption meaning ``spec`` is true of ``scene``."""
+    if spec.background is not None and scene.background != spec.background:
+        return False
+    objs = scene.objects
+    if spec.kind == "count":
+        return sum(spec.refs[0].matches(o) for o in objs) == spec.count
+    if spec.kind == "relation":
+        a_ref, b_ref = spec.refs
+        return any(
+            a is not b and a_ref.matches(a) and b_ref.matches(b) and _related(a, b, spec.relation or "")
+            for a in objs for b in objs
+        )
+    if spec.kind == "objects":
+        if len(spec.refs) > len(objs):
+            return False
+        for chosen in permutations(objs, len(spec.refs)):
+            if all(r.matches(o) for r, o in zip(spec.refs, chosen)):
+                return True
+        return False
+    raise ValueError(f"unknown caption kind {spec.kind!r}")
+
+
+# ----------------------------------------------------------------------------------------------- text
+
+_SHAPE_WORDS = {
+    "circle": ("circle", "circle", "disc"),
+    "square": ("square", "square", "box"),
+    "triangle": ("triangle",),
+    "cross": ("cross", "cross", "plus sign"),
+}
+_PLURAL = {"circle": "circles", "disc": "discs", "square": "squares", "box": "boxes", "triangle": "triangles",
+           "cross": "crosses", "plus sign": "plus signs"}
+_COLOUR_WORDS = {c: (c,) for c in COLOUR_NAMES}
+_BG_WORDS = {"white": ("white",), "black": ("black",), "gray": ("gray", "grey")}
+_NUMBERS = {1: ("one",), 2: ("two", "2"), 3: ("three", "3"), 4: ("four", "4")}
+_REL_WORDS = {
+    "above": ("above", "over"),
+    "below": ("below", "under", "beneath"),
+    "left of": ("to the left of", "left of"),
+    "right of": ("to the right of", "right of"),
+}
+_COL_WORDS = {0: ("on the left", "on the left side", "at the left"), 2: ("on the right", "on the right side", "at the right")}
+_ROW_WORDS = {0: ("at the top", "near the top", "at the top of the image"),
+              2: ("at the bottom", "near the bottom", "at the bottom of the image")}
+_CORNER_ROW = {0: ("top", "upper"), 2: ("bottom", "lower")}
+_CORNER_COL = {0: "left", 2: "right"}
+_CENTRE_WORDS = ("in the centre", "in the center", "in the middle")
+_BG_TEMPLATES = ("on a {} background", "against a {} background", "on {}", "with a {} background")
+
+
+class _Chooser:
+    """Picks paraphrases: the first option when canonical, else a random one."""
+
+    def __init__(self, rng: np.random.Generator | None):
+        self.rng = rng
+
+    def __call__(self, options):
+        if self.rng is None or len(options) == 1:
+            return options[0]
+        return options[int(self.rng.integers(len(options)))]
+
+
+def _position_text(ref: Ref, pick: _Chooser) -> str:
+    c, r = ref.col, ref.row
+    if c is None and r is None:
+        return ""
+    if c == 1 and r == 1:
+        return pick(_CENTRE_WORDS)
+    if c is not None and r is not None and c != 1 and r != 1:
+        form = pick((0, 1, 2))
+        rw, cw = _CORNER_ROW[r][0 if form != 2 else 1], _CORNER_COL[c]
+        return (f"in the {rw} {cw} corner", f"in the {rw} {cw}", f"in the {rw} {cw} corner")[form]
+    if r is None or r == 1:
+        if c is None or c == 1:
+            return ""
+        return pick(_COL_WORDS[c])
+    if c is None or c == 1:
+        return pick(_ROW_WORDS[r])
+    return ""
+
+
+def _noun(ref: Ref, pick: _Chooser, plural: bool = False) -> str:
+    shape = pick(_SHAPE_WORDS[ref.shape])
+    words = []
+    if ref.size is not None:
+        words.append(ref.size)
+    if ref.colour is not None:
+        words.append(pick(_COLOUR_WORDS[ref.colour]))
+    words.append(_PLURAL[shape] if plural else shape)
+    return " ".join(words)
+
+
+def _np(ref: Ref, pick: _Chooser) -> str:
+    text = _noun(ref, pick)
+    text = ("an " if text[0] in "aeiou" else "a ") + text
+    pos = _position_text(ref, pick)
+    return f"{text} {pos}" if pos else text
+
+
+def spec_text(spec: Spec, rng: np.random.Generator | None = None) -> str:
+    """English for ``spec``; canonical wording without ``rng``, a random paraphrase with one."""
+    pick = _Chooser(rng)
+    if spec.kind == "count":
+        text = f"{pick(_NUMBERS[spec.count or 1])} {_noun(spec.refs[0], pick, plural=(spec.count or 1) > 1)}"
+        pos = _position_text(spec.refs[0], pick)
+        text = f"{text} {pos}" if pos else text
+    elif spec.kind == "relation":
+        a, b = spec.refs
+        text = f"{_np(a, pick)} {pick(_REL_WORDS[spec.relation or 'above'])} {_np(b, pick)}"
+    else:
+        parts = [_np(r, pick) for r in spec.refs]
+        text = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
+    if spec.background is not None:
+        text += " " + pick(_BG_TEMPLATES).format(pick(_BG_WORDS[spec.background]))
+    return text
+
+
+# -------------------------------------------------------------------------------------- hard negatives
+
+def _other(rng: np.random.Generator, options, current):
+    choices = [o for o in options if o != current]
+    return choices[int(rng.integers(len(choices)))]
+
+
+def _change_ref(rng: np.random.Generator, ref: Ref, what: str) -> Ref | None:
+    if what == "colour" and ref.colour is not None:
+        return replace(ref, colour=_other(rng, COLOUR_NAMES, ref.colour))
+    if what == "shape":
+        return replace(ref, shape=_other(rng, SHAPES, ref.shape))
+    if what == "size" and ref.size is not None:
+        return replace(ref, size=_other(rng, SIZE_NAMES, ref.size))
+    if what == "position" and (ref.col is not None or ref.row is not None):
+        col, row = ref.col, ref.row
+        if col is not None and row is not None:  # move to another named cell (corner or centre)
+            cells = [(0, 0), (2, 0), (0, 2), (2, 2), (1, 1)]
+            col, row = _other(rng, cells, (col, row))
+        elif col is not None:
+            col = 2 - col
+        else:
+            row = 2 - (row or 0)
+        return replace(ref, col=col, row=row)
+    return None
+
+
+def hard_negative(spec: Spec, scene: Scene, rng: np.random.Generator, tries: int = 12) -> tuple[Spec, str] | None:
+    """A caption meaning that differs from ``spec`` in one attribute and is false of ``scene``.
+
+    Returns (negative spec, what changed) or None when no such change is found.
+    """
+    for _ in range(tries):
+        options = ["colour", "shape"]
+        if spec.background is not None:
+            options.append("background")
+        if spec.kind == "relation":
+            options += ["relation"] * 3
+        if spec.kind == "count":
+            options += ["count"] * 3
+        if spec.kind == "objects" and len(spec.refs) >= 2:
+            options += ["swap colours"] * 2
+        if any(r.size is not None for r in spec.refs):
+            options.append("size")
+        if any(r.col is not None or r.row is not None for r in spec.refs):
+            options += ["position"] * 2
+        what = options[int(rng.integers(len(options)))]
+        neg: Spec | None = None
+        if what == "background":
+            neg = replace(spec, background=_other(rng, BACKGROUND_NAMES, spec.background))
+        elif what == "relation":
+            neg = replace(spec, relation=_OPPOSITE[spec.relation or "above"])
+        elif what == "count":
+            neg = replace(spec, count=_other(rng, (1, 2, 3, 4), spec.count))
+        elif what == "swap colours":
+            i, j = rng.choice(len(spec.refs), size=2, replace=False)
+            a, b = spec.refs[i], spec.refs[j]
+            if a.colour != b.colour:
+                refs = list(spec.refs)
+                refs[i], refs[j] = replace(a, colour=b.colour), replace(b, colour=a.colour)
+                neg = replace(spec, refs=tuple(refs))
+        else:
+            i = int(rng.integers(len(spec.refs)))
+            new = _change_ref(rng, spec.refs[i], what)
+            if new is not None:
+                refs = list(spec.refs)
+                refs[i] = new
+                neg = replace(spec, refs=tuple(refs))
+        if neg is not None and neg != spec and not holds(neg, scene):
+            return neg, what
+    return None
+
+
+# ------------------------------------------------------------------------------ scenes with captions
+
+_CELLS = [(c, r) for r in range(3) for c in range(3)]
+
+
+def _random_ref(rng: np.random.Generator, size_p: float = 0.3) -> Ref:
+    return Ref(
+        colour=COLOUR_NAMES[int(rng.integers(len(COLOUR_NAMES)))],
+        shape=SHAPES[int(rng.integers(len(SHAPES)))],
+        size=SIZE_NAMES[int(rng.integers(2))] if rng.random() < size_p else None,
+    )
+
+
+def _random_position(rng: np.random.Generator, ref: Ref) -> Ref:
+    kind = int(rng.integers(4))
+    if kind == 0:
+        return replace(ref, col=int(rng.choice([0, 2])))
+    if kind == 1:
+        return replace(ref, row=int(rng.choice([0, 2])))
+    if kind == 2:
+        return replace(ref, col=int(rng.choice([0, 2])), row=int(rng.choice([0, 2])))
+    return replace(ref, col=1, row=1)
+
+
+def _build(rng: np.random.Generator, refs: list[Ref], background: str, p_large: float) -> Scene | None:
+    """Place one object per ref (cells consistent with its position), or None if they do not fit."""
+    objs: list[Obj] = []
+    used: set[tuple[int, int]] = set()
+    for ref in refs:
+        cells = [cr for cr in _CELLS if cr not in used
+                 and (ref.col is None or cr[0] == ref.col) and (ref.row is None or cr[1] == ref.row)]
+        if not cells:
+            return None
+        col, row = cells[int(rng.integers(len(cells)))]
+        size = ref.size or ("large" if rng.random() < p_large else "small")
+        colour = ref.colour or COLOUR_NAMES[int(rng.integers(len(COLOUR_NAMES)))]
+        obj = place_object(rng, ref.shape, colour, size, col, row, objs)
+        if obj is None and ref.size is None and size == "large":
+            obj = place_object(rng, ref.shape, colour, "small", col, row, objs)
+        if obj is None:
+            return None
+        objs.append(obj)
+        used.add((col, row))
+    order = rng.permutation(len(objs))
+    return Scene(background, [objs[i] for i in order])
+
+
+def _sample_spec(rng: np.random.Generator, kind: str) -> Spec:
+    bg = BACKGROUND_NAMES[int(rng.integers(3))] if rng.random() < 0.35 else None
+    if kind == "single":
+        ref = _random_ref(rng)
+        if rng.random() < 0.4:
+            ref = _random_position(rng, ref)
+        return Spec("objects", (ref,), background=bg)
+    if kind in ("two", "multi"):
+        n = 2 if kind == "two" else int(rng.integers(3, 5))
+        refs: list[Ref] = []
+        while len(refs) < n:
+            r = _random_ref(rng, size_p=0.15 if n == 2 else 0.0)
+            if all((r.colour, r.shape) != (q.colour, q.shape) for q in refs):
+                refs.append(r)
+        return Spec("objects", tuple(refs), background=bg)
+    if kind == "relation":
+        a = _random_ref(rng, size_p=0.1)
+        b = _random_ref(rng, size_p=0.1)
+        while (b.colour, b.shape) == (a.colour, a.shape):
+            b = _random_ref(rng, size_p=0.1)
+        return Spec("relation", (a, b), relation=RELATIONS[int(rng.integers(4))], background=bg)
+    if kind == "count":
+        ref = _random_ref(rng, size_p=0.1)
+        return Spec("count", (ref,), count=int(rng.integers(2, 5)), background=bg)
+    raise ValueError(kind)
+
+
+PAIR_KINDS = {"single": 0.3, "two": 0.2, "relation": 0.22, "count": 0.18, "multi": 0.1}
+
+
+def sample_pair(rng: np.random.Generator, kind: str | None = None) -> tuple[Scene, Spec]:
+    """A random scene and a true caption meaning for it (kinds weighted by ``PAIR_KINDS``)."""
+    names = list(PAIR_KINDS)
+    probs = np.array([PAIR_KINDS[k] for k in names])
+    while True:
+        k = kind or names[int(rng.choice(len(names), p=probs / probs.sum()))]
+        spec = _sample_spec(rng, k)
+        background = spec.background or BACKGROUND_NAMES[int(rng.integers(3))]
+        if spec.kind == "count":
+            refs = [replace(spec.refs[0]) for _ in range(spec.count or 1)]
+            p_large = 0.15
+        elif spec.kind == "relation":
+            refs = list(spec.refs)
+            p_large = 0.3
+        else:
+            refs = list(spec.refs)
+            p_large = 0.4 if len(refs) == 1 else 0.25
+        for _ in range(30):
+            scene = _build(rng, refs, background, p_large)
+            if scene is not None and holds(spec, scene):
+                return scene, spec

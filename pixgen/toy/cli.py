@@ -1,0 +1,95 @@
+"""Command line of the toy world: ``pixgen toy train vqgan|clip|evaluator`` and ``pixgen eval``."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from pixgen.errors import PixgenError
+
+toy_app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                      help="The offline toy world: train its VQGAN, CLIP and evaluator.")
+train_app = typer.Typer(no_args_is_help=True, help="Train one toy model from a seed (resumable, logged).")
+toy_app.add_typer(train_app, name="train")
+
+_OUT = typer.Option(Path("checkpoints/toy"), "--out", "-o", help="Directory for weights, state and log.")
+_SEED = typer.Option(0, "--seed", "-s", help="Seed for weights and data.")
+_RESUME = typer.Option(False, "--resume", help="Continue from OUT/state/ where a run stopped.")
+_DEVICE = typer.Option(None, "--device", help="cpu or cuda (default: cuda when present).")
+_THREADS = typer.Option(1, "--threads", help="CPU threads (0 = torch's default).")
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise PixgenError(f"--out {out} is a file, not a directory", "give a directory for the weights and logs")
+
+
+@train_app.command("vqgan")
+def train_vqgan_cmd(out: Path = _OUT, steps: int = typer.Option(900, "--steps"), seed: int = _SEED,
+                    batch: int = typer.Option(32, "--batch"), resume: bool = _RESUME,
+                    device: Optional[str] = _DEVICE, threads: int = _THREADS) -> None:
+    """Train the toy VQGAN; writes OUT/vqgan.ckpt, OUT/vqgan.yaml and OUT/vqgan.log.jsonl."""
+    from pixgen.toy.train_vqgan import train_vqgan
+
+    _check_out(out)
+    train_vqgan(out, steps=steps, seed=seed, batch=batch, resume=resume, device=device, threads=threads or None)
+    typer.echo(str(out / "vqgan.ckpt"))
+
+
+@train_app.command("clip")
+def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"), seed: int = _SEED,
+                   batch: int = typer.Option(96, "--batch"), negatives: int = typer.Option(2, "--negatives"),
+                   resume: bool = _RESUME, device: Optional[str] = _DEVICE, threads: int = _THREADS) -> None:
+    """Train the toy CLIP with hard negatives; writes OUT/clip.pt and OUT/clip.log.jsonl.
+
+    Uses OUT/vqgan.ckpt (if present) for the random-code "junk" images, so train the VQGAN first.
+    """
+    from pixgen.toy.train_clip import train_clip
+
+    _check_out(out)
+    train_clip(out, steps=steps, seed=seed, batch=batch, negatives=negatives, resume=resume, device=device,
+               threads=threads or None)
+    typer.echo(str(out / "clip.pt"))
+
+
+@train_app.command("evaluator")
+def train_evaluator_cmd(out: Path = _OUT, steps: int = typer.Option(1500, "--steps"), seed: int = _SEED,
+                        batch: int = typer.Option(64, "--batch"), resume: bool = _RESUME,
+                        device: Optional[str] = _DEVICE, threads: int = _THREADS) -> None:
+    """Train the evaluator and print its held-out accuracy; writes OUT/evaluator.safetensors (+ .json)."""
+    from pixgen.toy.train_evaluator import train_evaluator
+
+    _check_out(out)
+    train_evaluator(out, steps=steps, seed=seed, batch=batch, resume=resume, device=device, threads=threads or None)
+    typer.echo((out / "evaluator_heldout.json").read_text())
+
+
+def eval_command(
+    model: str = typer.Option("toy", "--model", "-m", help="Only 'toy' can be judged (the evaluator knows its world)."),
+    seeds: int = typer.Option(3, "--seeds", help="Seeds per prompt (0..N-1)."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", "-i", help="Steps per image (default: the toy preset)."),
+    size: int = typer.Option(64, "--size", help="Square image side in pixels."),
+    out: Path = typer.Option(Path("outputs/toy_eval"), "--out", "-o", help="Directory for results.json, table.md, contact_sheet.png."),
+    quick: bool = typer.Option(False, "--quick", help="One seed and two prompts per category (a smoke test)."),
+    category: Optional[List[str]] = typer.Option(None, "--category", help="Only these categories (repeat)."),
+) -> None:
+    """Generate the fixed toy prompt suite, judge each image with the evaluator, print accuracy per category."""
+    from pixgen.toy.evaluate import CATEGORIES, run_suite, table
+
+    if model != "toy":
+        raise PixgenError(f"pixgen eval judges the toy world only, not model {model!r}",
+                          "run `pixgen eval --model toy`")
+    if seeds < 1:
+        raise PixgenError("--seeds must be at least 1", "e.g. --seeds 3")
+    if category:
+        unknown = [c for c in category if c not in CATEGORIES]
+        if unknown:
+            raise PixgenError(f"unknown category {unknown[0]!r}", f"choose from: {', '.join(CATEGORIES)}")
+    report = run_suite(seeds=[0] if quick else list(range(seeds)), iterations=iterations, size=(size, size),
+                       out=out, categories=category, max_per_category=2 if quick else None)
+    typer.echo(table(report["summary"]))
+    t = report["timing"]
+    typer.echo(f"\n{t['images']} images, {t['cpu_s_per_image_mean']:.2f} s CPU per image (mean), "
+               f"{t['wall_s_total']:.0f} s wall in all")
+    typer.echo(f"wrote {out / 'results.json'}, {out / 'table.md'}, {out / 'contact_sheet.png'}")

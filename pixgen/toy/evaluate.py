@@ -1,0 +1,252 @@
+"""The toy evaluation suite: generate a fixed set of prompts over several seeds, read every image back with
+the evaluator, and report accuracy per category, next to a no-optimisation baseline (the decoded random
+starting latent of the same run).
+
+Verdicts (all judged on the scene the evaluator reads from the image):
+
+- single object, position, background, two objects, relation, counting, colour attribution: the prompt's
+  meaning holds (:func:`pixgen.toy.captions.holds`); e.g. "three orange squares" needs exactly three orange
+  squares, "a green cross above a pink circle" needs a green cross in a higher grid row than a pink circle,
+  "a red circle on a black background" needs the red circle and the black background.
+- colour: some object has the prompt's colour (the shape is not judged).
+
+The colour-attribution prompts come in swapped pairs ("a red square and a blue circle" and "a blue square
+and a red circle"), so a generator that ignores which colour goes with which shape scores at most 0.5.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pixgen.toy.captions import Ref, Spec, holds, spec_text
+from pixgen.toy.world import Scene
+
+__all__ = ["SuiteItem", "suite", "judge", "run_suite", "CATEGORIES", "TOY_PRESET"]
+
+TOY_PRESET = Path(__file__).resolve().parents[2] / "configs" / "toy.yaml"
+CATEGORIES = ("single object", "colour", "position", "background", "two objects", "relation", "counting",
+              "colour attribution")
+
+
+@dataclass(frozen=True)
+class SuiteItem:
+    category: str
+    spec: Spec
+
+    @property
+    def prompt(self) -> str:
+        return spec_text(self.spec)
+
+
+def _r(colour: str, shape: str, col: int | None = None, row: int | None = None) -> Ref:
+    return Ref(colour, shape, None, col, row)
+
+
+def suite() -> list[SuiteItem]:
+    """The fixed prompt suite (58 prompts, every colour, shape and background used)."""
+    items: list[SuiteItem] = []
+    add = lambda cat, spec: items.append(SuiteItem(cat, spec))  # noqa: E731
+    for colour, shape in [("red", "circle"), ("blue", "square"), ("yellow", "triangle"), ("green", "cross"),
+                          ("purple", "circle"), ("orange", "square"), ("cyan", "triangle"), ("pink", "cross")]:
+        add("single object", Spec("objects", (_r(colour, shape),)))
+    for colour, shape in [("red", "square"), ("green", "circle"), ("blue", "triangle"), ("yellow", "cross"),
+                          ("purple", "square"), ("orange", "circle"), ("cyan", "cross"), ("pink", "triangle")]:
+        add("colour", Spec("objects", (_r(colour, shape),)))
+    for colour, shape, col, row in [("red", "square", 0, None), ("blue", "circle", 2, None),
+                                    ("green", "triangle", None, 0), ("yellow", "circle", None, 2),
+                                    ("purple", "cross", 0, 0), ("orange", "triangle", 2, 2),
+                                    ("cyan", "square", 1, 1), ("pink", "circle", 2, 0)]:
+        add("position", Spec("objects", (_r(colour, shape, col, row),)))
+    for colour, shape, bg in [("red", "circle", "black"), ("blue", "square", "white"), ("yellow", "cross", "gray"),
+                              ("green", "triangle", "black"), ("pink", "square", "white"),
+                              ("orange", "circle", "gray")]:
+        add("background", Spec("objects", (_r(colour, shape),), background=bg))
+    for a, b in [(("blue", "square"), ("yellow", "triangle")), (("red", "circle"), ("green", "cross")),
+                 (("purple", "triangle"), ("orange", "circle")), (("cyan", "cross"), ("pink", "square")),
+                 (("yellow", "circle"), ("blue", "cross")), (("green", "square"), ("red", "triangle"))]:
+        add("two objects", Spec("objects", (_r(*a), _r(*b))))
+    for a, rel, b in [(("green", "cross"), "above", ("pink", "circle")),
+                      (("red", "square"), "above", ("blue", "triangle")),
+                      (("yellow", "circle"), "below", ("purple", "square")),
+                      (("cyan", "triangle"), "below", ("orange", "cross")),
+                      (("blue", "circle"), "left of", ("red", "cross")),
+                      (("pink", "square"), "left of", ("green", "triangle")),
+                      (("orange", "triangle"), "right of", ("cyan", "circle")),
+                      (("purple", "cross"), "right of", ("yellow", "square"))]:
+        add("relation", Spec("relation", (_r(*a), _r(*b)), relation=rel))
+    for n, colour, shape in [(2, "red", "circle"), (3, "orange", "square"), (4, "blue", "triangle"),
+                             (2, "green", "cross"), (3, "yellow", "circle"), (4, "purple", "square")]:
+        add("counting", Spec("count", (_r(colour, shape),), count=n))
+    for (c1, s1), (c2, s2) in [(("red", "square"), ("blue", "circle")), (("green", "triangle"), ("pink", "cross")),
+                               (("yellow", "circle"), ("purple", "triangle")), (("orange", "cross"), ("cyan", "square"))]:
+        add("colour attribution", Spec("objects", (_r(c1, s1), _r(c2, s2))))
+        add("colour attribution", Spec("objects", (_r(c2, s1), _r(c1, s2))))
+    return items
+
+
+def judge(item: SuiteItem, scene: Scene) -> bool:
+    """Whether the scene read from an image satisfies the suite item."""
+    if item.category == "colour":
+        return any(o.colour == item.spec.refs[0].colour for o in scene.objects)
+    return holds(item.spec, scene)
+
+
+def describe(scene: Scene) -> str:
+    """A short reading of a scene: ``black: red circle@L-T, blue square@C-M``."""
+    cols, rows = "LCR", "TMB"
+    objs = ", ".join(f"{o.colour} {o.shape}@{cols[o.col]}{rows[o.row]}" for o in scene.objects)
+    return f"{scene.background}: {objs or '(nothing)'}"
+
+
+def _contact_sheet(rows: list[dict], images: list, baselines: list, path: Path, tile: int = 128) -> None:
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    per_row = 6
+    text_h = 52
+    w = per_row * (tile + 8) + 8
+    n_rows = (len(rows) + per_row - 1) // per_row
+    sheet = Image.new("RGB", (w, n_rows * (tile + text_h + 8) + 8), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    for i, (row, img, base) in enumerate(zip(rows, images, baselines)):
+        x = 8 + (i % per_row) * (tile + 8)
+        y = 8 + (i // per_row) * (tile + text_h + 8)
+        sheet.paste(img.resize((tile, tile), Image.NEAREST), (x, y))
+        thumb = tile // 4
+        sheet.paste(base.resize((thumb, thumb), Image.NEAREST), (x + tile - thumb, y))
+        ok = row["pass"]
+        colour = (0, 140, 0) if ok else (200, 0, 0)
+        lines = _wrap(row["prompt"], 24)[:2] + [f"s{row['seed']} {'PASS' if ok else 'FAIL'} base:{'P' if row['baseline_pass'] else 'F'}"]
+        for j, line in enumerate(lines):
+            draw.text((x, y + tile + 2 + 12 * j), line, fill=colour if j == len(lines) - 1 else (0, 0, 0), font=font)
+        draw.rectangle([x - 2, y - 2, x + tile + 1, y + tile + 1], outline=colour, width=2)
+    sheet.save(path)
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    lines, cur = [], ""
+    for word in text.split():
+        if cur and len(cur) + 1 + len(word) > width:
+            lines.append(cur)
+            cur = word
+        else:
+            cur = f"{cur} {word}".strip()
+    return lines + ([cur] if cur else [])
+
+
+def table(summary: dict) -> str:
+    """A Markdown table: category, n, accuracy with optimisation, baseline accuracy."""
+    lines = ["| category | images | pixgen | baseline (no optimisation) |", "|---|---:|---:|---:|"]
+    for cat in list(CATEGORIES) + ["overall"]:
+        s = summary.get(cat)
+        if s:
+            lines.append(f"| {cat} | {s['n']} | {s['accuracy']:.3f} | {s['baseline']:.3f} |")
+    return "\n".join(lines)
+
+
+def run_suite(
+    seeds: list[int] = (0, 1, 2),  # type: ignore[assignment]
+    iterations: int | None = None,
+    size: tuple[int, int] = (64, 64),
+    out: str | Path | None = "outputs/toy_eval",
+    categories: list[str] | None = None,
+    max_per_category: int | None = None,
+    config: str | Path | None = TOY_PRESET,
+    progress: bool = True,
+    **overrides,
+) -> dict:
+    """Generate every suite prompt for every seed, judge it, and write ``results.json`` and ``contact_sheet.png``.
+
+    Returns a dict with ``summary`` (per category accuracy and baseline), ``rows`` (one per image) and
+    ``timing``.
+    """
+    import pixgen
+    from pixgen.toy.evaluator import load_evaluator
+
+    evaluator = load_evaluator()
+    items = [it for it in suite() if categories is None or it.category in categories]
+    if max_per_category is not None:
+        kept: dict[str, int] = {}
+        chosen = []
+        for it in items:
+            if kept.get(it.category, 0) < max_per_category:
+                kept[it.category] = kept.get(it.category, 0) + 1
+                chosen.append(it)
+        items = chosen
+    rows, images, baselines = [], [], []
+    jobs = [(it, s) for it in items for s in seeds]
+    cpu0, wall0 = time.process_time(), time.time()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(jobs), desc="toy eval", unit="img")
+    options = dict(overrides)
+    if iterations is not None:
+        options["iterations"] = iterations
+    for item, seed in jobs:
+        c0, w0 = time.process_time(), time.time()
+        result = pixgen.generate(item.prompt, config=str(config) if config else None, model="toy", seed=seed,
+                                 size=list(size), write=False, progress=False, **options)
+        cpu, wall = time.process_time() - c0, time.time() - w0
+        got, base = evaluator.read([result.image, result.initial_image])
+        row = {
+            "category": item.category, "prompt": item.prompt, "seed": seed,
+            "pass": judge(item, got), "baseline_pass": judge(item, base),
+            "read": describe(got), "baseline_read": describe(base),
+            "cpu_s": round(cpu, 3), "wall_s": round(wall, 3),
+            "final_loss": result.losses[-1]["loss"] if result.losses else None,
+        }
+        rows.append(row)
+        images.append(result.image)
+        baselines.append(result.initial_image)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(acc=f"{np.mean([r['pass'] for r in rows]):.2f}")
+    if bar is not None:
+        bar.close()
+    summary: dict = {}
+    for cat in list(CATEGORIES) + ["overall"]:
+        sel = [r for r in rows if cat == "overall" or r["category"] == cat]
+        if sel:
+            summary[cat] = {"n": len(sel), "accuracy": float(np.mean([r["pass"] for r in sel])),
+                            "baseline": float(np.mean([r["baseline_pass"] for r in sel]))}
+    timing = {
+        "images": len(rows), "cpu_s_total": round(time.process_time() - cpu0, 1),
+        "wall_s_total": round(time.time() - wall0, 1),
+        "cpu_s_per_image_mean": round(float(np.mean([r["cpu_s"] for r in rows])), 3) if rows else None,
+        "cpu_s_per_image_max": round(float(np.max([r["cpu_s"] for r in rows])), 3) if rows else None,
+        "wall_s_per_image_mean": round(float(np.mean([r["wall_s"] for r in rows])), 3) if rows else None,
+        "torch_threads": torch.get_num_threads(),
+    }
+    report = {
+        "summary": summary, "timing": timing, "rows": rows,
+        "settings": {"seeds": list(seeds), "iterations": iterations, "size": list(size),
+                     "config": str(config) if config else None, "overrides": overrides},
+        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "cpu_count": _cpu_count(), "torch": torch.__version__,
+                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+    }
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+        (out / "table.md").write_text(table(summary) + "\n")
+        if rows:
+            _contact_sheet(rows, images, baselines, out / "contact_sheet.png")
+    return report
+
+
+def _cpu_count() -> int | None:
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count()

@@ -1,0 +1,288 @@
+"""Train the toy CLIP contrastively on rendered scenes and their captions, with hard negatives.
+
+Each step draws ``batch`` (scene, caption) pairs from :func:`pixgen.toy.captions.sample_pair`, adds
+``negatives`` hard-negative captions per scene (one word changed: colour, shape, size, position,
+background, relation, count, or two colours swapped; each checked to be false of its scene), and a few
+"junk" images decoded by the toy VQGAN from random codes (the kind of picture a generation starts from;
+no caption is true of them). The loss is CLIP's symmetric cross-entropy, with soft targets spread over
+every caption that is actually true of an image (the truth matrix comes from :func:`holds`), so a
+caption that happens to describe two scenes in the batch is not pushed away from either.
+
+Images are augmented like generation cutouts: a random crop covering 85-100% of each side, resized to the
+tower's input size, sometimes with a little noise. The text tower runs on sequences cut just after the
+longest caption's end token; with the causal mask this gives exactly what ``encode_text`` gives on the
+full 77-token context, several times faster.
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import open_clip
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from pixgen.toy.captions import Spec, hard_negative, holds, sample_pair, spec_text
+from pixgen.toy.training import TrainLog, batch_images, load_state, pick_device, save_state, seed_everything
+from pixgen.toy.world import Scene, render
+
+__all__ = ["CLIP_NAME", "CONFIG_DIR", "create_toy_clip", "tokenize", "encode_text_fast", "augment", "train_clip", "save_clip"]
+
+CLIP_NAME = "pixgen-toy-clip"
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "clip_configs"
+
+
+def create_toy_clip(pretrained: str | None = None) -> torch.nn.Module:
+    """The toy CLIP (open_clip ``CLIP``) from our model config, optionally with weights from a file."""
+    open_clip.add_model_config(CONFIG_DIR)
+    return open_clip.create_model(CLIP_NAME, pretrained=pretrained)
+
+
+@lru_cache(maxsize=1)
+def _tokenizer():
+    open_clip.add_model_config(CONFIG_DIR)
+    return open_clip.get_tokenizer(CLIP_NAME)
+
+
+@lru_cache(maxsize=200_000)
+def _tokens(text: str) -> torch.Tensor:
+    return _tokenizer()([text])[0]
+
+
+def tokenize(texts: list[str]) -> torch.Tensor:
+    """(N, 77) token ids, cached per caption."""
+    return torch.stack([_tokens(t) for t in texts])
+
+
+def encode_text_fast(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """``model.encode_text(tokens)`` computed on the shortest prefix that holds every end token."""
+    length = int(tokens.argmax(dim=-1).max()) + 1
+    t = tokens[:, :length]
+    x = model.token_embedding(t) + model.positional_embedding[:length]
+    x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
+    x = model.ln_final(x)
+    x = x[torch.arange(x.shape[0], device=x.device), t.argmax(dim=-1)]
+    return x @ model.text_projection
+
+
+def augment(images: torch.Tensor, size: int, gen: torch.Generator, min_side: float = 0.85,
+            noise_p: float = 0.3) -> torch.Tensor:
+    """Random crops covering ``min_side``-100% of each side, resized to ``size``; some get light noise.
+
+    Shape:
+        - images: (B, 3, H, W) in [0, 1]; returns (B, 3, size, size) in [0, 1]
+    """
+    b, dev = images.shape[0], images.device
+    u = torch.rand(b, generator=gen).to(dev)
+    side = 1 - (1 - min_side) * u * u  # mostly close to the whole canvas, as cutouts with a small cut_pow
+    tx = (torch.rand(b, generator=gen).to(dev) * 2 - 1) * (1 - side)
+    ty = (torch.rand(b, generator=gen).to(dev) * 2 - 1) * (1 - side)
+    theta = torch.zeros(b, 2, 3, device=dev)
+    theta[:, 0, 0], theta[:, 1, 1], theta[:, 0, 2], theta[:, 1, 2] = side, side, tx, ty
+    grid = F.affine_grid(theta, [b, 3, size, size], align_corners=False)
+    out = F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    noisy = (torch.rand(b, 1, 1, 1, generator=gen) < noise_p).float().to(dev)
+    sigma = torch.rand(b, 1, 1, 1, generator=gen).to(dev) * 0.05
+    out = out + noisy * sigma * torch.randn(out.shape, generator=gen).to(dev)
+    return out.clamp(0, 1)
+
+
+def normalize(images: torch.Tensor, model: torch.nn.Module) -> torch.Tensor:
+    cfg = model.visual.preprocess_cfg
+    mean = torch.tensor(cfg["mean"], device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(cfg["std"], device=images.device).view(1, 3, 1, 1)
+    return (images - mean) / std
+
+
+def _quick_true(spec: Spec, pairs: set) -> bool:
+    return all((r.colour, r.shape) in pairs for r in spec.refs)
+
+
+def truth_matrix(scenes: list[Scene | None], specs: list[Spec]) -> torch.Tensor:
+    """(n_images, n_captions) bool: whether each caption is true of each scene (junk images: all false)."""
+    t = torch.zeros(len(scenes), len(specs), dtype=torch.bool)
+    for i, scene in enumerate(scenes):
+        if scene is None:
+            continue
+        pairs = {(o.colour, o.shape) for o in scene.objects}
+        for j, spec in enumerate(specs):
+            if _quick_true(spec, pairs) and holds(spec, scene):
+                t[i, j] = True
+    return t
+
+
+def soft_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against targets spread evenly over each row's true entries (rows with none skipped)."""
+    keep = target.any(1)
+    if not keep.any():
+        return logits.sum() * 0
+    tgt = target[keep].float()
+    tgt = tgt / tgt.sum(1, keepdim=True)
+    return -(tgt * F.log_softmax(logits[keep], dim=1)).sum(1).mean()
+
+
+def make_batch(rng: np.random.Generator, batch: int, negatives: int, canonical_p: float = 0.3):
+    """Scenes, their images, caption texts and specs (positives first, then hard negatives), and for each
+    caption the index of the scene it was written for."""
+    scenes, images, texts, specs, neg_texts, neg_specs, owners = [], [], [], [], [], [], []
+    for _ in range(batch):
+        scene, spec = sample_pair(rng)
+        seed = None if rng.random() < canonical_p else int(rng.integers(2**31))
+
+        def say(s: Spec) -> str:
+            return spec_text(s, None if seed is None else np.random.default_rng(seed))
+
+        scenes.append(scene)
+        images.append(render(scene))
+        texts.append(say(spec))
+        specs.append(spec)
+        for _ in range(negatives):
+            neg = hard_negative(spec, scene, rng)
+            if neg is not None:
+                neg_texts.append(say(neg[0]))
+                neg_specs.append(neg[0])
+                owners.append(len(scenes) - 1)
+    return scenes, images, texts + neg_texts, specs + neg_specs, list(range(batch)) + owners
+
+
+class JunkPool:
+    """Images the toy VQGAN decodes from random codes, reloaded as its checkpoint changes."""
+
+    def __init__(self, vqgan_dir: Path, size: int = 512):
+        self.path = Path(vqgan_dir) / "vqgan.ckpt"
+        self.size = size
+        self.mtime = None
+        self.images: torch.Tensor | None = None
+
+    def refresh(self, gen: torch.Generator) -> None:
+        if not self.path.exists() or self.path.stat().st_mtime == self.mtime:
+            return
+        import yaml
+        from pixgen.models.vqgan import VQGAN, VQGANConfig
+
+        try:
+            cfg = VQGANConfig.from_taming(yaml.safe_load((self.path.parent / "vqgan.yaml").read_text()))
+            model = VQGAN(cfg)
+            model.load_state_dict(torch.load(self.path, map_location="cpu", weights_only=True)["state_dict"])
+        except Exception:  # a checkpoint being written right now; try again later
+            return
+        self.mtime = self.path.stat().st_mtime
+        book, h = model.codebook.detach(), cfg.resolution // cfg.factor
+        out = []
+        with torch.no_grad():
+            for i in range(0, self.size, 64):
+                n = min(64, self.size - i)
+                # half fully random codes, half blocky maps of random codes (coarse coloured patches)
+                idx = torch.randint(len(book), (n, h, h), generator=gen)
+                coarse = torch.randint(len(book), (n, h // 4, h // 4), generator=gen)
+                coarse = coarse.repeat_interleave(4, 1).repeat_interleave(4, 2)
+                idx = torch.where(torch.arange(n).view(n, 1, 1) % 2 == 0, idx, coarse)
+                z = book[idx].movedim(-1, 1)
+                out.append(((model.decode(z) + 1) / 2).clamp(0, 1))
+        self.images = torch.cat(out)
+
+    def sample(self, n: int, gen: torch.Generator) -> torch.Tensor | None:
+        if self.images is None or n == 0:
+            return None
+        return self.images[torch.randint(len(self.images), (n,), generator=gen)]
+
+
+def save_clip(model: torch.nn.Module, path: str | Path) -> Path:
+    """The open_clip / OpenAI-format state dict in float16 (loads into float32 models unchanged)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().half().contiguous() if v.is_floating_point() else v.detach().cpu()
+             for k, v in model.state_dict().items()}
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+    return path
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float):
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or "embedding" in name or "logit_scale" in name else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def train_clip(
+    out: str | Path = "checkpoints/toy", steps: int = 3000, seed: int = 0, batch: int = 96, negatives: int = 2,
+    junk: int = 12, lr: float = 1e-3, weight_decay: float = 0.1, warmup: int = 150, resume: bool = False,
+    device: str | None = None, threads: int | None = 1, log_every: int = 20, save_every: int = 200,
+    progress: bool = True,
+) -> torch.nn.Module:
+    """Train (or resume) the toy CLIP; writes ``clip.pt``, a resumable state and ``clip.log.jsonl``."""
+    if threads:
+        torch.set_num_threads(threads)
+    dev = pick_device(device)
+    out = Path(out)
+    rng = seed_everything(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = create_toy_clip().to(dev)
+    size = model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size
+    opt = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6)
+    state_path = out / "state" / "clip_state.pt"
+    state = load_state(state_path) if resume else None
+    start = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        rng.bit_generator.state = state["rng"]
+        gen.set_state(state["gen"])
+        start = int(state["step"])
+    log = TrainLog(out / "clip.log.jsonl", resume=state is not None)
+    pool = JunkPool(out)
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc="clip", disable=not progress)
+    for step in bar:
+        if step % 250 == 0:
+            pool.refresh(gen)
+        lr_now = lr * min(1.0, (step + 1) / warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / steps)))
+        for g in opt.param_groups:
+            g["lr"] = lr_now
+        scenes, images, texts, specs, owners = make_batch(rng, batch, negatives)
+        x = batch_images(images, dev)
+        junk_x = pool.sample(junk, gen)
+        all_scenes: list[Scene | None] = list(scenes)
+        if junk_x is not None:
+            x = torch.cat([x, junk_x.to(dev)])
+            all_scenes += [None] * len(junk_x)
+        truth = truth_matrix(all_scenes, specs).to(dev)
+        img = F.normalize(model.encode_image(normalize(augment(x, size, gen), model)), dim=-1)
+        txt = F.normalize(encode_text_fast(model, tokenize(texts).to(dev)), dim=-1)
+        scale = model.logit_scale.exp().clamp(max=100)
+        logits = scale * img @ txt.T
+        loss = (soft_ce(logits, truth) + soft_ce(logits.T, truth.T)) / 2
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if step % log_every == 0 or step == steps - 1:
+            with torch.no_grad():
+                nb = len(scenes)
+                top = logits[:nb].argmax(1)
+                top1 = truth[torch.arange(nb), top].float().mean().item()
+                pos = logits[torch.arange(nb), torch.arange(nb)]
+                hn = [(owners[j], j) for j in range(nb, len(specs)) if not truth[owners[j], j]]
+                hn_total = len(hn)
+                hn_wins = sum(int(pos[i] > logits[i, j]) for i, j in hn)
+            metrics = dict(loss=loss.item(), top1=top1, scale=scale.item(), lr=lr_now)
+            if hn_total:
+                metrics["hard_neg_acc"] = hn_wins / hn_total
+            log.write(step, **metrics)
+            bar.set_postfix(loss=f"{loss.item():.3f}", top1=f"{top1:.2f}", hn=f"{metrics.get('hard_neg_acc', 0):.2f}")
+        if (step + 1) % save_every == 0 or step == steps - 1:
+            save_state(state_path, model=model.state_dict(), opt=opt.state_dict(), rng=rng.bit_generator.state,
+                       gen=gen.get_state(), step=step + 1)
+            save_clip(model, out / "clip.pt")
+    save_clip(model, out / "clip.pt")
+    return model
+
+
+if __name__ == "__main__":  # python -m pixgen.toy.train_clip [steps] [--resume]
+    import sys
+
+    train_clip(steps=int(sys.argv[1]) if len(sys.argv) > 1 else 3000, resume="--resume" in sys.argv)

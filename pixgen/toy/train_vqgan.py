@@ -1,0 +1,131 @@
+"""Train the toy VQGAN (our taming-compatible encoder/decoder/codebook) on rendered toy scenes.
+
+Reconstruction loss is L1 + MSE on pixels plus the usual codebook and commitment terms; codes unused for a
+while are restarted on random encoder outputs. No adversarial or perceptual loss: the flat-colour world does
+not need them and LPIPS would need a download. Most steps see random 32x32 crops (the network is
+convolutional, so this is 4x cheaper per sample); the last fifth sees whole 64x64 canvases.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from tqdm import tqdm
+
+from pixgen.models.vqgan import VQGAN, VQGANConfig
+from pixgen.toy.training import TrainLog, batch_images, load_state, pick_device, save_state, seed_everything
+from pixgen.toy.world import CANVAS, render, sample_scene
+
+__all__ = ["TOY_VQGAN", "train_vqgan", "save_taming"]
+
+TOY_VQGAN = VQGANConfig(
+    ch=32, ch_mult=(1, 1, 2), num_res_blocks=1, attn_resolutions=(), resolution=CANVAS,
+    z_channels=64, embed_dim=32, n_embed=512, dropout=0.0,
+)
+BETA = 0.25  # commitment weight, as in taming
+
+
+def _batch(rng: np.random.Generator, n: int, crop: int, device: torch.device) -> torch.Tensor:
+    imgs = []
+    for _ in range(n):
+        img = render(sample_scene(rng))
+        if crop < CANVAS:
+            y, x = rng.integers(0, CANVAS - crop + 1, size=2)
+            img = img[y:y + crop, x:x + crop]
+        imgs.append(img)
+    return batch_images(imgs, device) * 2 - 1
+
+
+def _quantize(model: VQGAN, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(straight-through z_q, codebook+commitment loss, code indices) for encoder output z (B, D, h, w)."""
+    flat = z.movedim(1, -1).reshape(-1, z.shape[1])
+    book = model.codebook
+    d = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ book.T + book.pow(2).sum(1)
+    idx = d.argmin(1)
+    zq = book[idx].reshape(z.shape[0], z.shape[2], z.shape[3], -1).movedim(-1, 1)
+    loss = F.mse_loss(zq, z.detach()) + BETA * F.mse_loss(z, zq.detach())
+    return z + (zq - z).detach(), loss, idx
+
+
+def save_taming(model: VQGAN, out_dir: str | Path, step: int) -> tuple[Path, Path]:
+    """Write ``vqgan.ckpt`` (Lightning-style) and ``vqgan.yaml`` (taming format) into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt, cfg = out / "vqgan.ckpt", out / "vqgan.yaml"
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    torch.save({"state_dict": state, "global_step": int(step), "epoch": 0}, ckpt)
+    cfg.write_text(yaml.safe_dump(model.config.to_taming(), sort_keys=False))
+    return ckpt, cfg
+
+
+def train_vqgan(
+    out: str | Path = "checkpoints/toy", steps: int = 1500, seed: int = 0, batch: int = 32, lr: float = 1e-3,
+    resume: bool = False, device: str | None = None, threads: int | None = 1, log_every: int = 25,
+    save_every: int = 250, progress: bool = True,
+) -> VQGAN:
+    """Train (or resume) the toy VQGAN; returns the model and writes checkpoint, YAML, state and log."""
+    if threads:
+        torch.set_num_threads(threads)
+    dev = pick_device(device)
+    out = Path(out)
+    rng = seed_everything(seed)
+    model = VQGAN(TOY_VQGAN).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.5, 0.9))
+    state_path = out / "state" / "vqgan_state.pt"
+    start = 0
+    usage_state = None
+    state = load_state(state_path) if resume else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        start = int(state["step"])
+        usage_state = state.get("usage")
+    log = TrainLog(out / "vqgan.log.jsonl", resume=state is not None)
+    usage = torch.zeros(TOY_VQGAN.n_embed, device=dev) if usage_state is None else usage_state.to(dev)
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc="vqgan", disable=not progress)
+    for step in bar:
+        full = step >= int(0.8 * steps)
+        x = _batch(rng, batch // 4 if full else batch, CANVAS if full else 32, dev)
+        for g in opt.param_groups:
+            g["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
+        z = model.encode(x)
+        zq, q_loss, idx = _quantize(model, z)
+        rec = model.decode(zq)
+        l1 = (rec - x).abs().mean()
+        mse = F.mse_loss(rec, x)
+        loss = l1 + mse + q_loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        usage.mul_(0.99).index_add_(0, idx, torch.ones_like(idx, dtype=usage.dtype))
+        if step % 100 == 99 and step < int(0.9 * steps):  # restart dead codes on encoder outputs
+            dead = (usage < 1e-3).nonzero().flatten()
+            if len(dead):
+                flat = z.detach().movedim(1, -1).reshape(-1, z.shape[1])
+                pick = torch.randint(len(flat), (len(dead),), device=dev)
+                with torch.no_grad():
+                    model.codebook[dead] = flat[pick] + 1e-3 * torch.randn_like(flat[pick])
+                usage[dead] = 1.0
+        if step % log_every == 0 or step == steps - 1:
+            psnr = float(10 * torch.log10(4.0 / mse.detach().clamp_min(1e-10)))
+            used = int((usage > 1e-3).sum())
+            log.write(step, loss=loss.item(), l1=l1.item(), q=q_loss.item(), psnr=psnr, codes_used=used)
+            bar.set_postfix(l1=f"{l1.item():.4f}", psnr=f"{psnr:.1f}", codes=used)
+        if (step + 1) % save_every == 0 or step == steps - 1:
+            save_state(state_path, model=model.state_dict(), opt=opt.state_dict(), rng=rng.bit_generator.state,
+                       torch_rng=torch.get_rng_state(), step=step + 1, usage=usage.cpu())
+            save_taming(model, out, step + 1)
+    save_taming(model, out, steps)
+    return model
+
+
+if __name__ == "__main__":  # python -m pixgen.toy.train_vqgan [steps]
+    import sys
+
+    train_vqgan(steps=int(sys.argv[1]) if len(sys.argv) > 1 else 1500, resume="--resume" in sys.argv)

@@ -1,0 +1,73 @@
+"""Shared plumbing of the toy training scripts: device, seeding, resumable state, JSONL training logs."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["pick_device", "seed_everything", "TrainLog", "save_state", "load_state", "batch_images"]
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """The requested device, else CUDA when present, else CPU."""
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed torch (CPU and CUDA) and return a numpy generator for data sampling."""
+    torch.manual_seed(seed)
+    return np.random.default_rng(seed)
+
+
+def batch_images(images: list[np.ndarray], device: torch.device) -> torch.Tensor:
+    """uint8 HWC images -> float (B, 3, H, W) in [0, 1] on ``device``."""
+    arr = np.stack(images).astype(np.float32) / 255.0
+    return torch.from_numpy(arr).permute(0, 3, 1, 2).contiguous().to(device)
+
+
+class TrainLog:
+    """Appends one JSON object per line: step, wall seconds since the first run started, and metrics."""
+
+    def __init__(self, path: str | os.PathLike, resume: bool):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not resume and self.path.exists():
+            self.path.unlink()
+        self.offset = 0.0
+        if resume and self.path.exists():
+            lines = [ln for ln in self.path.read_text().splitlines() if ln.strip()]
+            if lines:
+                self.offset = float(json.loads(lines[-1]).get("wall_s", 0.0))
+        self.t0 = time.time()
+
+    def elapsed(self) -> float:
+        return self.offset + time.time() - self.t0
+
+    def write(self, step: int, **metrics: Any) -> None:
+        row = {"step": step, "wall_s": round(self.elapsed(), 2)}
+        row.update({k: (round(v, 6) if isinstance(v, float) else v) for k, v in metrics.items()})
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def save_state(path: str | os.PathLike, **state: Any) -> None:
+    """Write a resumable training state atomically (tmp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_state(path: str | os.PathLike) -> dict[str, Any] | None:
+    path = Path(path)
+    if not path.exists():
+        return None
+    return torch.load(path, map_location="cpu", weights_only=False)

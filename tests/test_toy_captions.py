@@ -1,0 +1,73 @@
+"""Caption grammar, truth of captions on scenes, and hard negatives that change exactly one thing."""
+from dataclasses import fields
+
+import numpy as np
+
+from pixgen.toy.captions import Ref, Spec, hard_negative, holds, sample_pair, spec_text
+from pixgen.toy.world import Obj, Scene
+
+
+def _obj(colour, shape, col, row, size="small"):
+    return Obj(shape, colour, size, col, row, 11.0 + 21 * col, 11.0 + 21 * row, 12.0)
+
+
+def test_canonical_texts():
+    assert spec_text(Spec("objects", (Ref("red", "circle"),))) == "a red circle"
+    rel = Spec("relation", (Ref("green", "cross"), Ref("pink", "circle")), relation="above")
+    assert spec_text(rel) == "a green cross above a pink circle"
+    assert spec_text(Spec("count", (Ref("orange", "square"),), count=3)) == "three orange squares"
+    pos = Spec("objects", (Ref("blue", "triangle", None, 2, 2),), background="black")
+    assert spec_text(pos) == "a blue triangle in the bottom right corner on a black background"
+    two = Spec("objects", (Ref("blue", "square"), Ref("yellow", "triangle")))
+    assert spec_text(two) == "a blue square and a yellow triangle"
+
+
+def test_holds_relation_count_and_binding():
+    scene = Scene("white", [_obj("green", "cross", 1, 0), _obj("pink", "circle", 1, 2), _obj("pink", "circle", 0, 1)])
+    above = Spec("relation", (Ref("green", "cross"), Ref("pink", "circle")), relation="above")
+    assert holds(above, scene)
+    assert not holds(Spec("relation", above.refs, relation="below"), scene)
+    assert holds(Spec("count", (Ref("pink", "circle"),), count=2), scene)
+    assert not holds(Spec("count", (Ref("pink", "circle"),), count=3), scene)
+    assert holds(Spec("objects", (Ref("green", "cross"), Ref("pink", "circle"))), scene)
+    assert not holds(Spec("objects", (Ref("pink", "cross"), Ref("green", "circle"))), scene)
+    assert not holds(Spec("objects", (Ref("green", "cross"),), background="black"), scene)
+    assert holds(Spec("objects", (Ref("green", "cross", None, None, 0),)), scene)
+    assert not holds(Spec("objects", (Ref("green", "cross", None, 0, None),)), scene)
+
+
+def _differences(a: Spec, b: Spec) -> int:
+    n = sum(getattr(a, f.name) != getattr(b, f.name) for f in fields(Spec) if f.name != "refs")
+    def attrs(r: Ref) -> tuple:  # colour, shape, size, position (one attribute: the named place)
+        return (r.colour, r.shape, r.size, (r.col, r.row))
+
+    ref_diffs = [sum(u != v for u, v in zip(attrs(x), attrs(y))) for x, y in zip(a.refs, b.refs)]
+    changed = [d for d in ref_diffs if d]
+    if len(changed) == 2 and all(x.colour != y.colour for x, y in zip(a.refs, b.refs) if x != y):
+        return n + 1  # two colours swapped: one change of attribution
+    return n + sum(changed)
+
+
+def test_pairs_are_true_and_hard_negatives_false_and_one_change_away():
+    rng = np.random.default_rng(0)
+    kinds_seen = set()
+    for _ in range(400):
+        scene, spec = sample_pair(rng)
+        assert holds(spec, scene)
+        assert 1 <= len(scene.objects) <= 4
+        neg = hard_negative(spec, scene, rng)
+        if neg is None:
+            continue
+        neg_spec, what = neg
+        kinds_seen.add(what)
+        assert not holds(neg_spec, scene)
+        assert _differences(spec, neg_spec) == 1, (spec, neg_spec, what)
+    assert {"colour", "shape", "relation", "count", "swap colours", "position", "background"} <= kinds_seen
+
+
+def test_paraphrases_keep_the_meaning_words():
+    rng = np.random.default_rng(3)
+    spec = Spec("relation", (Ref("green", "cross"), Ref("pink", "circle")), relation="left of")
+    texts = {spec_text(spec, rng) for _ in range(30)}
+    assert len(texts) > 1
+    assert all("green" in t and "pink" in t and "left" in t for t in texts)
