@@ -1,0 +1,170 @@
+"""The ``pixgen`` command line: a thin typer layer that builds options and calls the library."""
+from __future__ import annotations
+
+import functools
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable, List, Optional
+
+import typer
+
+from pixgen.errors import ConfigError, PixgenError
+
+app = typer.Typer(
+    name="pixgen",
+    help="Text-to-image art with VQGAN+CLIP: reproducible, resumable runs from the command line.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _friendly(func: Callable) -> Callable:
+    """Print PixgenErrors as 'error: ...' with their hint and exit 2, instead of a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except PixgenError as exc:
+            typer.echo(f"error: {exc.message}", err=True)
+            if exc.hint:
+                typer.echo(f"  hint: {exc.hint}", err=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            typer.echo("aborted", err=True)
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def parse_size(text: str) -> list[int]:
+    """``"256"``, ``"256x192"`` or ``"256,192"`` -> [width, height]."""
+    match = re.fullmatch(r"\s*(-?\d+)\s*(?:[x,X ]\s*(-?\d+))?\s*", text)
+    if not match:
+        raise ConfigError(f"size {text!r} is not WIDTHxHEIGHT", "e.g. --size 256x256, --size 512x288 or --size 256")
+    w = int(match.group(1))
+    h = int(match.group(2)) if match.group(2) is not None else w
+    if w <= 0 or h <= 0:
+        raise ConfigError(f"size {text!r} must have a positive width and height", "e.g. --size 256x256")
+    return [w, h]
+
+
+def _report(result) -> None:
+    if result.run_dir is not None:
+        image = result.run_dir / "image.png"
+        if result.interrupted:
+            typer.echo(f"interrupted; saved {image}\nresume with: pixgen resume {result.run_dir}", err=True)
+        else:
+            typer.echo(str(image))
+
+
+@app.command()
+@_friendly
+def generate(
+    prompt: Optional[str] = typer.Argument(
+        None, help='Text prompt: "a castle | fog:0.5 | blurry:-1 | gold:1:0.3"; TEXT:WEIGHT:STOP per term, '
+                   "negative weights repel, '^' separates story phases."),
+    model: Optional[str] = typer.Option(
+        None, "--model", "-m",
+        help="VQGAN: a registry name (pixgen models list), 'toy' (offline toy world), or 'random-tiny' "
+             "(random weights for tests and install checks: its images are noise)."),
+    size: Optional[str] = typer.Option(None, "--size", help="WIDTHxHEIGHT in pixels, rounded to the model's factor."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", "-i", help="Optimisation steps."),
+    seed: Optional[int] = typer.Option(None, "--seed", "-s", help="Random seed; same seed + config = same image."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate."),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="adam, adamw, adagrad, rmsprop or sgd."),
+    cutouts: Optional[int] = typer.Option(None, "--cutouts", help="Cutouts scored by CLIP per step."),
+    cut_pow: Optional[float] = typer.Option(None, "--cut-pow", help="Cutout size power (>1 favours small crops)."),
+    augment: Optional[List[str]] = typer.Option(
+        None, "--augment", help="kornia.augmentation class for cutouts (repeat; replaces the defaults; "
+                                "'none' for no augmentation). Arguments go in a --config file."),
+    image_prompt: Optional[List[str]] = typer.Option(None, "--image-prompt", help="PATH[:WEIGHT[:STOP]] (repeat)."),
+    noise_prompt: Optional[List[str]] = typer.Option(None, "--noise-prompt", help="SEED[:WEIGHT] (repeat)."),
+    init_image: Optional[str] = typer.Option(None, "--init-image", help="Start from this image."),
+    init_weight: Optional[float] = typer.Option(None, "--init-weight", help="Pull the latent towards the start."),
+    clip: Optional[List[str]] = typer.Option(
+        None, "--clip", help="CLIP MODEL:PRETRAINED[:WEIGHT] (repeat for an ensemble); pretrained may be a file."),
+    vqgan_config: Optional[str] = typer.Option(None, "--vqgan-config", help="Local taming YAML (with --vqgan-checkpoint)."),
+    vqgan_checkpoint: Optional[str] = typer.Option(None, "--vqgan-checkpoint", help="Local taming .ckpt."),
+    save_every: Optional[int] = typer.Option(None, "--save-every", help="Steps between saved frames and snapshots."),
+    output_dir: Optional[str] = typer.Option(None, "--output-dir", "-o", help="Where run directories are created."),
+    name: Optional[str] = typer.Option(None, "--name", help="Run directory name (default: time and prompt)."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    video: Optional[bool] = typer.Option(None, "--video/--no-video", help="Write progress.mp4 from the frames."),
+    config: Optional[str] = typer.Option(None, "--config", "-c", help="YAML config file or preset name (configs/)."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Dotted override KEY=VALUE (repeat), e.g. optim.lr=0.2."),
+    from_image: Optional[Path] = typer.Option(None, "--from-image", help="Re-run the config stored in a pixgen PNG."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Generate an image from a prompt; prints the path of the image."""
+    from pixgen import api
+    from pixgen.output import read_png_metadata
+
+    base = None
+    if from_image is not None:
+        from pixgen.config import from_yaml_text
+
+        base = from_yaml_text(read_png_metadata(from_image)["config"], str(from_image))
+    elif prompt is None and config is None:
+        raise ConfigError("no prompt given", 'pixgen generate "a red circle above a blue square" --model toy')
+    options: dict[str, Any] = {
+        "model": model, "iterations": iterations, "seed": seed, "optim.lr": lr, "optim.name": optimizer,
+        "cutouts.n": cutouts, "cutouts.pow": cut_pow, "image_prompts": image_prompt, "noise_prompts": noise_prompt,
+        "init_image": init_image, "init_weight": init_weight, "clip": clip, "vqgan_config": vqgan_config,
+        "vqgan_checkpoint": vqgan_checkpoint, "save_every": save_every, "output_dir": output_dir,
+        "run_name": name, "device": device, "video": video,
+    }
+    if size is not None:
+        options["size"] = parse_size(size)
+    if augment:
+        names = [a for a in augment if a.lower() != "none"]
+        options["cutouts.augments"] = [{"name": a, "kwargs": {}} for a in names]
+    result = api.generate(prompt, config=config, overrides=set_, base=base, progress=not quiet, **options)
+    _report(result)
+    if result.interrupted:
+        raise typer.Exit(130)
+
+
+@app.command()
+@_friendly
+def resume(
+    run_dir: Path = typer.Argument(..., help="A run directory written by pixgen generate."),
+    iterations: Optional[int] = typer.Option(None, "--iterations", "-i", help="New total step count."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Continue an interrupted run from its last saved state to the requested iteration count."""
+    from pixgen import api
+
+    result = api.resume(run_dir, iterations=iterations, progress=not quiet)
+    _report(result)
+    if result.interrupted:
+        raise typer.Exit(130)
+
+
+def _register_subcommands() -> None:
+    try:
+        from pixgen.models_cli import app as models_app
+    except ImportError:
+        models_app = None
+    if models_app is not None:
+        app.add_typer(models_app, name="models", help="List, download, verify and locate model weights.")
+    try:
+        from pixgen.toy.cli import eval_command, toy_app
+    except ImportError:
+        return
+    app.add_typer(toy_app, name="toy", help="The offline toy world: train its VQGAN, CLIP and evaluator.")
+    app.command("eval", help="Judge generated toy-world images per category with the toy evaluator.")(
+        _friendly(eval_command))
+
+
+_register_subcommands()
+
+
+def main() -> None:
+    app(prog_name="pixgen")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
