@@ -235,8 +235,14 @@ def to_yaml(cfg: DictConfig, *, without_location: bool = False) -> str:
 
 
 def from_yaml_text(text: str, where: str) -> DictConfig:
+    import yaml
+
     try:
-        data = OmegaConf.create(text)
-    except Exception as exc:  # noqa: BLE001 - omegaconf/yaml raise many types
-        raise ConfigError(f"the config stored in {where} is not valid YAML: {exc}", "") from None
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"the config stored in {where} is not valid YAML: {exc}",
+                          "the file was damaged; use a PNG or run.yaml written by pixgen") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"the config stored in {where} is not a mapping of keys",
+                          "use a PNG or run.yaml written by pixgen")
     return build((data, where))

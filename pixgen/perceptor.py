@@ -106,12 +106,9 @@ class Perceptor(nn.Module):
 
 def clip_cache_dir(home: Path | None = None) -> Path:
     if home is None:
-        try:
-            from pixgen.checkpoints import pixgen_home
-        except ImportError:  # the model registry module is optional for a bare CLIP load
-            home = Path(os.environ.get("PIXGEN_HOME", Path(__file__).resolve().parents[1] / "checkpoints"))
-        else:
-            home = pixgen_home()
+        from pixgen.checkpoints import pixgen_home
+
+        home = pixgen_home()
     return Path(home) / "clip"
 
 

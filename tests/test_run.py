@@ -1,0 +1,150 @@
+"""End-to-end runs on the random-tiny smoke model: optimisation, outputs, reproducibility, resume."""
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import pixgen
+from pixgen import engine as engine_mod
+from pixgen.errors import NonFiniteLossError
+from pixgen.output import read_png_metadata
+
+QUIET_CUTS = {"n": 8, "augments": [], "noise": 0.0}
+
+
+def _mean(values):
+    return sum(values) / len(values)
+
+
+def test_optimisation_lowers_the_loss_against_a_text_target():
+    r = pixgen.generate("a red circle", model="random-tiny", size=[32, 32], iterations=40, write=False,
+                        progress=False, device="cpu", cutouts=QUIET_CUTS, log_every=1, optim={"lr": 0.2})
+    losses = [rec["loss"] for rec in r.losses]
+    assert len(losses) == 40
+    assert _mean(losses[-5:]) < _mean(losses[:5]) * 0.95
+
+
+def test_optimisation_lowers_the_loss_against_an_image_prompt(tmp_path):
+    path = tmp_path / "target.png"
+    Image.fromarray((np.random.RandomState(0).rand(32, 32, 3) * 255).astype("uint8")).save(path)
+    r = pixgen.generate(None, image_prompts=[str(path)], model="random-tiny", size=[32, 32], iterations=40,
+                        write=False, progress=False, device="cpu", cutouts=QUIET_CUTS, log_every=1,
+                        optim={"lr": 0.2})
+    losses = [rec["loss"] for rec in r.losses]
+    assert set(r.losses[0]["terms"]) == {"image:target.png"}
+    assert _mean(losses[-5:]) < _mean(losses[:5]) * 0.8
+
+
+def test_run_directory_contents(tiny):
+    r = pixgen.generate("a castle | fog:0.5", seed=3, **tiny)
+    d = r.run_dir
+    assert (d / "image.png").is_file() and (d / "run.yaml").is_file() and (d / "state.pt").is_file()
+    assert sorted(p.name for p in (d / "frames").iterdir()) == ["000000.png", "000003.png", "000006.png"]
+    records = [json.loads(line) for line in (d / "log.jsonl").read_text().splitlines()]
+    assert [rec["step"] for rec in records] == list(range(1, 7))
+    assert set(records[0]["terms"]) == {"a castle", "fog"}
+    assert records[-1]["loss"] == pytest.approx(sum(records[-1]["terms"].values()))
+    assert not [p for p in d.rglob("*") if ".tmp" in p.name]  # atomic writes leave no temporaries
+
+
+def test_png_carries_prompt_seed_config_and_version(tiny):
+    r = pixgen.generate("a castle:2", seed=11, **tiny)
+    meta = read_png_metadata(r.run_dir / "image.png")
+    assert meta["prompt"] == "a castle:2"
+    assert meta["seed"] == "11"
+    assert meta["version"] == pixgen.__version__
+    assert meta["step"] == "6"
+    assert "iterations: 6" in meta["config"] and "seed: 11" in meta["config"]
+    assert "output_dir" not in meta["config"]  # where a run is written does not change the image
+
+
+def test_same_seed_and_config_give_the_same_png_bytes(tiny, tmp_path):
+    a = pixgen.generate("a castle", seed=5, **tiny)
+    b = pixgen.generate("a castle", seed=5, **{**tiny, "output_dir": str(tmp_path / "other")})
+    c = pixgen.generate("a castle", seed=6, **tiny)
+    assert (a.run_dir / "image.png").read_bytes() == (b.run_dir / "image.png").read_bytes()
+    assert np.asarray(a.image).tobytes() != np.asarray(c.image).tobytes()
+
+
+def test_from_image_reruns_the_stored_config(tiny):
+    from typer.testing import CliRunner
+
+    from pixgen.cli import app
+
+    a = pixgen.generate("a castle | sky:-1", seed=9, **tiny)
+    out = CliRunner().invoke(app, ["generate", "--from-image", str(a.run_dir / "image.png"), "-q",
+                                   "--output-dir", tiny["output_dir"]])
+    assert out.exit_code == 0, out.output
+    again = out.stdout.strip().splitlines()[-1]
+    assert open(again, "rb").read() == (a.run_dir / "image.png").read_bytes()
+
+
+def test_video_has_one_frame_per_saved_frame(tiny):
+    import imageio.v2 as imageio
+
+    r = pixgen.generate("a castle", video=True, **{**tiny, "iterations": 9})
+    frames = sorted((r.run_dir / "frames").iterdir())
+    assert len(frames) == 4  # step 0, 3, 6, 9
+    reader = imageio.get_reader(r.run_dir / "progress.mp4", format="FFMPEG")
+    try:
+        count = reader.count_frames()
+        first = reader.get_data(0)
+    finally:
+        reader.close()
+    assert count == len(frames)
+    assert first.shape == (32, 32, 3)
+
+
+def test_interrupt_saves_state_and_resume_matches_an_uninterrupted_run(tiny, tmp_path, monkeypatch):
+    straight = pixgen.generate("a castle", seed=2, **{**tiny, "output_dir": str(tmp_path / "straight")})
+
+    real_step = engine_mod.Engine.step
+
+    def step_then_ctrl_c(self, step):
+        out = real_step(self, step)
+        if step == 3:  # the 4th step: not on a save boundary
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(engine_mod.Engine, "step", step_then_ctrl_c)
+    stopped = pixgen.generate("a castle", seed=2, **tiny)
+    monkeypatch.setattr(engine_mod.Engine, "step", real_step)
+    assert stopped.interrupted
+    state = torch.load(stopped.run_dir / "state.pt", weights_only=True)
+    assert state["step"] == 4
+    assert read_png_metadata(stopped.run_dir / "image.png")["step"] == "4"
+    assert (stopped.run_dir / "frames" / "000004.png").is_file()
+
+    resumed = pixgen.resume(stopped.run_dir, progress=False)
+    assert resumed.status == "done"
+    steps = [json.loads(line)["step"] for line in (stopped.run_dir / "log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 7))
+    assert (resumed.run_dir / "image.png").read_bytes() == (straight.run_dir / "image.png").read_bytes()
+
+
+def test_resume_can_extend_a_finished_run(tiny):
+    r = pixgen.generate("a castle", **tiny)
+    more = pixgen.resume(r.run_dir, iterations=9, progress=False)
+    assert read_png_metadata(more.run_dir / "image.png")["step"] == "9"
+    assert len(more.losses) == 3
+
+
+def test_nan_loss_stops_keeps_last_good_image_and_says_so(tiny, monkeypatch):
+    real_losses = engine_mod.Engine.losses
+
+    def poisoned(self, image, targets):
+        labels, terms = real_losses(self, image, targets)
+        self.calls = getattr(self, "calls", 0) + 1
+        return labels, terms * float("nan") if self.calls >= 5 else terms
+
+    monkeypatch.setattr(engine_mod.Engine, "losses", poisoned)
+    with pytest.raises(NonFiniteLossError, match="kept the last good image"):
+        pixgen.generate("a castle", **tiny)
+    run_dir = next((os.path.join(tiny["output_dir"], d) for d in os.listdir(tiny["output_dir"])))
+    image = np.asarray(Image.open(os.path.join(run_dir, "image.png")))
+    assert np.isfinite(image).all() and image.std() > 0
+    assert read_png_metadata(os.path.join(run_dir, "image.png"))["step"] == "4"  # last checked step
