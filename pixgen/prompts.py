@@ -43,7 +43,9 @@ def _parse_term(source: str, start: int, term: str) -> Prompt:
         try:
             value = float(tail)
         except ValueError:
-            if _NUMBERISH.fullmatch(tail.strip()):
+            # "TEXT:1:oops" was meant as a stop: a lone word right after a number is not text.
+            meant_as_stop = not numbers and _looks_numeric(head) and tail.strip() and " " not in tail.strip()
+            if _NUMBERISH.fullmatch(tail.strip()) or meant_as_stop:
                 label = "stop" if not numbers and _looks_numeric(head) else "weight"
                 raise _fail(
                     source, tail_start, tail_start + len(tail),

@@ -31,6 +31,7 @@ def test_story_phases_split_on_caret():
 @pytest.mark.parametrize("source, fragment", [
     ("fog:0.5x", "weight '0.5x' is not a number"),
     ("gold:1:0.3y", "stop '0.3y' is not a number"),
+    ("gold:1:high", "stop 'high' is not a number"),
     ("fog:", "weight '' is not a number"),
     ("fog:nan", "not a finite number"),
     ("a | | b", "empty term"),

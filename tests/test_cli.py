@@ -1,0 +1,141 @@
+"""The command line: each bad input gets a clear message and exit code 2, and nothing half-written."""
+import os
+
+import pytest
+from typer.testing import CliRunner
+
+from pixgen.cli import app
+
+runner = CliRunner()
+FAST = ["-m", "random-tiny", "--size", "32x32", "-i", "2", "--cutouts", "2", "--device", "cpu", "-q"]
+
+
+def run(args, out_dir):
+    return runner.invoke(app, ["generate", *args, "--output-dir", str(out_dir)])
+
+
+def test_generate_prints_the_image_path(tmp_path):
+    result = run(["a castle", *FAST], tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    path = result.stdout.strip().splitlines()[-1]
+    assert path.endswith("image.png") and os.path.isfile(path)
+
+
+def test_size_is_rounded_to_the_model_factor_with_a_message(tmp_path):
+    result = run(["a castle", *FAST, "--size", "30x35"], tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert "rounded to 32x36" in result.stderr
+
+
+def _write(path, data: bytes):
+    path.write_bytes(data)
+    return str(path)
+
+
+def _png(tmp_path):
+    from PIL import Image
+
+    p = tmp_path / "ok.png"
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(p)
+    return p
+
+
+@pytest.mark.parametrize("args, fragment", [
+    ([""], "the prompt is empty"),
+    (["| ^ |"], "only separators"),
+    (["fog:abc1|x:1x"], "is not a number"),
+    (["a:1:stopx"], "is not a number"),
+    (["a", "--size", "0x64"], "positive width and height"),
+    (["a", "--size", "abc"], "is not WIDTHxHEIGHT"),
+    (["a", "-i", "0"], "iterations must be at least 1"),
+    (["a", "-i", "-3"], "iterations must be at least 1"),
+    (["a", "--cutouts", "0"], "cutouts must be at least 1"),
+    (["a", "--lr", "0"], "learning rate"),
+    (["a", "--lr", "-1"], "learning rate"),
+    (["a", "--size", "2x2"], "too small for this model"),
+    (["a", "--optimizer", "adamz"], "unknown optimizer 'adamz'"),
+    (["a", "--augment", "RandomFlipz"], "unknown augmentation 'RandomFlipz'"),
+    (["a", "--device", "tpu"], "unknown device 'tpu'"),
+    (["a", "--device", "cuda"], "CUDA is not available"),
+    (["a", "--model", "imagenet_f16_1638"], "imagenet_f16_16384"),
+    (["a", "--set", "optim.lrr=0.1"], "unknown config key 'optim.lrr'"),
+    (["a", "--set", "iterations=many"], "bad value"),
+    (["a", "--config", "no/such/file.yaml"], "not found"),
+    (["a", "--clip", "ViT-B-99:openai"], "unknown CLIP model"),
+])
+def test_bad_options_fail_clearly(tmp_path, args, fragment):
+    if "--device" in args and "cuda" in args:
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has CUDA")
+    result = run([args[0], *FAST, *args[1:]], tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    assert fragment in result.stderr
+    assert "Traceback" not in result.output
+    assert not list((tmp_path / "out").glob("*/image.png"))
+
+
+def test_invalid_yaml_config_names_the_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("iterations: 3\noptim: {lr: 0.1\n")
+    result = run(["a", *FAST, "--config", str(bad)], tmp_path / "out")
+    assert result.exit_code == 2
+    assert "not valid YAML" in result.stderr and "line" in result.stderr
+
+
+def test_unknown_key_in_config_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("iteratoins: 3\n")
+    result = run(["a", *FAST, "--config", str(bad)], tmp_path / "out")
+    assert result.exit_code == 2
+    assert "unknown config key 'iteratoins'" in result.stderr and "iterations" in result.stderr
+
+
+@pytest.mark.parametrize("kind", ["missing", "not_image", "truncated", "directory"])
+@pytest.mark.parametrize("flag", ["--image-prompt", "--init-image"])
+def test_bad_image_inputs(tmp_path, kind, flag):
+    if kind == "missing":
+        path = str(tmp_path / "nope.png")
+    elif kind == "not_image":
+        path = _write(tmp_path / "notes.png", b"these are words, not pixels\n")
+    elif kind == "directory":
+        path = str(tmp_path)
+    else:
+        data = _png(tmp_path).read_bytes()
+        path = _write(tmp_path / "cut.png", data[: len(data) // 2])
+    result = run(["a", *FAST, flag, path], tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    expected = {"missing": "not found", "not_image": "not an image", "truncated": "truncated",
+                "directory": "is a directory"}[kind]
+    assert expected in result.stderr
+
+
+def test_unwritable_output_directory(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = run(["a", *FAST], blocker / "sub")
+    assert result.exit_code == 2
+    assert "not writable" in result.stderr
+
+
+def test_good_image_prompt_and_init_image_run(tmp_path):
+    png = str(_png(tmp_path))
+    result = run(["a", *FAST, "--image-prompt", f"{png}:0.5", "--init-image", png, "--init-weight", "0.5",
+                  "--noise-prompt", "7:0.2"], tmp_path / "out")
+    assert result.exit_code == 0, result.output
+
+
+def test_resume_of_a_non_run_directory(tmp_path):
+    result = runner.invoke(app, ["resume", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "not a resumable pixgen run" in result.stderr
+
+
+def test_help_reads_well():
+    result = runner.invoke(app, ["generate", "--help"])
+    assert result.exit_code == 0
+    for option in ("--size", "--iterations", "--seed", "--lr", "--optimizer", "--cutouts", "--cut-pow", "--augment",
+                   "--image-prompt", "--init-image", "--init-weight", "--noise-prompt", "--save-every",
+                   "--output-dir", "--device", "--config", "--set", "--video", "--from-image", "random-tiny"):
+        assert option in result.output
