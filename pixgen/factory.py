@@ -122,9 +122,11 @@ def _embed_targets(cfg: DictConfig, perceptors: list[Perceptor], cutouts: dict[i
                    width: int, height: int, device: torch.device) -> tuple[list[Target], int]:
     targets: list[Target] = []
     phases = parse_story(cfg.prompt) if cfg.prompt.strip() else [[]]
-    many = len(perceptors) > 1
+    names = [p.name for p in perceptors]
     for pi, perceptor in enumerate(perceptors):
-        suffix = f" @{perceptor.name}" if many else ""
+        suffix = f" @{perceptor.name}" if len(names) > 1 else ""
+        if names.count(perceptor.name) > 1:
+            suffix += f"#{pi}"
         for phase_index, phase in enumerate(phases):
             if not phase:
                 continue

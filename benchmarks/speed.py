@@ -1,0 +1,65 @@
+"""Iterations per second of the generation loop for a model, size and cutout count, on a chosen device.
+
+    python benchmarks/speed.py --model random-tiny --size 64 --cutouts 16 --steps 50
+    python benchmarks/speed.py --model toy --size 64 --cutouts 32 --device cuda
+
+Times steady-state steps (after warm-up) with the device synchronised only at the ends, and prints the device,
+torch version and thread count so results can be compared side by side.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import torch
+
+from pixgen import config as config_mod
+from pixgen.factory import build_session
+
+
+def measure(model: str, size: int, cutouts: int, steps: int, warmup: int, device: str) -> dict:
+    cfg = config_mod.build(({"prompt": "a red circle above a blue square | blurry:-0.5", "model": model,
+                             "size": [size, size], "iterations": steps + warmup, "device": device,
+                             "cutouts": {"n": cutouts}}, "benchmark"))
+    session = build_session(cfg)
+    engine = session.engine
+    sync = torch.cuda.synchronize if session.device.type == "cuda" else (lambda: None)
+    for i in range(warmup):
+        engine.step(i)
+    sync()
+    start = time.perf_counter()
+    for i in range(warmup, warmup + steps):
+        engine.step(i)
+    sync()
+    elapsed = time.perf_counter() - start
+    return {
+        "model": model, "size": size, "cutouts": cutouts, "steps": steps,
+        "it_per_s": round(steps / elapsed, 3), "s_per_it": round(elapsed / steps, 5),
+        "device": str(session.device),
+        "device_name": torch.cuda.get_device_name(session.device) if session.device.type == "cuda"
+        else platform.processor() or platform.machine(),
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="random-tiny")
+    parser.add_argument("--size", type=int, nargs="+", default=[64])
+    parser.add_argument("--cutouts", type=int, nargs="+", default=[16])
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for size in args.size:
+        for n in args.cutouts:
+            print(json.dumps(measure(args.model, size, n, args.steps, args.warmup, args.device)), flush=True)
+
+
+if __name__ == "__main__":
+    main()

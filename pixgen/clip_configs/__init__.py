@@ -1,0 +1,1 @@
+"""open_clip model configs shipped with pixgen (random-tiny smoke model, toy world)."""
