@@ -1,8 +1,6 @@
 """Shared fixtures: tiny, fast, offline run options."""
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
@@ -26,7 +24,6 @@ def tiny(tmp_path):
 
 
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path, monkeypatch):
-    """Keep model caches of every test inside its own temporary directory."""
-    monkeypatch.setenv("PIXGEN_HOME", str(tmp_path / "home"))
-    os.makedirs(tmp_path / "home", exist_ok=True)
+def _isolated_home(tmp_path_factory, monkeypatch):
+    """Keep model caches of every test in a temporary directory of its own (not the checkout's)."""
+    monkeypatch.setenv("PIXGEN_HOME", str(tmp_path_factory.mktemp("pixgen-home")))
