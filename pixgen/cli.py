@@ -1,15 +1,15 @@
 """The ``pixgen`` command line: a thin typer layer that builds options and calls the library."""
 from __future__ import annotations
 
-import functools
 import re
 import sys
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any, List, Optional
 
 import typer
 
-from pixgen.errors import ConfigError, PixgenError
+from pixgen.cli_util import friendly as _friendly
+from pixgen.errors import ConfigError
 
 app = typer.Typer(
     name="pixgen",
@@ -18,25 +18,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-
-
-def _friendly(func: Callable) -> Callable:
-    """Print PixgenErrors as 'error: ...' with their hint and exit 2, instead of a traceback."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except PixgenError as exc:
-            typer.echo(f"error: {exc.message}", err=True)
-            if exc.hint:
-                typer.echo(f"  hint: {exc.hint}", err=True)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            typer.echo("aborted", err=True)
-            raise typer.Exit(130) from None
-
-    return wrapper
 
 
 def parse_size(text: str) -> list[int]:

@@ -1,14 +1,13 @@
 """``pixgen models ...``: list, download, verify and locate model weights (registered by pixgen.cli)."""
 from __future__ import annotations
 
-import functools
 import json
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import List, Optional
 
 import typer
 
-from pixgen.errors import PixgenError
+from pixgen.cli_util import friendly
 
 app = typer.Typer(help="List, download, verify and locate model weights.", no_args_is_help=True,
                   add_completion=False)
@@ -16,23 +15,7 @@ app = typer.Typer(help="List, download, verify and locate model weights.", no_ar
 _HOME_HELP = "Cache directory for weights (default: $PIXGEN_HOME, else the checkout's checkpoints/, else ~/.cache/pixgen)."
 
 
-def _friendly(func: Callable) -> Callable:
-    """Print PixgenErrors as 'error: ...' with their hint and exit 2 (also when run without pixgen.cli)."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except PixgenError as exc:
-            typer.echo(f"error: {exc.message}", err=True)
-            if exc.hint:
-                typer.echo(f"  hint: {exc.hint}", err=True)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            typer.echo("aborted (a partial download is kept and resumes next time)", err=True)
-            raise typer.Exit(130) from None
-
-    return wrapper
+_friendly = friendly(aborted="aborted (a partial download is kept and resumes next time)")
 
 
 def _human(size: int | None) -> str:

@@ -1,0 +1,31 @@
+"""Shared by pixgen's command-line modules: turning PixgenErrors into a message and an exit code."""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import typer
+
+from pixgen.errors import PixgenError
+
+
+def friendly(func: Callable | None = None, *, aborted: str = "aborted") -> Callable:
+    """Print PixgenErrors as 'error: ...' plus their hint and exit 2; Ctrl-C prints ``aborted`` and exits 130."""
+
+    def decorate(f: Callable) -> Callable:
+        @functools.wraps(f)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return f(*args, **kwargs)
+            except PixgenError as exc:
+                typer.echo(f"error: {exc.message}", err=True)
+                if exc.hint:
+                    typer.echo(f"  hint: {exc.hint}", err=True)
+                raise typer.Exit(2) from None
+            except KeyboardInterrupt:
+                typer.echo(aborted, err=True)
+                raise typer.Exit(130) from None
+
+        return wrapper
+
+    return decorate(func) if func is not None else decorate
