@@ -124,17 +124,20 @@ def resume(
         raise typer.Exit(130)
 
 
+def _wrap_commands(typer_app: typer.Typer) -> None:
+    """Give every command of a sub-app the same error handling as pixgen's own."""
+    for command in typer_app.registered_commands:
+        command.callback = _friendly(command.callback)
+    for group in typer_app.registered_groups:
+        _wrap_commands(group.typer_instance)
+
+
 def _register_subcommands() -> None:
-    try:
-        from pixgen.models_cli import app as models_app
-    except ImportError:
-        models_app = None
-    if models_app is not None:
-        app.add_typer(models_app, name="models", help="List, download, verify and locate model weights.")
-    try:
-        from pixgen.toy.cli import eval_command, toy_app
-    except ImportError:
-        return
+    from pixgen.models_cli import app as models_app
+    from pixgen.toy.cli import eval_command, toy_app
+
+    app.add_typer(models_app, name="models", help="List, download, verify and locate model weights.")
+    _wrap_commands(toy_app)
     app.add_typer(toy_app, name="toy", help="The offline toy world: train its VQGAN, CLIP and evaluator.")
     app.command("eval", help="Judge generated toy-world images per category with the toy evaluator.")(
         _friendly(eval_command))
