@@ -64,15 +64,14 @@ def random_tiny_vqgan(seed: int = 0) -> VQGAN:
 
 def load_vqgan_for(cfg: DictConfig, device: torch.device) -> VQGAN:
     """The VQGAN named by ``cfg.model`` or the local ``vqgan_config``/``vqgan_checkpoint`` pair."""
-    if bool(cfg.vqgan_config) != bool(cfg.vqgan_checkpoint):
-        raise ConfigError("--vqgan-config and --vqgan-checkpoint must be given together",
-                          "pass both the taming YAML and its .ckpt, or neither and pick --model NAME")
-    if cfg.model == "random-tiny" and not cfg.vqgan_config:
+    if cfg.model == "random-tiny" and not (cfg.vqgan_config or cfg.vqgan_checkpoint):
         return random_tiny_vqgan().to(device)
     from pixgen import checkpoints  # the registry and download code, needed only for real weights
 
-    if cfg.vqgan_config:
-        return checkpoints.load_vqgan(cfg.vqgan_config, cfg.vqgan_checkpoint, device=device)
+    if cfg.vqgan_config or cfg.vqgan_checkpoint:
+        yaml_path, ckpt = checkpoints.resolve_vqgan(config_path=cfg.vqgan_config,
+                                                    checkpoint_path=cfg.vqgan_checkpoint)
+        return checkpoints.load_vqgan(yaml_path, ckpt, device=device)
     if cfg.model == "toy":
         yaml_path, ckpt = TOY_DIR / "vqgan.yaml", TOY_DIR / "vqgan.ckpt"
         if not ckpt.is_file():
@@ -88,9 +87,10 @@ def clip_specs_for(cfg: DictConfig) -> list[ClipSpec]:
     """The CLIP models to use: ``cfg.clip`` if given, else the model's own default."""
     if cfg.clip:
         return [ClipSpec.parse(s) for s in cfg.clip]
-    if cfg.model == "random-tiny" and not cfg.vqgan_config:
+    local = cfg.vqgan_config or cfg.vqgan_checkpoint
+    if cfg.model == "random-tiny" and not local:
         return [ClipSpec(RANDOM_TINY_CLIP)]
-    if cfg.model == "toy" and not cfg.vqgan_config:
+    if cfg.model == "toy" and not local:
         return [ClipSpec(TOY_CLIP_MODEL, str(TOY_DIR / "clip.pt"))]
     return [ClipSpec.parse(DEFAULT_CLIP)]
 

@@ -139,3 +139,25 @@ def test_help_reads_well():
                    "--image-prompt", "--init-image", "--init-weight", "--noise-prompt", "--save-every",
                    "--output-dir", "--device", "--config", "--set", "--video", "--from-image", "random-tiny"):
         assert option in result.output
+
+
+def test_local_taming_checkpoint_pair_generates(tmp_path):
+    import torch
+    import yaml
+
+    from pixgen.models.vqgan import VQGAN, VQGANConfig
+
+    cfg = VQGANConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), resolution=32,
+                      z_channels=8, embed_dim=4, n_embed=16)
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(cfg.to_taming()))
+    torch.save({"state_dict": VQGAN(cfg).state_dict()}, tmp_path / "m.ckpt")
+    args = ["a castle", "--vqgan-config", str(tmp_path / "m.yaml"), "--vqgan-checkpoint", str(tmp_path / "m.ckpt"),
+            "--clip", "pixgen-random-tiny", "--size", "30x30", "-i", "2", "--cutouts", "2", "-q"]
+    result = run(args, tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert "rounded to 30x30" not in result.stderr  # factor 2 for this model: 30 is already a multiple
+    from PIL import Image
+
+    assert Image.open(result.stdout.strip().splitlines()[-1]).size == (30, 30)
+    missing = run(["a castle", "--vqgan-checkpoint", str(tmp_path / "none.ckpt"), "-q"], tmp_path / "out")
+    assert missing.exit_code == 2 and "none" in missing.stderr
