@@ -2,6 +2,10 @@
 
     python benchmarks/speed.py --model random-tiny --size 64 --cutouts 16 --steps 50
     python benchmarks/speed.py --model toy --size 64 --cutouts 32 --device cuda
+    python benchmarks/speed.py --model imagenet_f16_16384 --random-weights --size 256 --clip ViT-B-32
+
+``--random-weights`` builds a registry model's real architecture (and the CLIP named by ``--clip``) with random
+weights, so the speed of the real-size networks can be measured where no weights can be downloaded.
 
 Times steady-state steps (after warm-up) with the device synchronised only at the ends, and prints the device,
 torch version and thread count so results can be compared side by side.
@@ -16,13 +20,24 @@ import time
 import torch
 
 from pixgen import config as config_mod
+from pixgen import factory
 from pixgen.factory import build_session
 
 
-def measure(model: str, size: int, cutouts: int, steps: int, warmup: int, device: str) -> dict:
+def _random_weight_vqgan(cfg, device):
+    from pixgen.checkpoints import get_entry, read_vqgan_config
+    from pixgen.models.vqgan import VQGAN
+
+    return VQGAN(read_vqgan_config(get_entry(cfg.model).config)).to(device).eval().requires_grad_(False)
+
+
+def measure(model: str, size: int, cutouts: int, steps: int, warmup: int, device: str, clip: list[str],
+            random_weights: bool) -> dict:
     cfg = config_mod.build(({"prompt": "a red circle above a blue square | blurry:-0.5", "model": model,
                              "size": [size, size], "iterations": steps + warmup, "device": device,
-                             "cutouts": {"n": cutouts}}, "benchmark"))
+                             "cutouts": {"n": cutouts}, "clip": clip}, "benchmark"))
+    if random_weights:
+        factory.load_vqgan_for = _random_weight_vqgan
     session = build_session(cfg)
     engine = session.engine
     sync = torch.cuda.synchronize if session.device.type == "cuda" else (lambda: None)
@@ -35,7 +50,7 @@ def measure(model: str, size: int, cutouts: int, steps: int, warmup: int, device
     sync()
     elapsed = time.perf_counter() - start
     return {
-        "model": model, "size": size, "cutouts": cutouts, "steps": steps,
+        "model": model + (" (random weights)" if random_weights else ""), "clip": clip or "default", "size": size, "cutouts": cutouts, "steps": steps,
         "it_per_s": round(steps / elapsed, 3), "s_per_it": round(elapsed / steps, 5),
         "device": str(session.device),
         "device_name": torch.cuda.get_device_name(session.device) if session.device.type == "cuda"
@@ -53,12 +68,15 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--clip", action="append", default=[], help="CLIP spec (repeat for an ensemble)")
+    parser.add_argument("--random-weights", action="store_true", help="real architecture, random weights")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     for size in args.size:
         for n in args.cutouts:
-            print(json.dumps(measure(args.model, size, n, args.steps, args.warmup, args.device)), flush=True)
+            print(json.dumps(measure(args.model, size, n, args.steps, args.warmup, args.device, args.clip,
+                                     args.random_weights)), flush=True)
 
 
 if __name__ == "__main__":

@@ -140,7 +140,13 @@ def _build_config(prompt: str | None, config: str | Path | None, overrides: dict
     layers.append((nested, "the options"))
     if dotted:
         layers.append((config_mod.parse_dotted(list(dotted)), "--set overrides"))
-    return config_mod.build(*layers)
+    cfg = config_mod.build(*layers)
+    preset = config_mod.MODEL_PRESETS.get(cfg.model)
+    if preset is not None and base is None:
+        # A built-in model brings its own tuned defaults, beneath everything the user gave.
+        path = config_mod.resolve_preset(preset)
+        cfg = config_mod.build((config_mod.load_file(path), str(path)), *layers)
+    return cfg
 
 
 def generate(prompt: str | None = None, *, config: str | Path | None = None, overrides: list[str] | None = None,

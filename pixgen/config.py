@@ -18,6 +18,8 @@ from pixgen.errors import ConfigError
 PRESET_DIR = Path(__file__).resolve().parents[1] / "configs"
 OPTIMIZERS = ("adam", "adamw", "adagrad", "rmsprop", "sgd")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+# Built-in models whose tuned preset applies beneath the user's own config, options and overrides.
+MODEL_PRESETS = {"toy": "toy", "random-tiny": "smoke"}
 
 
 @dataclass

@@ -148,3 +148,15 @@ def test_nan_loss_stops_keeps_last_good_image_and_says_so(tiny, monkeypatch):
     image = np.asarray(Image.open(os.path.join(run_dir, "image.png")))
     assert np.isfinite(image).all() and image.std() > 0
     assert read_png_metadata(os.path.join(run_dir, "image.png"))["step"] == "4"  # last checked step
+
+
+def test_a_built_in_model_brings_its_preset_beneath_user_options(tmp_path):
+    from pixgen.api import _build_config
+
+    cfg = _build_config("a castle", None, {"model": "random-tiny"}, None)
+    assert cfg.iterations == 20 and list(cfg.size) == [64, 64]  # configs/smoke.yaml
+    cfg = _build_config("a castle", None, {"model": "random-tiny", "iterations": 3}, ["size=[32,48]"])
+    assert cfg.iterations == 3 and list(cfg.size) == [32, 48]
+    own = tmp_path / "own.yaml"
+    own.write_text("iterations: 7\n")
+    assert _build_config("a castle", own, {"model": "random-tiny"}, None).iterations == 7
