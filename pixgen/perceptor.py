@@ -160,9 +160,9 @@ def load_perceptor(spec: str | ClipSpec, device: str | torch.device = "cpu", *, 
 
 @contextlib.contextmanager
 def _quiet_logging():
-    """open_clip logs a warning for random-weight models, which are deliberate here."""
+    """open_clip logs a warning for random-weight models and an error before raising; pixgen reports both itself."""
     previous = logging.root.manager.disable
-    logging.disable(logging.WARNING)
+    logging.disable(logging.ERROR)
     try:
         yield
     finally:

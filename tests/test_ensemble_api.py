@@ -83,3 +83,15 @@ def test_load_vqgan_gives_encode_quantize_decode_and_codebook(tmp_path):
     assert loaded.decode(zq).shape == (1, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(loaded.decode(zq), model.decode(zq))
+
+
+def test_clip_weights_that_cannot_be_downloaded_name_model_place_and_fix(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # fail at once instead of trying the network
+    from pixgen.perceptor import load_perceptor
+
+    with pytest.raises(ModelError) as info:
+        load_perceptor("ViT-B-32:openai", cache_dir=tmp_path / "clip")
+    text = str(info.value)
+    assert "ViT-B-32:openai" in text
+    assert str(tmp_path / "clip") in text
+    assert "--clip ViT-B-32:/path/to/weights.pt" in text
