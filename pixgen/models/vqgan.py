@@ -183,12 +183,7 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv_in(x)
         for stage in self.down:
-            for i, block in enumerate(stage.block):
-                h = block(h)
-                if len(stage.attn):
-                    h = stage.attn[i](h)
-            if hasattr(stage, "downsample"):
-                h = stage.downsample(h)
+            h = _run_stage(stage, h, "downsample")
         h = _run_middle(self.mid, h)
         return self.conv_out(F.silu(self.norm_out(h)))
 
@@ -223,13 +218,18 @@ class Decoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = _run_middle(self.mid, self.conv_in(z))
         for stage in reversed(self.up):
-            for i, block in enumerate(stage.block):
-                h = block(h)
-                if len(stage.attn):
-                    h = stage.attn[i](h)
-            if hasattr(stage, "upsample"):
-                h = stage.upsample(h)
+            h = _run_stage(stage, h, "upsample")
         return self.conv_out(F.silu(self.norm_out(h)))
+
+
+def _run_stage(stage: nn.Module, h: torch.Tensor, resample: str) -> torch.Tensor:
+    """Residual blocks (each followed by its attention block, where the stage has them), then resampling."""
+    for i, block in enumerate(stage.block):
+        h = block(h)
+        if len(stage.attn):
+            h = stage.attn[i](h)
+    step = getattr(stage, resample, None)
+    return step(h) if step is not None else h
 
 
 def _middle(channels: int, dropout: float) -> nn.Module:
