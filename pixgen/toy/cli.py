@@ -54,8 +54,8 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
 
 
 @train_app.command("evaluator")
-def train_evaluator_cmd(out: Path = _OUT, steps: int = typer.Option(1500, "--steps"), seed: int = _SEED,
-                        batch: int = typer.Option(64, "--batch"), resume: bool = _RESUME,
+def train_evaluator_cmd(out: Path = _OUT, steps: int = typer.Option(600, "--steps"), seed: int = _SEED,
+                        batch: int = typer.Option(32, "--batch"), resume: bool = _RESUME,
                         device: Optional[str] = _DEVICE, threads: int = _THREADS) -> None:
     """Train the evaluator and print its held-out accuracy; writes OUT/evaluator.safetensors (+ .json)."""
     from pixgen.toy.train_evaluator import train_evaluator

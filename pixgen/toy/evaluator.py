@@ -2,7 +2,8 @@
 
 It is trained separately from the generator and CLIP (``train_evaluator.py``) and only ever judges images;
 nothing optimises against it. For each of the 3x3 grid cells it predicts the colour (or empty), the shape
-and the size of the object there; one more head predicts the background.
+and the size of the object there, from a 32x32 window around the cell centre; one more head predicts the
+background.
 """
 from __future__ import annotations
 
@@ -25,44 +26,64 @@ N_CELLS = 9
 EMPTY = 0  # colour class 0 is "no object"; 1..8 are COLOUR_NAMES
 
 
+CROP = 32  # side of the window read around each cell centre
+
+
+def cell_crops(x: torch.Tensor) -> torch.Tensor:
+    """The 9 windows of side ``CROP`` centred on the grid cells, row by row (edges replicated).
+
+    Shape:
+        - x: (B, 3, 64, 64) -> (B * 9, 3, CROP, CROP)
+    """
+    half = CROP // 2
+    padded = F.pad(x, (half, half, half, half), mode="replicate")
+    starts = [int(round(c)) for c in CELL_CENTRES]  # window start in padded coordinates = centre
+    crops = [padded[:, :, y:y + CROP, xx:xx + CROP] for y in starts for xx in starts]
+    return torch.stack(crops, dim=1).flatten(0, 1)
+
+
 class Evaluator(nn.Module):
-    """CNN over a (B, 3, 64, 64) image in [0, 1] -> per-cell colour/shape/size logits and background logits.
+    """Reads a (B, 3, 64, 64) image in [0, 1]: one small CNN, shared by the 9 grid cells, classifies the
+    window around each cell centre (colour or empty, shape, size); a per-pixel MLP averaged over the image
+    gives the background.
 
     Shape:
         - input: (B, 3, 64, 64), values in [0, 1] (other sizes are resized to 64x64 first)
         - output: dict with ``colour`` (B, 9, 9), ``shape`` (B, 9, 4), ``size`` (B, 9, 2), ``background`` (B, 3)
     """
 
-    def __init__(self, width: int = 64, hidden: int = 256):
+    def __init__(self, width: int = 32, hidden: int = 128):
         super().__init__()
         w = width
 
         def block(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
             return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
-        self.features = nn.Sequential(
-            block(3, w // 2), block(w // 2, w // 2, 2),  # 32x32
-            block(w // 2, w), nn.MaxPool2d(2),  # 16x16
-            block(w, w), nn.MaxPool2d(2),  # 8x8
-            block(w, 2 * w),
+        self.cell = nn.Sequential(
+            block(3, w // 2), block(w // 2, w, 2),  # 16x16
+            block(w, 2 * w), nn.MaxPool2d(2),  # 8x8
+            block(2 * w, 2 * w), nn.MaxPool2d(2),  # 4x4
+            nn.Flatten(), nn.Linear(2 * w * 16, hidden), nn.ReLU(inplace=True),
         )
-        self.fc = nn.Sequential(nn.Flatten(), nn.Linear(2 * w * 64, hidden), nn.ReLU(inplace=True), nn.Dropout(0.1))
-        self.colour = nn.Linear(hidden, N_CELLS * (1 + len(COLOUR_NAMES)))
-        self.shape = nn.Linear(hidden, N_CELLS * len(SHAPES))
-        self.size = nn.Linear(hidden, N_CELLS * len(SIZE_NAMES))
-        self.background = nn.Linear(hidden, len(BACKGROUND_NAMES))
+        self.colour = nn.Linear(hidden, 1 + len(COLOUR_NAMES))
+        self.shape = nn.Linear(hidden, len(SHAPES))
+        self.size = nn.Linear(hidden, len(SIZE_NAMES))
+        self.pixel = nn.Sequential(nn.Conv2d(3, 16, 1), nn.ReLU(inplace=True), nn.Conv2d(16, 16, 1), nn.ReLU(inplace=True))
+        self.background = nn.Linear(16, len(BACKGROUND_NAMES))
         self.config = {"width": width, "hidden": hidden}
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         if x.shape[-2:] != (CANVAS, CANVAS):
             x = F.interpolate(x, size=(CANVAS, CANVAS), mode="area")
-        h = self.fc(self.features(x * 2 - 1))
+        x = x * 2 - 1
         b = x.shape[0]
+        h = self.cell(cell_crops(x))
+        bg = self.pixel(F.avg_pool2d(x, 4)).mean((2, 3))
         return {
             "colour": self.colour(h).view(b, N_CELLS, -1),
             "shape": self.shape(h).view(b, N_CELLS, -1),
             "size": self.size(h).view(b, N_CELLS, -1),
-            "background": self.background(h),
+            "background": self.background(bg),
         }
 
     @torch.no_grad()
@@ -121,12 +142,14 @@ def scene_targets(scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray, int
 
 
 def save_evaluator(model: Evaluator, path: str | Path = DEFAULT_PATH, meta: dict | None = None) -> Path:
-    """Weights as safetensors plus ``<name>.json`` with the architecture (and any metadata)."""
+    """Weights as float16 safetensors plus ``<name>.json`` with the architecture (and any metadata)."""
     from safetensors.torch import save_file
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(path))
+    state = {k: (v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu()).contiguous()
+             for k, v in model.state_dict().items()}  # float16 halves the file; reading is unaffected
+    save_file(state, str(path))
     info = {"config": model.config, **(meta or {})}
     path.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
     return path
@@ -145,5 +168,6 @@ def load_evaluator(path: str | Path = DEFAULT_PATH, device: str = "cpu") -> Eval
     cfg_path = path.with_suffix(".json")
     cfg = json.loads(cfg_path.read_text())["config"] if cfg_path.exists() else {}
     model = Evaluator(**cfg)
-    model.load_state_dict(load_file(str(path), device="cpu"))
+    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path), device="cpu").items()}
+    model.load_state_dict(state)
     return model.to(device).eval()

@@ -6,7 +6,9 @@ background, relation, count, or two colours swapped; each checked to be false of
 "junk" images decoded by the toy VQGAN from random codes (the kind of picture a generation starts from;
 no caption is true of them). The loss is CLIP's symmetric cross-entropy, with soft targets spread over
 every caption that is actually true of an image (the truth matrix comes from :func:`holds`), so a
-caption that happens to describe two scenes in the batch is not pushed away from either.
+caption that happens to describe two scenes in the batch is not pushed away from either. A second term,
+weighted by ``hard_weight``, is a two-way softmax of each scene's true caption against each of its own hard
+negatives, so that the one-word differences are not drowned by the many easy negatives.
 
 Images are augmented like generation cutouts: a random crop covering 85-100% of each side, resized to the
 tower's input size, sometimes with a little noise. The text tower runs on sequences cut just after the
@@ -210,8 +212,9 @@ def _param_groups(model: torch.nn.Module, weight_decay: float):
 
 
 def train_clip(
-    out: str | Path = "checkpoints/toy", steps: int = 3000, seed: int = 0, batch: int = 96, negatives: int = 2,
-    junk: int = 12, lr: float = 1e-3, weight_decay: float = 0.1, warmup: int = 150, resume: bool = False,
+    out: str | Path = "checkpoints/toy", steps: int = 1500, seed: int = 0, batch: int = 96, negatives: int = 3,
+    junk: int = 12, hard_weight: float = 1.0, lr: float = 1e-3, weight_decay: float = 0.1, warmup: int = 150,
+    resume: bool = False,
     device: str | None = None, threads: int | None = 1, log_every: int = 20, save_every: int = 200,
     progress: bool = True,
 ) -> torch.nn.Module:
@@ -256,13 +259,20 @@ def train_clip(
         scale = model.logit_scale.exp().clamp(max=100)
         logits = scale * img @ txt.T
         loss = (soft_ce(logits, truth) + soft_ce(logits.T, truth.T)) / 2
+        nb = len(scenes)
+        if hard_weight and len(specs) > nb:  # each scene against its own hard negatives, two-way
+            own = torch.tensor(owners[nb:], device=dev)
+            cols = torch.arange(nb, len(specs), device=dev)
+            valid = ~truth[own, cols]
+            margin = logits[own, cols] - logits[own, own]
+            if valid.any():
+                loss = loss + hard_weight * F.softplus(margin[valid]).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if step % log_every == 0 or step == steps - 1:
             with torch.no_grad():
-                nb = len(scenes)
                 top = logits[:nb].argmax(1)
                 top1 = truth[torch.arange(nb), top].float().mean().item()
                 pos = logits[torch.arange(nb), torch.arange(nb)]
@@ -285,4 +295,4 @@ def train_clip(
 if __name__ == "__main__":  # python -m pixgen.toy.train_clip [steps] [--resume]
     import sys
 
-    train_clip(steps=int(sys.argv[1]) if len(sys.argv) > 1 else 3000, resume="--resume" in sys.argv)
+    train_clip(steps=int(sys.argv[1]) if len(sys.argv) > 1 else 1500, resume="--resume" in sys.argv)

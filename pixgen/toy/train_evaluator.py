@@ -109,8 +109,8 @@ def heldout_accuracy(model: Evaluator, n: int = 1000, seed: int = 12345, vqgan=N
 
 
 def train_evaluator(
-    out: str | Path = "checkpoints/toy", steps: int = 1500, seed: int = 0, batch: int = 64, lr: float = 2e-3,
-    resume: bool = False, device: str | None = None, threads: int | None = 1, recon_pool: int = 1536,
+    out: str | Path = "checkpoints/toy", steps: int = 600, seed: int = 0, batch: int = 32, lr: float = 2e-3,
+    resume: bool = False, device: str | None = None, threads: int | None = 1, recon_pool: int = 768,
     log_every: int = 25, save_every: int = 250, progress: bool = True,
 ) -> Evaluator:
     """Train (or resume) the evaluator; writes ``evaluator.safetensors``/``.json`` and its log."""
@@ -177,4 +177,4 @@ def train_evaluator(
 if __name__ == "__main__":  # python -m pixgen.toy.train_evaluator [steps] [--resume]
     import sys
 
-    train_evaluator(steps=int(sys.argv[1]) if len(sys.argv) > 1 else 1500, resume="--resume" in sys.argv)
+    train_evaluator(steps=int(sys.argv[1]) if len(sys.argv) > 1 else 600, resume="--resume" in sys.argv)

@@ -1,0 +1,50 @@
+"""Probe the toy CLIP on clean rendered scenes: how often the true caption beats a hard negative, per kind of
+change (colour, shape, position, relation, count, swapped colours, ...) and per caption kind.
+
+    python benchmarks/toy_clip_probe.py [--n 600] [--clip checkpoints/toy/clip.pt]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pixgen.toy.captions import PAIR_KINDS, hard_negative, sample_pair, spec_text
+from pixgen.toy.train_clip import create_toy_clip, normalize, tokenize
+from pixgen.toy.world import render
+
+
+def probe(clip_path: str, n: int = 600, seed: int = 777) -> dict:
+    model = create_toy_clip(clip_path).eval()
+    rng = np.random.default_rng(seed)
+    by_change, by_kind = defaultdict(list), defaultdict(list)
+    for kind in PAIR_KINDS:
+        for _ in range(n // len(PAIR_KINDS)):
+            scene, spec = sample_pair(rng, kind=kind)
+            neg = hard_negative(spec, scene, rng)
+            if neg is None:
+                continue
+            x = torch.from_numpy(render(scene).astype(np.float32) / 255).permute(2, 0, 1)[None]
+            x = F.interpolate(x, size=model.visual.image_size[0], mode="area")
+            with torch.no_grad():
+                img = F.normalize(model.encode_image(normalize(x, model)), dim=-1)
+                txt = F.normalize(model.encode_text(tokenize([spec_text(spec), spec_text(neg[0])])), dim=-1)
+            s = (img @ txt.T)[0]
+            win = float(s[0] > s[1])
+            by_change[neg[1]].append(win)
+            by_kind[kind].append(win)
+    return {"by_change": {k: (round(float(np.mean(v)), 3), len(v)) for k, v in sorted(by_change.items())},
+            "by_kind": {k: (round(float(np.mean(v)), 3), len(v)) for k, v in by_kind.items()}}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=600)
+    parser.add_argument("--clip", default="checkpoints/toy/clip.pt")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print(json.dumps(probe(args.clip, args.n), indent=1))
