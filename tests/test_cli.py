@@ -161,3 +161,31 @@ def test_local_taming_checkpoint_pair_generates(tmp_path):
     assert Image.open(result.stdout.strip().splitlines()[-1]).size == (30, 30)
     missing = run(["a castle", "--vqgan-checkpoint", str(tmp_path / "none.ckpt"), "-q"], tmp_path / "out")
     assert missing.exit_code == 2 and "none" in missing.stderr
+
+
+def test_generate_downloads_a_registry_model_on_first_use(tmp_path, monkeypatch):
+    import yaml
+    from ckpt_fixture import TINY, save_checkpoint, tiny_vqgan, write_yaml
+    from http_fixture import FileServer
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("PIXGEN_HOME", str(home))
+    table = {"models": {"tinyreg": {"description": "tiny", "format": "VQModel",
+                                    "config": str(write_yaml(tmp_path / "tiny.yaml")), "filename": "tinyreg.ckpt",
+                                    "urls": ["http://127.0.0.1:9/unreachable"]}}}
+    (home / "registry.yaml").write_text(yaml.safe_dump(table))
+    server = FileServer().start()
+    try:
+        server.add("/m/tinyreg.ckpt", save_checkpoint(tmp_path / "src.ckpt", tiny_vqgan(TINY), "lightning").read_bytes())
+        monkeypatch.setenv("PIXGEN_MIRRORS", server.url("/m/"))
+        args = ["a castle", "--model", "tinyreg", "--clip", "pixgen-random-tiny", "--size", "32x32", "-i", "2",
+                "--cutouts", "2", "-q"]
+        first = run(args, tmp_path / "out")
+        assert first.exit_code == 0, first.output
+        assert (home / "tinyreg.ckpt").is_file()
+        second = run(args, tmp_path / "out")
+        assert second.exit_code == 0, second.output
+        assert server.hits("/m/tinyreg.ckpt") == 1
+    finally:
+        server.stop()
