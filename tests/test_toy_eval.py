@@ -1,0 +1,50 @@
+"""The toy eval suite: fixed prompts, verdicts from scene readings, and its outputs (small smoke run)."""
+import json
+from pathlib import Path
+
+import pytest
+
+from pixgen.toy.captions import Ref, Spec
+from pixgen.toy.evaluate import CATEGORIES, SuiteItem, judge, suite
+from pixgen.toy.world import Obj, Scene
+
+TOY = Path(__file__).resolve().parents[1] / "checkpoints" / "toy"
+
+
+def test_suite_covers_every_category_and_attribution_prompts_come_in_swapped_pairs():
+    items = suite()
+    assert {it.category for it in items} == set(CATEGORIES)
+    assert len({it.prompt for it in items}) == len(items)
+    attrib = [it.spec for it in items if it.category == "colour attribution"]
+    for a, b in zip(attrib[::2], attrib[1::2]):
+        assert (a.refs[0].shape, a.refs[1].shape) == (b.refs[0].shape, b.refs[1].shape)
+        assert (a.refs[0].colour, a.refs[1].colour) == (b.refs[1].colour, b.refs[0].colour)
+
+
+def test_judge_colour_ignores_shape_but_single_object_does_not():
+    scene = Scene("white", [Obj("circle", "red", "small", 0, 0, 11.0, 11.0, 12.0)])
+    spec = Spec("objects", (Ref("red", "square"),))
+    assert judge(SuiteItem("colour", spec), scene)
+    assert not judge(SuiteItem("single object", spec), scene)
+
+
+@pytest.mark.skipif(not (TOY / "clip.pt").exists(), reason="toy weights not present")
+def test_eval_smoke_run_writes_table_json_and_contact_sheet(tmp_path):
+    from pixgen.toy.evaluate import run_suite
+
+    report = run_suite(seeds=[0], iterations=2, out=tmp_path, categories=["single object", "relation"],
+                       max_per_category=1, progress=False)
+    assert report["summary"]["overall"]["n"] == 2
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert {"summary", "timing", "rows", "machine"} <= set(data)
+    assert (tmp_path / "contact_sheet.png").stat().st_size > 0
+    assert "| single object | 1 |" in (tmp_path / "table.md").read_text()
+
+
+def test_eval_command_refuses_other_models():
+    from pixgen.errors import PixgenError
+    from pixgen.toy.cli import eval_command
+
+    with pytest.raises(PixgenError):
+        eval_command(model="imagenet_f16_16384", seeds=1, iterations=None, size=64, out=Path("x"), quick=True,
+                     category=None)
