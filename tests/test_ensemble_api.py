@@ -86,7 +86,10 @@ def test_load_vqgan_gives_encode_quantize_decode_and_codebook(tmp_path):
 
 
 def test_clip_weights_that_cannot_be_downloaded_name_model_place_and_fix(monkeypatch, tmp_path):
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # fail at once instead of trying the network
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import time otherwise
     from pixgen.perceptor import load_perceptor
 
     with pytest.raises(ModelError) as info:
