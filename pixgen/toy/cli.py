@@ -40,7 +40,10 @@ def train_vqgan_cmd(out: Path = _OUT, steps: int = typer.Option(900, "--steps"),
 @train_app.command("clip")
 def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"), seed: int = _SEED,
                    batch: int = typer.Option(96, "--batch"), negatives: int = typer.Option(2, "--negatives"),
-                   resume: bool = _RESUME, device: Optional[str] = _DEVICE, threads: int = _THREADS) -> None:
+                   resume: bool = _RESUME, device: Optional[str] = _DEVICE, threads: int = _THREADS,
+                   adversarial: Optional[List[Path]] = typer.Option(
+                       None, "--adversarial", help="Pool from `pixgen toy train adversarial` to use as negatives (repeat).")
+                   ) -> None:
     """Train the toy CLIP with hard negatives; writes OUT/clip.pt and OUT/clip.log.jsonl.
 
     Uses OUT/vqgan.ckpt (if present) for the random-code "junk" images, so train the VQGAN first.
@@ -48,9 +51,26 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
     from pixgen.toy.train_clip import train_clip
 
     _check_out(out)
+    for path in adversarial or []:
+        if not path.is_file():
+            raise PixgenError(f"adversarial pool {path} not found", "make one with `pixgen toy train adversarial`")
     train_clip(out, steps=steps, seed=seed, batch=batch, negatives=negatives, resume=resume, device=device,
-               threads=threads or None)
+               threads=threads or None, adversarial=tuple(adversarial or ()))
     typer.echo(str(out / "clip.pt"))
+
+
+@train_app.command("adversarial")
+def adversarial_cmd(path: Path = typer.Argument(..., help="Output .pt file."), n: int = typer.Option(70, "--n"),
+                    iterations: int = typer.Option(40, "--iterations"), seed: int = typer.Option(1000, "--seed"),
+                    threads: int = _THREADS) -> None:
+    """Generate images against the current toy CLIP (random training captions) for adversarial fine-tuning."""
+    import torch
+
+    from pixgen.toy.train_clip import make_adversarial_pool
+
+    if threads:
+        torch.set_num_threads(threads)
+    typer.echo(str(make_adversarial_pool(path, n=n, iterations=iterations, seed=seed)))
 
 
 @train_app.command("evaluator")

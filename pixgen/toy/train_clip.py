@@ -216,7 +216,7 @@ def train_clip(
     junk: int = 12, hard_weight: float = 1.0, lr: float = 1e-3, weight_decay: float = 0.1, warmup: int = 150,
     resume: bool = False,
     device: str | None = None, threads: int | None = 1, log_every: int = 20, save_every: int = 200,
-    progress: bool = True,
+    progress: bool = True, adversarial: tuple = (),
 ) -> torch.nn.Module:
     """Train (or resume) the toy CLIP; writes ``clip.pt``, a resumable state and ``clip.log.jsonl``."""
     if threads:
@@ -239,6 +239,7 @@ def train_clip(
         start = int(state["step"])
     log = TrainLog(out / "clip.log.jsonl", resume=state is not None)
     pool = JunkPool(out)
+    adv = torch.cat([torch.load(p, weights_only=True).float() for p in adversarial]) if adversarial else None
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="clip", disable=not progress)
     for step in bar:
         if step % 250 == 0:
@@ -249,6 +250,9 @@ def train_clip(
         scenes, images, texts, specs, owners = make_batch(rng, batch, negatives)
         x = batch_images(images, dev)
         junk_x = pool.sample(junk, gen)
+        if adv is not None:
+            extra = adv[torch.randint(len(adv), (junk,), generator=gen)]
+            junk_x = extra if junk_x is None else torch.cat([junk_x, extra])
         all_scenes: list[Scene | None] = list(scenes)
         if junk_x is not None:
             x = torch.cat([x, junk_x.to(dev)])
@@ -296,3 +300,25 @@ if __name__ == "__main__":  # python -m pixgen.toy.train_clip [steps] [--resume]
     import sys
 
     train_clip(steps=int(sys.argv[1]) if len(sys.argv) > 1 else 1500, resume="--resume" in sys.argv)
+
+
+def make_adversarial_pool(path: str | Path, n: int = 80, iterations: int = 40, seed: int = 1000) -> Path:
+    """Images optimised against the current toy CLIP for random training captions (no caption is true of them).
+
+    Saved as a float16 (n, 3, 64, 64) tensor in [0, 1]; ``train_clip(adversarial=path)`` mixes them into the
+    junk negatives so the CLIP learns to score such colour-blob pictures below clean scenes.
+    """
+    import pixgen
+
+    rng = np.random.default_rng(seed)
+    images = []
+    for i in tqdm(range(n), desc="adversarial pool"):
+        _, spec = sample_pair(rng)
+        text = spec_text(spec, np.random.default_rng(int(rng.integers(2**31))))
+        res = pixgen.generate(text, model="toy", config=str(Path(__file__).resolve().parents[2] / "configs" / "toy.yaml"),
+                              seed=seed + i, iterations=iterations, write=False, progress=False)
+        images.append(torch.from_numpy(np.asarray(res.image, dtype=np.float32) / 255).permute(2, 0, 1))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(torch.stack(images).half(), path)
+    return path
