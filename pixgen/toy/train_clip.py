@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from pixgen.toy.captions import Spec, hard_negative, holds, sample_pair, spec_text
-from pixgen.toy.training import TrainLog, batch_images, load_state, pick_device, save_state, seed_everything
+from pixgen.toy.training import (TrainLog, batch_images, load_state, pick_device, restore, save_state,
+                                 seed_everything)
 from pixgen.toy.world import Scene, render
 
 __all__ = ["CLIP_NAME", "CONFIG_DIR", "create_toy_clip", "tokenize", "encode_text_fast", "augment", "train_clip", "save_clip"]
@@ -232,11 +233,7 @@ def train_clip(
     state = load_state(state_path) if resume else None
     start = 0
     if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        rng.bit_generator.state = state["rng"]
-        gen.set_state(state["gen"])
-        start = int(state["step"])
+        start = restore(state, model, opt, rng, gen)
     log = TrainLog(out / "clip.log.jsonl", resume=state is not None)
     pool = JunkPool(out)
     adv = torch.cat([torch.load(p, weights_only=True).float() for p in adversarial]) if adversarial else None

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from pixgen.toy.evaluator import Evaluator, save_evaluator, scene_targets
-from pixgen.toy.training import TrainLog, batch_images, load_state, pick_device, save_state, seed_everything
+from pixgen.toy.training import (TrainLog, batch_images, load_state, pick_device, restore, save_state,
+                                 seed_everything)
 from pixgen.toy.world import Scene, render, sample_scene
 
 __all__ = ["train_evaluator", "heldout_accuracy", "load_toy_vqgan"]
@@ -126,11 +127,7 @@ def train_evaluator(
     state = load_state(state_path) if resume else None
     start = 0
     if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        rng.bit_generator.state = state["rng"]
-        gen.set_state(state["gen"])
-        start = int(state["step"])
+        start = restore(state, model, opt, rng, gen)
     log = TrainLog(out / "evaluator.log.jsonl", resume=state is not None)
     vqgan = load_toy_vqgan(out)
     pool_x, pool_scenes = None, []

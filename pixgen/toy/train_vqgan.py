@@ -17,7 +17,8 @@ import yaml
 from tqdm import tqdm
 
 from pixgen.models.vqgan import VQGAN, VQGANConfig
-from pixgen.toy.training import TrainLog, batch_images, load_state, pick_device, save_state, seed_everything
+from pixgen.toy.training import (TrainLog, batch_images, load_state, pick_device, restore, save_state,
+                                 seed_everything)
 from pixgen.toy.world import CANVAS, render, sample_scene
 
 __all__ = ["TOY_VQGAN", "train_vqgan", "save_taming"]
@@ -80,11 +81,7 @@ def train_vqgan(
     usage_state = None
     state = load_state(state_path) if resume else None
     if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["opt"])
-        rng.bit_generator.state = state["rng"]
-        torch.set_rng_state(state["torch_rng"])
-        start = int(state["step"])
+        start = restore(state, model, opt, rng)
         usage_state = state.get("usage")
     log = TrainLog(out / "vqgan.log.jsonl", resume=state is not None)
     usage = torch.zeros(TOY_VQGAN.n_embed, device=dev) if usage_state is None else usage_state.to(dev)

@@ -71,3 +71,16 @@ def load_state(path: str | os.PathLike) -> dict[str, Any] | None:
     if not path.exists():
         return None
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def restore(state: dict[str, Any], model: torch.nn.Module, opt: torch.optim.Optimizer, rng: np.random.Generator,
+            gen: torch.Generator | None = None) -> int:
+    """Put a saved training state back into the model, optimizer and random generators; return its step."""
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    rng.bit_generator.state = state["rng"]
+    if gen is not None:
+        gen.set_state(state["gen"])
+    if "torch_rng" in state:
+        torch.set_rng_state(state["torch_rng"])
+    return int(state["step"])
