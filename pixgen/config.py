@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -133,31 +134,32 @@ def resolve_preset(name_or_path: str) -> Path:
                       f"give a path to a YAML file, or a preset name: {', '.join(presets) or '(none shipped)'}")
 
 
+def _yaml_mapping(text: str, what: str, hint: str) -> dict:
+    """Parse YAML text that must hold a mapping; ``what`` names its source in the error."""
+    try:
+        data = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{what} is not valid YAML{at}: {getattr(exc, 'problem', exc)}", hint) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} must hold a mapping of keys, not {type(data).__name__}",
+                          "write it as `key: value` lines, e.g. `iterations: 200`")
+    return data
+
+
 def load_file(path: str | Path) -> DictConfig:
     path = Path(path)
     try:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}", "check the path") from None
-    import yaml
-
-    try:
-        data = yaml.safe_load(text) if text.strip() else {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"config file {str(path)!r} is not valid YAML{where}: {getattr(exc, 'problem', exc)}",
-                          "fix the YAML syntax (indentation, ':' after keys, quotes)") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {str(path)!r} must hold a mapping of keys, not {type(data).__name__}",
-                          "write it as `key: value` lines, e.g. `iterations: 200`")
+    data = _yaml_mapping(text, f"config file {str(path)!r}", "fix the YAML syntax (indentation, ':' after keys, quotes)")
     return OmegaConf.create(data)
 
 
 def parse_dotted(overrides: list[str]) -> DictConfig:
     """``["optim.lr=0.2", "size=[64,64]"]`` -> a config tree; values are YAML (numbers, lists, strings)."""
-    import yaml
-
     tree = OmegaConf.create({})
     for item in overrides:
         if "=" not in item:
@@ -237,14 +239,7 @@ def to_yaml(cfg: DictConfig, *, without_location: bool = False) -> str:
 
 
 def from_yaml_text(text: str, where: str) -> DictConfig:
-    import yaml
-
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"the config stored in {where} is not valid YAML: {exc}",
-                          "the file was damaged; use a PNG or run.yaml written by pixgen") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"the config stored in {where} is not a mapping of keys",
-                          "use a PNG or run.yaml written by pixgen")
+    """Build a run config from YAML stored in a pixgen output (a PNG's text chunk or run.yaml)."""
+    data = _yaml_mapping(text, f"the config stored in {where}",
+                         "the file was damaged; use a PNG or run.yaml written by pixgen")
     return build((data, where))
