@@ -43,10 +43,11 @@ def _parse_term(source: str, start: int, term: str) -> Prompt:
         try:
             value = float(tail)
         except ValueError:
-            # "TEXT:1:oops" was meant as a stop: a lone word right after a number is not text.
-            meant_as_stop = not numbers and _looks_numeric(head) and tail.strip() and " " not in tail.strip()
+            # A tail right after a number is the stop. "TEXT:1:oops" meant one: a lone word there is not text.
+            after_number = not numbers and _looks_numeric(head)
+            meant_as_stop = after_number and tail.strip() and " " not in tail.strip()
             if _NUMBERISH.fullmatch(tail.strip()) or meant_as_stop:
-                label = "stop" if not numbers and _looks_numeric(head) else "weight"
+                label = "stop" if after_number else "weight"
                 raise _fail(
                     source, tail_start, tail_start + len(tail),
                     f"{label} {tail.strip()!r} is not a number",
