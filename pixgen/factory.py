@@ -150,8 +150,7 @@ def _embed_targets(cfg: DictConfig, perceptors: list[Perceptor], cutouts: dict[i
                     raise ConfigError(f"noise prompt {p.text!r} is not an integer seed",
                                       "write noise prompts as SEED:WEIGHT, e.g. 42:0.5") from None
                 gen = torch.Generator().manual_seed(seed)
-                dim = perceptor.encode_text(["x"]).shape[-1]
-                embed = torch.randn(dim, generator=gen).to(device)
+                embed = torch.randn(perceptor.embed_dim, generator=gen).to(device)
                 targets.append(Target(f"noise:{seed}{suffix}", pi, embed, p.weight, p.stop))
     return targets, len(phases)
 

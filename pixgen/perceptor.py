@@ -92,6 +92,11 @@ class Perceptor(nn.Module):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
+    @property
+    def embed_dim(self) -> int:
+        """Width D of the shared image/text embedding space."""
+        return int(self.model.visual.output_dim)
+
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         if images.shape[-1] != self.input_size or images.shape[-2] != self.input_size:
             images = F.interpolate(images, size=(self.input_size, self.input_size), mode="bilinear",
