@@ -41,36 +41,35 @@ def train_vqgan_cmd(out: Path = _OUT, steps: int = typer.Option(900, "--steps"),
 def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"), seed: int = _SEED,
                    batch: int = typer.Option(96, "--batch"), negatives: int = typer.Option(2, "--negatives"),
                    resume: bool = _RESUME, device: Optional[str] = _DEVICE, threads: int = _THREADS,
-                   adversarial: Optional[List[Path]] = typer.Option(
-                       None, "--adversarial", help="Pool from `pixgen toy train adversarial` to use as negatives (repeat).")
-                   ) -> None:
+                   lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate (cosine schedule)."),
+                   warmup: int = typer.Option(150, "--warmup", help="Linear warm-up steps."),
+                   hard_weight: float = typer.Option(1.0, "--hard-weight", help="Weight of the hard-negative term."),
+                   init: Optional[Path] = typer.Option(
+                       None, "--init", help="Start from the weights in this clip.pt (fine-tune) instead of random."),
+                   chains: int = typer.Option(
+                       0, "--chains", help="Generations run against the CLIP while it trains; their images are negatives."),
+                   chain_weight: float = typer.Option(1.0, "--chain-weight", help="Weight of the chain term."),
+                   roundtrip: float = typer.Option(
+                       0.0, "--roundtrip", help="Share of training images replaced by their VQGAN reconstruction.")) -> None:
     """Train the toy CLIP with hard negatives; writes OUT/clip.pt and OUT/clip.log.jsonl.
 
-    Uses OUT/vqgan.ckpt (if present) for the random-code "junk" images, so train the VQGAN first.
+    Uses OUT/vqgan.ckpt (if present) for the random-code "junk" images, and (required with --chains or
+    --roundtrip) to decode the chains' latents, so train the VQGAN first.
     """
     from pixgen.toy.train_clip import train_clip
 
     _check_out(out)
-    for path in adversarial or []:
-        if not path.is_file():
-            raise PixgenError(f"adversarial pool {path} not found", "make one with `pixgen toy train adversarial`")
+    if init is not None and not init.is_file():
+        raise PixgenError(f"--init {init} not found", "give the clip.pt of an earlier `pixgen toy train clip` run")
+    if (chains or roundtrip) and not (out / "vqgan.ckpt").is_file():
+        raise PixgenError(f"--chains and --roundtrip need the toy VQGAN, and {out / 'vqgan.ckpt'} does not exist",
+                          f"run `pixgen toy train vqgan --out {out}` first")
+    if not 0.0 <= roundtrip <= 1.0:
+        raise PixgenError(f"--roundtrip {roundtrip} is not a share between 0 and 1", "use e.g. --roundtrip 0.3")
     train_clip(out, steps=steps, seed=seed, batch=batch, negatives=negatives, resume=resume, device=device,
-               threads=threads or None, adversarial=tuple(adversarial or ()))
+               threads=threads or None, lr=lr, warmup=warmup,
+               hard_weight=hard_weight, init=init, chains=chains, chain_weight=chain_weight, roundtrip_p=roundtrip)
     typer.echo(str(out / "clip.pt"))
-
-
-@train_app.command("adversarial")
-def adversarial_cmd(path: Path = typer.Argument(..., help="Output .pt file."), n: int = typer.Option(70, "--n"),
-                    iterations: int = typer.Option(40, "--iterations"), seed: int = typer.Option(1000, "--seed"),
-                    threads: int = _THREADS) -> None:
-    """Generate images against the current toy CLIP (random training captions) for adversarial fine-tuning."""
-    import torch
-
-    from pixgen.toy.train_clip import make_adversarial_pool
-
-    if threads:
-        torch.set_num_threads(threads)
-    typer.echo(str(make_adversarial_pool(path, n=n, iterations=iterations, seed=seed)))
 
 
 @train_app.command("evaluator")

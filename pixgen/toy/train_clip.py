@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from pixgen.toy.adversarial import AdversarialChains, load_toy_vqgan, roundtrip
 from pixgen.toy.captions import Spec, hard_negative, holds, sample_pair, spec_text
 from pixgen.toy.training import (TrainLog, batch_images, load_state, pick_device, restore, save_state,
                                  seed_everything)
@@ -127,12 +128,19 @@ def soft_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return -(tgt * F.log_softmax(logits[keep], dim=1)).sum(1).mean()
 
 
-def make_batch(rng: np.random.Generator, batch: int, negatives: int, canonical_p: float = 0.3):
+def make_batch(rng: np.random.Generator, batch: int, negatives: int, canonical_p: float = 0.3,
+               fixed: list[tuple[Scene, Spec, str]] = ()):
     """Scenes, their images, caption texts and specs (positives first, then hard negatives), and for each
-    caption the index of the scene it was written for."""
+    caption the index of the scene it was written for. ``fixed`` (scene, spec, text) pairs come first, then
+    ``batch`` random ones."""
     scenes, images, texts, specs, neg_texts, neg_specs, owners = [], [], [], [], [], [], []
-    for _ in range(batch):
-        scene, spec = sample_pair(rng)
+    drawn = [(scene, spec, text) for scene, spec, text in fixed] + [None] * batch
+    for item in drawn:
+        if item is None:
+            scene, spec = sample_pair(rng)
+            text = None
+        else:
+            scene, spec, text = item
         seed = None if rng.random() < canonical_p else int(rng.integers(2**31))
 
         def say(s: Spec) -> str:
@@ -140,7 +148,7 @@ def make_batch(rng: np.random.Generator, batch: int, negatives: int, canonical_p
 
         scenes.append(scene)
         images.append(render(scene))
-        texts.append(say(spec))
+        texts.append(text if text is not None else say(spec))
         specs.append(spec)
         for _ in range(negatives):
             neg = hard_negative(spec, scene, rng)
@@ -148,7 +156,7 @@ def make_batch(rng: np.random.Generator, batch: int, negatives: int, canonical_p
                 neg_texts.append(say(neg[0]))
                 neg_specs.append(neg[0])
                 owners.append(len(scenes) - 1)
-    return scenes, images, texts + neg_texts, specs + neg_specs, list(range(batch)) + owners
+    return scenes, images, texts + neg_texts, specs + neg_specs, list(range(len(scenes))) + owners
 
 
 class JunkPool:
@@ -163,17 +171,12 @@ class JunkPool:
     def refresh(self, gen: torch.Generator) -> None:
         if not self.path.exists() or self.path.stat().st_mtime == self.mtime:
             return
-        import yaml
-        from pixgen.models.vqgan import VQGAN, VQGANConfig
-
         try:
-            cfg = VQGANConfig.from_taming(yaml.safe_load((self.path.parent / "vqgan.yaml").read_text()))
-            model = VQGAN(cfg)
-            model.load_state_dict(torch.load(self.path, map_location="cpu", weights_only=True)["state_dict"])
+            model = load_toy_vqgan(self.path.parent)
         except Exception:  # a checkpoint being written right now; try again later
             return
         self.mtime = self.path.stat().st_mtime
-        book, h = model.codebook.detach(), cfg.resolution // cfg.factor
+        book, h = model.codebook.detach(), model.config.resolution // model.factor
         out = []
         with torch.no_grad():
             for i in range(0, self.size, 64):
@@ -217,9 +220,19 @@ def train_clip(
     junk: int = 12, hard_weight: float = 1.0, lr: float = 1e-3, weight_decay: float = 0.1, warmup: int = 150,
     resume: bool = False,
     device: str | None = None, threads: int | None = 1, log_every: int = 20, save_every: int = 200,
-    progress: bool = True, adversarial: tuple = (),
+    progress: bool = True, chains: int = 0, chain_weight: float = 1.0,
+    chain_life: tuple[int, int] = (20, 120), roundtrip_p: float = 0.0, init: str | Path | None = None,
 ) -> torch.nn.Module:
-    """Train (or resume) the toy CLIP; writes ``clip.pt``, a resumable state and ``clip.log.jsonl``."""
+    """Train (or resume) the toy CLIP; writes ``clip.pt``, a resumable state and ``clip.log.jsonl``.
+
+    ``chains`` > 0 runs that many generations against the CLIP as it trains
+    (:class:`pixgen.toy.adversarial.AdversarialChains`): their captions join the batch with clean renders,
+    their current images join as negatives, and ``chain_weight`` weighs a term asking each clean render to
+    beat its chain's image on the chain's caption. ``roundtrip_p`` is the share of batch images replaced by
+    their VQGAN reconstruction, so that decoder blur alone is not a cue against an image. ``init`` starts
+    from the weights in a ``clip.pt`` (fine-tuning) instead of random ones; a fine-tune keeps its own log
+    and state (``clip_finetune.log.jsonl``, ``state/clip_finetune_state.pt``) so the first stage's stay.
+    """
     if threads:
         torch.set_num_threads(threads)
     dev = pick_device(device)
@@ -227,16 +240,27 @@ def train_clip(
     rng = seed_everything(seed)
     gen = torch.Generator().manual_seed(seed)
     model = create_toy_clip().to(dev)
+    if init is not None:
+        weights = torch.load(init, map_location="cpu", weights_only=True)
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
     size = model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size
     opt = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6)
-    state_path = out / "state" / "clip_state.pt"
+    vq = load_toy_vqgan(out, dev) if chains or roundtrip_p else None
+    runs = AdversarialChains(vq, chains, rng, gen, life=chain_life) if chains else None
+    stage = "clip" if init is None else "clip_finetune"
+    state_path = out / "state" / f"{stage}_state.pt"
     state = load_state(state_path) if resume else None
     start = 0
     if state is not None:
         start = restore(state, model, opt, rng, gen)
-    log = TrainLog(out / "clip.log.jsonl", resume=state is not None)
+        if runs is not None and "chains" in state:
+            runs.load_state_dict(state["chains"])
+    log = TrainLog(out / f"{stage}.log.jsonl", resume=state is not None)
     pool = JunkPool(out)
-    adv = torch.cat([torch.load(p, weights_only=True).float() for p in adversarial]) if adversarial else None
+
+    def embed_images(images: torch.Tensor) -> torch.Tensor:
+        return model.encode_image(normalize(images, model))
+
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="clip", disable=not progress)
     for step in bar:
         if step % 250 == 0:
@@ -244,18 +268,29 @@ def train_clip(
         lr_now = lr * min(1.0, (step + 1) / warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / steps)))
         for g in opt.param_groups:
             g["lr"] = lr_now
-        scenes, images, texts, specs, owners = make_batch(rng, batch, negatives)
+        fixed, chain_images = [], None
+        if runs is not None:
+            with torch.no_grad():
+                chain_text = encode_text_fast(model, tokenize(runs.texts).to(dev))
+            chain_images = runs.step(model, chain_text, embed_images, lambda im: augment(im, size, gen), rng, gen)
+            fixed = list(zip(runs.scenes, runs.specs, runs.texts))
+        scenes, images, texts, specs, owners = make_batch(rng, batch, negatives, fixed=fixed)
         x = batch_images(images, dev)
+        if vq is not None and roundtrip_p:
+            pick = torch.rand(len(x), generator=gen) < roundtrip_p
+            if pick.any():
+                x[pick.to(dev)] = roundtrip(vq, x[pick.to(dev)])
         junk_x = pool.sample(junk, gen)
-        if adv is not None:
-            extra = adv[torch.randint(len(adv), (junk,), generator=gen)]
-            junk_x = extra if junk_x is None else torch.cat([junk_x, extra])
         all_scenes: list[Scene | None] = list(scenes)
         if junk_x is not None:
             x = torch.cat([x, junk_x.to(dev)])
             all_scenes += [None] * len(junk_x)
+        adv_start = len(all_scenes)
+        if chain_images is not None:
+            x = torch.cat([x, chain_images])
+            all_scenes += [None] * len(chain_images)
         truth = truth_matrix(all_scenes, specs).to(dev)
-        img = F.normalize(model.encode_image(normalize(augment(x, size, gen), model)), dim=-1)
+        img = F.normalize(embed_images(augment(x, size, gen)), dim=-1)
         txt = F.normalize(encode_text_fast(model, tokenize(texts).to(dev)), dim=-1)
         scale = model.logit_scale.exp().clamp(max=100)
         logits = scale * img @ txt.T
@@ -268,6 +303,12 @@ def train_clip(
             margin = logits[own, cols] - logits[own, own]
             if valid.any():
                 loss = loss + hard_weight * F.softplus(margin[valid]).mean()
+        adv_gap = None
+        if chain_images is not None:  # the chain's caption must prefer the clean render to the chain's image
+            k = torch.arange(len(chain_images), device=dev)
+            gap = logits[k, k] - logits[adv_start + k, k]
+            loss = loss + chain_weight * F.softplus(-gap).mean()
+            adv_gap = gap.detach()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -283,11 +324,16 @@ def train_clip(
             metrics = dict(loss=loss.item(), top1=top1, scale=scale.item(), lr=lr_now)
             if hn_total:
                 metrics["hard_neg_acc"] = hn_wins / hn_total
+            if adv_gap is not None:  # share of chains whose clean render wins, and the mean cosine gap
+                metrics["chain_acc"] = (adv_gap > 0).float().mean().item()
+                metrics["chain_gap"] = (adv_gap / scale).mean().item()
             log.write(step, **metrics)
-            bar.set_postfix(loss=f"{loss.item():.3f}", top1=f"{top1:.2f}", hn=f"{metrics.get('hard_neg_acc', 0):.2f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", top1=f"{top1:.2f}", hn=f"{metrics.get('hard_neg_acc', 0):.2f}",
+                            adv=f"{metrics.get('chain_acc', 0):.2f}")
         if (step + 1) % save_every == 0 or step == steps - 1:
+            extra_state = {"chains": runs.state_dict()} if runs is not None else {}
             save_state(state_path, model=model.state_dict(), opt=opt.state_dict(), rng=rng.bit_generator.state,
-                       gen=gen.get_state(), step=step + 1)
+                       gen=gen.get_state(), step=step + 1, **extra_state)
             save_clip(model, out / "clip.pt")
     save_clip(model, out / "clip.pt")
     return model
@@ -297,25 +343,3 @@ if __name__ == "__main__":  # python -m pixgen.toy.train_clip [steps] [--resume]
     import sys
 
     train_clip(steps=int(sys.argv[1]) if len(sys.argv) > 1 else 1500, resume="--resume" in sys.argv)
-
-
-def make_adversarial_pool(path: str | Path, n: int = 80, iterations: int = 40, seed: int = 1000) -> Path:
-    """Images optimised against the current toy CLIP for random training captions (no caption is true of them).
-
-    Saved as a float16 (n, 3, 64, 64) tensor in [0, 1]; ``train_clip(adversarial=path)`` mixes them into the
-    junk negatives so the CLIP learns to score such colour-blob pictures below clean scenes.
-    """
-    import pixgen
-
-    rng = np.random.default_rng(seed)
-    images = []
-    for i in tqdm(range(n), desc="adversarial pool"):
-        _, spec = sample_pair(rng)
-        text = spec_text(spec, np.random.default_rng(int(rng.integers(2**31))))
-        res = pixgen.generate(text, model="toy", config=str(Path(__file__).resolve().parents[2] / "configs" / "toy.yaml"),
-                              seed=seed + i, iterations=iterations, write=False, progress=False)
-        images.append(torch.from_numpy(np.asarray(res.image, dtype=np.float32) / 255).permute(2, 0, 1))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(torch.stack(images).half(), path)
-    return path

@@ -1,0 +1,137 @@
+"""Adversarial images made inside CLIP training: persistent generation runs against the CLIP being trained.
+
+A contrastively trained CLIP has only seen clean renders, so gradient ascent through the VQGAN finds pictures
+it scores higher than any correct render (fields of coloured blobs). :class:`AdversarialChains` keeps ``n``
+small pixgen-style generations alive during CLIP training: each holds a latent on the VQGAN codebook grid, a
+training caption and a scene that caption was written for. Every training step moves every chain one Adam step
+towards its caption under the *current* CLIP (straight-through quantisation, clamp with gradient, random crops,
+total variation, as ``configs/toy.yaml`` does), and the trainer uses the decoded images as negatives: they
+must score below the clean render of the same caption. A chain starts again from random codes with a new
+caption after a random lifetime, so images from every stage of a generation (noise, blobs, late results) are
+seen, always against the CLIP as it is now.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pixgen.losses import spherical_dist, total_variation
+from pixgen.models.vqgan import VQGAN
+from pixgen.ops import clamp_with_grad, vector_quantize
+from pixgen.toy.captions import Spec, sample_pair, spec_text
+from pixgen.toy.world import Scene
+
+__all__ = ["AdversarialChains", "load_toy_vqgan"]
+
+
+def load_toy_vqgan(directory: str | Path, device: torch.device | str = "cpu") -> VQGAN:
+    """The toy VQGAN from ``directory/vqgan.{yaml,ckpt}``, frozen, in eval mode."""
+    import yaml
+
+    from pixgen.models.vqgan import VQGANConfig
+
+    directory = Path(directory)
+    cfg = VQGANConfig.from_taming(yaml.safe_load((directory / "vqgan.yaml").read_text()))
+    model = VQGAN(cfg)
+    model.load_state_dict(torch.load(directory / "vqgan.ckpt", map_location="cpu", weights_only=True)["state_dict"])
+    return model.to(device).eval().requires_grad_(False)
+
+
+class AdversarialChains:
+    """``n`` generations run one step per CLIP training step (see the module docstring).
+
+    Args:
+        vqgan: the frozen toy VQGAN (decoder and codebook).
+        n: number of chains.
+        life: (shortest, longest) number of steps a chain runs before it restarts.
+        lr, tv_weight: Adam step size on the latent and total-variation weight, as in generation.
+        resolution: image side in pixels.
+    """
+
+    def __init__(self, vqgan: VQGAN, n: int, rng: np.random.Generator, gen: torch.Generator,
+                 life: tuple[int, int] = (20, 120), lr: float = 0.05, tv_weight: float = 10.0,
+                 resolution: int = 64):
+        self.vqgan, self.n, self.life_range, self.lr, self.tv_weight = vqgan, n, life, lr, tv_weight
+        self.book = vqgan.codebook.detach()
+        self.lo = self.book.min(0).values.view(1, -1, 1, 1)
+        self.hi = self.book.max(0).values.view(1, -1, 1, 1)
+        self.side = resolution // vqgan.factor
+        dev, d = self.book.device, self.book.shape[1]
+        self.z = torch.zeros(n, d, self.side, self.side, device=dev)
+        self.m = torch.zeros_like(self.z)
+        self.v = torch.zeros_like(self.z)
+        self.age = torch.zeros(n, dtype=torch.long)
+        self.life = torch.zeros(n, dtype=torch.long)
+        self.scenes: list[Scene] = [None] * n  # type: ignore[list-item]
+        self.specs: list[Spec] = [None] * n  # type: ignore[list-item]
+        self.texts: list[str] = [""] * n
+        self.images = torch.zeros(n, 3, resolution, resolution, device=dev)
+        for i in range(n):
+            self._restart(i, rng, gen)
+        # stagger the first lifetimes so that restarts are spread over the steps
+        self.age = (torch.rand(n, generator=gen) * self.life.float()).long()
+
+    def _restart(self, i: int, rng: np.random.Generator, gen: torch.Generator) -> None:
+        idx = torch.randint(len(self.book), (self.side * self.side,), generator=gen).to(self.book.device)
+        self.z[i] = self.book[idx].view(self.side, self.side, -1).permute(2, 0, 1)
+        self.m[i].zero_()
+        self.v[i].zero_()
+        self.age[i] = 0
+        lo, hi = self.life_range
+        self.life[i] = int(rng.integers(lo, hi + 1))
+        scene, spec = sample_pair(rng)
+        self.scenes[i], self.specs[i] = scene, spec
+        self.texts[i] = spec_text(spec, np.random.default_rng(int(rng.integers(2**31))))
+
+    def step(self, model: torch.nn.Module, text_embeds: torch.Tensor, encode_image, augment,
+             rng: np.random.Generator, gen: torch.Generator) -> torch.Tensor:
+        """Restart finished chains, then move every chain one Adam step towards its caption.
+
+        Args:
+            text_embeds: (n, E) embeddings of ``self.texts`` (no gradient needed).
+            encode_image: images (B, 3, H, W) in [0, 1] -> (B, E) CLIP embeddings.
+            augment: images -> randomly cropped images at the CLIP's input size (differentiable).
+
+        Returns:
+            (n, 3, H, W) the chains' images in [0, 1] before this step's update (detached).
+        """
+        for i in range(self.n):
+            if self.age[i] >= self.life[i]:
+                self._restart(i, rng, gen)
+        z = self.z.clone().requires_grad_(True)
+        q = vector_quantize(z.movedim(1, -1), self.book).movedim(-1, 1)
+        image = clamp_with_grad(self.vqgan.decode(q).add(1).div(2), 0.0, 1.0)
+        embeds = encode_image(augment(image))
+        loss = spherical_dist(embeds, text_embeds.detach()).sum()
+        if self.tv_weight:
+            loss = loss + self.tv_weight * sum(total_variation(image[i]) for i in range(self.n))
+        (grad,) = torch.autograd.grad(loss, [z])
+        with torch.no_grad():
+            self.age += 1
+            t = self.age.to(z.device).float().view(-1, 1, 1, 1)
+            self.m.mul_(0.9).add_(grad, alpha=0.1)
+            self.v.mul_(0.999).addcmul_(grad, grad, value=0.001)
+            m_hat = self.m / (1 - 0.9 ** t)
+            v_hat = self.v / (1 - 0.999 ** t)
+            self.z.sub_(self.lr * m_hat / (v_hat.sqrt() + 1e-8))
+            self.z.copy_(torch.maximum(torch.minimum(self.z, self.hi), self.lo))
+            self.images = image.detach()
+        return self.images
+
+    def state_dict(self) -> dict:
+        return {"z": self.z, "m": self.m, "v": self.v, "age": self.age, "life": self.life, "scenes": self.scenes,
+                "specs": self.specs, "texts": self.texts}
+
+    def load_state_dict(self, state: dict) -> None:
+        for key in ("z", "m", "v"):
+            getattr(self, key).copy_(state[key])
+        self.age, self.life = state["age"].clone(), state["life"].clone()
+        self.scenes, self.specs, self.texts = list(state["scenes"]), list(state["specs"]), list(state["texts"])
+
+
+def roundtrip(vqgan: VQGAN, images: torch.Tensor) -> torch.Tensor:
+    """Images (B, 3, H, W) in [0, 1] encoded, quantised and decoded by the VQGAN (no gradient)."""
+    with torch.no_grad():
+        return vqgan(images * 2 - 1).clamp(-1, 1).add(1).div(2)

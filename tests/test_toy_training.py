@@ -1,0 +1,101 @@
+"""CLIP training with adversarial chains: the chains really optimise against the CLIP, restart, and resume."""
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+TOY = Path(__file__).resolve().parents[1] / "checkpoints" / "toy"
+needs = pytest.mark.skipif(not (TOY / "vqgan.ckpt").exists() or not (TOY / "clip.pt").exists(),
+                           reason="toy weights not present")
+
+
+def _clip():
+    from pixgen.toy.train_clip import create_toy_clip
+
+    return create_toy_clip(str(TOY / "clip.pt")).eval()
+
+
+def _similarity(model, chains):
+    from pixgen.toy.train_clip import encode_text_fast, normalize, tokenize
+
+    with torch.no_grad():
+        img = F.normalize(model.encode_image(normalize(F.interpolate(chains.images, size=48, mode="area"), model)), dim=-1)
+        txt = F.normalize(encode_text_fast(model, tokenize(chains.texts)), dim=-1)
+    return (img * txt).sum(-1)
+
+
+@needs
+def test_chains_climb_the_clip_score_of_their_captions_and_restart_after_their_life():
+    from pixgen.toy.adversarial import AdversarialChains, load_toy_vqgan
+    from pixgen.toy.train_clip import augment, encode_text_fast, normalize, tokenize
+
+    torch.manual_seed(0)
+    model = _clip()
+    rng, gen = np.random.default_rng(0), torch.Generator().manual_seed(0)
+    chains = AdversarialChains(load_toy_vqgan(TOY), 3, rng, gen, life=(1000, 1000))
+    chains.age.zero_()
+    texts = list(chains.texts)
+    with torch.no_grad():
+        text = encode_text_fast(model, tokenize(chains.texts))
+
+    def step():
+        return chains.step(model, text, lambda im: model.encode_image(normalize(im, model)),
+                           lambda im: augment(im, 48, gen), rng, gen)
+
+    step()
+    before = _similarity(model, chains)
+    for _ in range(12):
+        step()
+    after = _similarity(model, chains)
+    assert (after > before + 0.05).all(), (before, after)  # every chain moved towards its own caption
+    assert chains.texts == texts and (chains.age == 13).all()
+    assert not any(p.grad is not None for p in model.parameters())  # the CLIP itself is not touched
+
+    chains.life[1] = 13
+    z_kept = chains.z[0].clone()
+    step()
+    assert chains.age[1] == 1 and chains.age[0] == 14  # chain 1 restarted from fresh codes, the others went on
+    assert not torch.equal(chains.z[0], z_kept)
+    assert chains.texts[1] != texts[1] and chains.texts[0] == texts[0]  # a new caption for the new run
+    assert chains.images.shape == (3, 3, 64, 64)
+
+
+@needs
+def test_train_clip_with_chains_logs_them_and_resumes_their_state(tmp_path):
+    from pixgen.toy.train_clip import train_clip
+    from pixgen.toy.training import load_state
+
+    for name in ("vqgan.ckpt", "vqgan.yaml"):
+        shutil.copy(TOY / name, tmp_path / name)
+    kwargs = dict(batch=6, negatives=1, junk=2, chains=3, roundtrip_p=0.5, init=TOY / "clip.pt", threads=None,
+                  log_every=1, save_every=2, progress=False, lr=1e-4, warmup=1)
+    train_clip(tmp_path, steps=2, **kwargs)
+    state = load_state(tmp_path / "state" / "clip_finetune_state.pt")
+    assert state["step"] == 2 and (state["chains"]["age"] >= 0).all()
+    ages, texts = state["chains"]["age"].clone(), list(state["chains"]["texts"])
+    records = [json.loads(line) for line in (tmp_path / "clip_finetune.log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [0, 1]
+    assert all(0.0 <= r["chain_acc"] <= 1.0 and "chain_gap" in r for r in records)
+
+    train_clip(tmp_path, steps=3, resume=True, **kwargs)
+    state = load_state(tmp_path / "state" / "clip_finetune_state.pt")
+    records = [json.loads(line) for line in (tmp_path / "clip_finetune.log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [0, 1, 2]
+    # the chains went on from where they were: one step older, or restarted with a new caption
+    new_ages, new_texts = state["chains"]["age"], state["chains"]["texts"]
+    for i in range(3):
+        assert new_ages[i] == ages[i] + 1 or (new_ages[i] == 1 and new_texts[i] != texts[i])
+
+
+def test_clip_training_refuses_chains_without_a_vqgan(tmp_path):
+    from typer.testing import CliRunner
+
+    from pixgen.cli import app
+
+    result = CliRunner().invoke(app, ["toy", "train", "clip", "--out", str(tmp_path), "--chains", "4", "--steps", "1"])
+    assert result.exit_code == 2
+    assert "vqgan.ckpt" in result.output and "pixgen toy train vqgan" in result.output
