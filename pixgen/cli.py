@@ -8,6 +8,7 @@ from typing import Any, List, Optional
 
 import typer
 
+from pixgen.cli_util import THREADS_HELP, set_threads
 from pixgen.cli_util import friendly as _friendly
 from pixgen.errors import ConfigError
 
@@ -77,9 +78,11 @@ def generate(
     config: Optional[str] = typer.Option(None, "--config", "-c", help="YAML config file or preset name (configs/)."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Dotted override KEY=VALUE (repeat), e.g. optim.lr=0.2."),
     from_image: Optional[Path] = typer.Option(None, "--from-image", help="Re-run the config stored in a pixgen PNG."),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Generate an image from a prompt; prints the path of the image."""
+    set_threads(threads)
     from pixgen import api
     from pixgen.output import read_png_metadata
 
@@ -113,9 +116,11 @@ def generate(
 def resume(
     run_dir: Path = typer.Argument(..., help="A run directory written by pixgen generate."),
     iterations: Optional[int] = typer.Option(None, "--iterations", "-i", help="New total step count."),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Continue an interrupted run from its last saved state to the requested iteration count."""
+    set_threads(threads)
     from pixgen import api
 
     result = api.resume(run_dir, iterations=iterations, progress=not quiet)

@@ -29,3 +29,18 @@ def friendly(func: Callable | None = None, *, aborted: str = "aborted") -> Calla
         return wrapper
 
     return decorate(func) if func is not None else decorate
+
+
+THREADS_HELP = "CPU threads for torch (default: torch's own choice, usually one per core)."
+
+
+def set_threads(threads: int | None) -> None:
+    """Apply a ``--threads`` option: ``None`` leaves torch's default; fewer than 1 is an error."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise PixgenError(f"--threads {threads} is not a thread count",
+                          "give 1 or more, or leave it out for torch's default")
+    import torch
+
+    torch.set_num_threads(threads)

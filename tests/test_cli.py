@@ -21,6 +21,18 @@ def test_generate_prints_the_image_path(tmp_path):
     assert path.endswith("image.png") and os.path.isfile(path)
 
 
+def test_threads_option_sets_torchs_thread_count(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        result = run(["a castle", *FAST, "--threads", "1"], tmp_path / "out")
+        assert result.exit_code == 0, result.output
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_size_is_rounded_to_the_model_factor_with_a_message(tmp_path):
     result = run(["a castle", *FAST, "--size", "30x35"], tmp_path / "out")
     assert result.exit_code == 0, result.output
@@ -62,6 +74,7 @@ def _png(tmp_path):
     (["a", "--set", "iterations=many"], "bad value"),
     (["a", "--config", "no/such/file.yaml"], "not found"),
     (["a", "--clip", "ViT-B-99:openai"], "unknown CLIP model"),
+    (["a", "--threads", "0"], "is not a thread count"),
 ])
 def test_bad_options_fail_clearly(tmp_path, args, fragment):
     if "--device" in args and "cuda" in args:

@@ -6,6 +6,7 @@ from typing import List, Optional
 
 import typer
 
+from pixgen.cli_util import THREADS_HELP, set_threads
 from pixgen.errors import PixgenError
 
 toy_app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -92,6 +93,7 @@ def eval_command(
     out: Path = typer.Option(Path("outputs/toy_eval"), "--out", "-o", help="Directory for results.json, table.md, contact_sheet.png."),
     quick: bool = typer.Option(False, "--quick", help="One seed and two prompts per category (a smoke test)."),
     category: Optional[List[str]] = typer.Option(None, "--category", help="Only these categories (repeat)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
 ) -> None:
     """Generate the fixed toy prompt suite, judge each image with the evaluator, print accuracy per category."""
     from pixgen.toy.evaluate import CATEGORIES, run_suite, table
@@ -99,6 +101,7 @@ def eval_command(
     if model != "toy":
         raise PixgenError(f"pixgen eval judges the toy world only, not model {model!r}",
                           "run `pixgen eval --model toy`")
+    set_threads(threads)
     if seeds < 1:
         raise PixgenError("--seeds must be at least 1", "e.g. --seeds 3")
     if category:
