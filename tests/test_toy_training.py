@@ -99,3 +99,37 @@ def test_clip_training_refuses_chains_without_a_vqgan(tmp_path):
     result = CliRunner().invoke(app, ["toy", "train", "clip", "--out", str(tmp_path), "--chains", "4", "--steps", "1"])
     assert result.exit_code == 2
     assert "vqgan.ckpt" in result.output and "pixgen toy train vqgan" in result.output
+
+
+@needs
+def test_interrupted_and_resumed_clip_training_matches_a_straight_run(tmp_path, monkeypatch):
+    import pixgen.toy.train_clip as tc
+
+    def setup(d):
+        d.mkdir()
+        for name in ("vqgan.ckpt", "vqgan.yaml"):
+            shutil.copy(TOY / name, d / name)
+        return d
+
+    kwargs = dict(steps=3, batch=5, negatives=1, junk=2, chains=2, roundtrip_p=0.5, init=TOY / "clip.pt",
+                  threads=None, log_every=1, save_every=1, progress=False, lr=1e-4, warmup=1)
+    straight = setup(tmp_path / "straight")
+    tc.train_clip(straight, **kwargs)
+
+    stopped = setup(tmp_path / "stopped")
+    real_tqdm = tc.tqdm
+
+    def first_two(iterable, **kw):  # the run is cut off after two steps, as by Ctrl-C after a save
+        return real_tqdm(list(iterable)[:2], **kw)
+
+    monkeypatch.setattr(tc, "tqdm", first_two)
+    tc.train_clip(stopped, **kwargs)
+    monkeypatch.setattr(tc, "tqdm", real_tqdm)
+    tc.train_clip(stopped, resume=True, **kwargs)
+
+    a = torch.load(straight / "clip.pt", weights_only=True)
+    b = torch.load(stopped / "clip.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    one = [json.loads(x)["loss"] for x in (straight / "clip_finetune.log.jsonl").read_text().splitlines()]
+    two = [json.loads(x)["loss"] for x in (stopped / "clip_finetune.log.jsonl").read_text().splitlines()]
+    assert one == two and len(one) == 3

@@ -160,15 +160,19 @@ def make_batch(rng: np.random.Generator, batch: int, negatives: int, canonical_p
 
 
 class JunkPool:
-    """Images the toy VQGAN decodes from random codes, reloaded as its checkpoint changes."""
+    """Images the toy VQGAN decodes from random codes, remade when its checkpoint changes.
 
-    def __init__(self, vqgan_dir: Path, size: int = 512):
+    The codes come from the pool's own generator seeded with ``seed``, so a resumed run rebuilds exactly the
+    pool it had, without touching the training's random streams.
+    """
+
+    def __init__(self, vqgan_dir: Path, size: int = 512, seed: int = 0):
         self.path = Path(vqgan_dir) / "vqgan.ckpt"
-        self.size = size
+        self.size, self.seed = size, seed
         self.mtime = None
         self.images: torch.Tensor | None = None
 
-    def refresh(self, gen: torch.Generator) -> None:
+    def refresh(self) -> None:
         if not self.path.exists() or self.path.stat().st_mtime == self.mtime:
             return
         try:
@@ -177,7 +181,7 @@ class JunkPool:
             return
         self.mtime = self.path.stat().st_mtime
         book, h = model.codebook.detach(), model.config.resolution // model.factor
-        out = []
+        out, gen = [], torch.Generator().manual_seed(self.seed)
         with torch.no_grad():
             for i in range(0, self.size, 64):
                 n = min(64, self.size - i)
@@ -256,15 +260,15 @@ def train_clip(
         if runs is not None and "chains" in state:
             runs.load_state_dict(state["chains"])
     log = TrainLog(out / f"{stage}.log.jsonl", resume=state is not None)
-    pool = JunkPool(out)
+    pool = JunkPool(out, seed=seed)
 
     def embed_images(images: torch.Tensor) -> torch.Tensor:
         return model.encode_image(normalize(images, model))
 
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="clip", disable=not progress)
     for step in bar:
-        if step % 250 == 0:
-            pool.refresh(gen)
+        if step % 250 == 0 or step == start:
+            pool.refresh()
         lr_now = lr * min(1.0, (step + 1) / warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / steps)))
         for g in opt.param_groups:
             g["lr"] = lr_now
