@@ -145,7 +145,13 @@ def _build_config(prompt: str | None, config: str | Path | None, overrides: dict
     if preset is not None and base is None:
         # A built-in model brings its own tuned defaults, beneath everything the user gave.
         path = config_mod.resolve_preset(preset)
-        cfg = config_mod.build((config_mod.load_file(path), str(path)), *layers)
+        defaults = config_mod.load_file(path)
+        # a start the user chose (image or flat colour) replaces the preset's other kind of start
+        if cfg.init_image and "init_color" in defaults:
+            del defaults["init_color"]
+        if cfg.init_color is not None and "init_image" in defaults:
+            del defaults["init_image"]
+        cfg = config_mod.build((defaults, str(path)), *layers)
     return cfg
 
 

@@ -33,6 +33,14 @@ def parse_size(text: str) -> list[int]:
     return [w, h]
 
 
+def parse_rgb(text: str) -> list[int]:
+    """``"128,128,128"`` (or space separated) -> [128, 128, 128]."""
+    parts = [p for p in re.split(r"[,\s]+", text.strip()) if p]
+    if len(parts) != 3 or not all(p.isdigit() and int(p) <= 255 for p in parts):
+        raise ConfigError(f"colour {text!r} is not R,G,B with values 0-255", "e.g. --init-color 128,128,128")
+    return [int(p) for p in parts]
+
+
 def _report(result) -> None:
     if result.run_dir is not None:
         image = result.run_dir / "image.png"
@@ -65,6 +73,7 @@ def generate(
     image_prompt: Optional[List[str]] = typer.Option(None, "--image-prompt", help="PATH[:WEIGHT[:STOP]] (repeat)."),
     noise_prompt: Optional[List[str]] = typer.Option(None, "--noise-prompt", help="SEED[:WEIGHT] (repeat)."),
     init_image: Optional[str] = typer.Option(None, "--init-image", help="Start from this image."),
+    init_color: Optional[str] = typer.Option(None, "--init-color", help="Start from a flat image of this colour: R,G,B (0-255)."),
     init_weight: Optional[float] = typer.Option(None, "--init-weight", help="Pull the latent towards the start."),
     clip: Optional[List[str]] = typer.Option(
         None, "--clip", help="CLIP MODEL:PRETRAINED[:WEIGHT] (repeat for an ensemble); pretrained may be a file."),
@@ -102,6 +111,8 @@ def generate(
     }
     if size is not None:
         options["size"] = parse_size(size)
+    if init_color is not None:
+        options["init_color"] = parse_rgb(init_color)
     if augment:
         names = [a for a in augment if a.lower() != "none"]
         options["cutouts.augments"] = [{"name": a, "kwargs": {}} for a in names]

@@ -60,6 +60,7 @@ class RunConfig:
     image_prompts: list[str] = field(default_factory=list)
     noise_prompts: list[str] = field(default_factory=list)
     init_image: Optional[str] = None
+    init_color: Optional[list[int]] = None
     init_weight: float = 0.0
     tv_weight: float = 0.0
     size: list[int] = field(default_factory=lambda: [256, 256])
@@ -223,6 +224,14 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"cutouts.noise must be >= 0, got {cfg.cutouts.noise}", "e.g. --set cutouts.noise=0.1")
     if cfg.device not in DEVICES and not str(cfg.device).startswith("cuda:"):
         raise ConfigError(f"unknown device {cfg.device!r}", f"choose one of: {', '.join(DEVICES)} (or cuda:N)")
+    if cfg.init_color is not None:
+        rgb = list(cfg.init_color)
+        if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
+            raise ConfigError(f"init_color must be three values 0-255 (red, green, blue), got {rgb!r}",
+                              "e.g. --init-color 128,128,128 for a flat gray start")
+        if cfg.init_image:
+            raise ConfigError("init_image and init_color both set; a run starts from one of them",
+                              "drop one (a preset may set init_color: use --set init_color=null)")
     if not math.isfinite(cfg.init_weight) or not math.isfinite(cfg.tv_weight):
         raise ConfigError("init_weight and tv_weight must be finite numbers", "e.g. --init-weight 0.5")
     if not cfg.prompt.strip() and not cfg.image_prompts and not cfg.noise_prompts:

@@ -174,6 +174,8 @@ def build_session(cfg: DictConfig, *, state: dict | None = None) -> Session:
     cutouts = {size: MakeCutouts(size, cfg.cutouts.n, cfg.cutouts.pow, augments, cfg.cutouts.noise)
                for size in sorted({p.input_size for p in perceptors})}
     init = load_image(cfg.init_image, (width, height), what="init image") if cfg.init_image else None
+    if cfg.init_color is not None:  # a flat canvas of one colour
+        init = torch.tensor([float(v) / 255 for v in cfg.init_color]).view(1, 3, 1, 1).expand(1, 3, height, width)
     torch.manual_seed(cfg.seed)
     targets, n_phases = _embed_targets(cfg, perceptors, cutouts, width, height, device)
     torch.manual_seed(cfg.seed)

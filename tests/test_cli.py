@@ -75,6 +75,8 @@ def _png(tmp_path):
     (["a", "--config", "no/such/file.yaml"], "not found"),
     (["a", "--clip", "ViT-B-99:openai"], "unknown CLIP model"),
     (["a", "--threads", "0"], "is not a thread count"),
+    (["a", "--init-color", "1,2"], "is not R,G,B"),
+    (["a", "--init-color", "1,2,256"], "is not R,G,B"),
 ])
 def test_bad_options_fail_clearly(tmp_path, args, fragment):
     if "--device" in args and "cuda" in args:

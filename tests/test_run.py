@@ -160,3 +160,27 @@ def test_a_built_in_model_brings_its_preset_beneath_user_options(tmp_path):
     own = tmp_path / "own.yaml"
     own.write_text("iterations: 7\n")
     assert _build_config("a castle", own, {"model": "random-tiny"}, None).iterations == 7
+
+
+def test_init_color_starts_from_a_flat_canvas_and_a_chosen_start_replaces_the_presets(tmp_path):
+    from pixgen.api import _build_config
+    from pixgen.errors import ConfigError
+    from pixgen.factory import build_session
+
+    cfg = _build_config("a castle", None, {"model": "random-tiny", "init_color": [200, 30, 30]}, None)
+    session = build_session(cfg)
+    with torch.no_grad():
+        expected = session.generator.vqgan.encode(torch.tensor([200, 30, 30]).div(255).view(1, 3, 1, 1)
+                                                  .expand(1, 3, 64, 64) * 2 - 1)
+    assert torch.allclose(session.generator.z_init, expected)
+
+    red = tmp_path / "red.png"
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(red)
+    # the toy preset starts from flat gray; a user's init image replaces that start
+    assert list(_build_config("a", None, {"model": "toy"}, None).init_color) == [128, 128, 128]
+    cfg = _build_config("a", None, {"model": "toy", "init_image": str(red)}, None)
+    assert cfg.init_color is None and cfg.init_image == str(red)
+    with pytest.raises(ConfigError, match="both set"):
+        pixgen.generate("a", model="random-tiny", init_image=str(red), init_color=[1, 2, 3], write=False, progress=False)
+    with pytest.raises(ConfigError, match="three values 0-255"):
+        pixgen.generate("a", model="random-tiny", init_color=[1, 2, 300], write=False, progress=False)

@@ -48,12 +48,18 @@ class AdversarialChains:
         life: (shortest, longest) number of steps a chain runs before it restarts.
         lr, tv_weight: Adam step size on the latent and total-variation weight, as in generation.
         resolution: image side in pixels.
+        flat_p: share of (re)starts from a flat gray canvas (``init_color``) instead of random codes.
     """
 
     def __init__(self, vqgan: VQGAN, n: int, rng: np.random.Generator, gen: torch.Generator,
                  life: tuple[int, int] = (20, 120), lr: float = 0.05, tv_weight: float = 10.0,
-                 resolution: int = 64):
+                 resolution: int = 64, flat_p: float = 0.0, flat_rgb: tuple[int, int, int] = (128, 128, 128)):
         self.vqgan, self.n, self.life_range, self.lr, self.tv_weight = vqgan, n, life, lr, tv_weight
+        self.flat_p = flat_p
+        book_dev = vqgan.codebook.device
+        flat = torch.tensor(flat_rgb, dtype=torch.float32, device=book_dev).div(255).view(1, 3, 1, 1)
+        with torch.no_grad():
+            self.flat_z = vqgan.encode(flat.expand(1, 3, resolution, resolution) * 2 - 1)[0]
         self.book = vqgan.codebook.detach()
         self.lo = self.book.min(0).values.view(1, -1, 1, 1)
         self.hi = self.book.max(0).values.view(1, -1, 1, 1)
@@ -75,7 +81,10 @@ class AdversarialChains:
 
     def _restart(self, i: int, rng: np.random.Generator, gen: torch.Generator) -> None:
         idx = torch.randint(len(self.book), (self.side * self.side,), generator=gen).to(self.book.device)
-        self.z[i] = self.book[idx].view(self.side, self.side, -1).permute(2, 0, 1)
+        if self.flat_p and rng.random() < self.flat_p:
+            self.z[i] = self.flat_z
+        else:
+            self.z[i] = self.book[idx].view(self.side, self.side, -1).permute(2, 0, 1)
         self.m[i].zero_()
         self.v[i].zero_()
         self.age[i] = 0

@@ -50,6 +50,8 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
                    chains: int = typer.Option(
                        0, "--chains", help="Generations run against the CLIP while it trains; their images are negatives."),
                    chain_weight: float = typer.Option(1.0, "--chain-weight", help="Weight of the chain term."),
+                   chain_flat: float = typer.Option(
+                       0.0, "--chain-flat", help="Share of chains starting from a flat gray canvas, not random codes."),
                    roundtrip: float = typer.Option(
                        0.0, "--roundtrip", help="Share of training images replaced by their VQGAN reconstruction.")) -> None:
     """Train the toy CLIP with hard negatives; writes OUT/clip.pt and OUT/clip.log.jsonl.
@@ -65,11 +67,13 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
     if (chains or roundtrip) and not (out / "vqgan.ckpt").is_file():
         raise PixgenError(f"--chains and --roundtrip need the toy VQGAN, and {out / 'vqgan.ckpt'} does not exist",
                           f"run `pixgen toy train vqgan --out {out}` first")
-    if not 0.0 <= roundtrip <= 1.0:
-        raise PixgenError(f"--roundtrip {roundtrip} is not a share between 0 and 1", "use e.g. --roundtrip 0.3")
+    for flag, share in (("--roundtrip", roundtrip), ("--chain-flat", chain_flat)):
+        if not 0.0 <= share <= 1.0:
+            raise PixgenError(f"{flag} {share} is not a share between 0 and 1", f"use e.g. {flag} 0.3")
     train_clip(out, steps=steps, seed=seed, batch=batch, negatives=negatives, resume=resume, device=device,
                threads=threads or None, lr=lr, warmup=warmup,
-               hard_weight=hard_weight, init=init, chains=chains, chain_weight=chain_weight, roundtrip_p=roundtrip)
+               hard_weight=hard_weight, init=init, chains=chains, chain_weight=chain_weight, chain_flat=chain_flat,
+               roundtrip_p=roundtrip)
     typer.echo(str(out / "clip.pt"))
 
 

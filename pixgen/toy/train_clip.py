@@ -225,14 +225,16 @@ def train_clip(
     resume: bool = False,
     device: str | None = None, threads: int | None = 1, log_every: int = 20, save_every: int = 200,
     progress: bool = True, chains: int = 0, chain_weight: float = 1.0,
-    chain_life: tuple[int, int] = (20, 120), roundtrip_p: float = 0.0, init: str | Path | None = None,
+    chain_life: tuple[int, int] = (20, 120), chain_flat: float = 0.0, roundtrip_p: float = 0.0,
+    init: str | Path | None = None,
 ) -> torch.nn.Module:
     """Train (or resume) the toy CLIP; writes ``clip.pt``, a resumable state and ``clip.log.jsonl``.
 
     ``chains`` > 0 runs that many generations against the CLIP as it trains
     (:class:`pixgen.toy.adversarial.AdversarialChains`): their captions join the batch with clean renders,
     their current images join as negatives, and ``chain_weight`` weighs a term asking each clean render to
-    beat its chain's image on the chain's caption. ``roundtrip_p`` is the share of batch images replaced by
+    beat its chain's image on the chain's caption; ``chain_flat`` is the share of chains that start from a flat
+    gray canvas (as ``configs/toy.yaml`` does) rather than random codes. ``roundtrip_p`` is the share of batch images replaced by
     their VQGAN reconstruction, so that decoder blur alone is not a cue against an image. ``init`` starts
     from the weights in a ``clip.pt`` (fine-tuning) instead of random ones; a fine-tune keeps its own log
     and state (``clip_finetune.log.jsonl``, ``state/clip_finetune_state.pt``) so the first stage's stay.
@@ -250,7 +252,7 @@ def train_clip(
     size = model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size
     opt = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6)
     vq = load_toy_vqgan(out, dev) if chains or roundtrip_p else None
-    runs = AdversarialChains(vq, chains, rng, gen, life=chain_life) if chains else None
+    runs = AdversarialChains(vq, chains, rng, gen, life=chain_life, flat_p=chain_flat) if chains else None
     stage = "clip" if init is None else "clip_finetune"
     state_path = out / "state" / f"{stage}_state.pt"
     state = load_state(state_path) if resume else None
