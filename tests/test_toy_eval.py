@@ -48,3 +48,18 @@ def test_eval_command_refuses_other_models():
     with pytest.raises(PixgenError):
         eval_command(model="imagenet_f16_16384", seeds=1, iterations=None, size=64, out=Path("x"), quick=True,
                      category=None)
+
+
+@pytest.mark.skipif(not (TOY / "vqgan.ckpt").exists(), reason="toy weights not present")
+def test_baseline_is_the_random_start_a_generation_without_a_start_colour_begins_from():
+    import numpy as np
+
+    import pixgen
+    from pixgen.toy.evaluate import random_start
+
+    result = pixgen.generate("a red circle", model="toy", seed=3, iterations=1, overrides=["init_color=null"], write=False,
+                             progress=False)
+    start = np.asarray(random_start(3, (64, 64)))
+    assert np.array_equal(start, np.asarray(result.initial_image))
+    assert not np.array_equal(start, np.asarray(random_start(4, (64, 64))))
+    assert start.std() > 20  # random codes, not the preset's flat gray
