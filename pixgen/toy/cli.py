@@ -40,7 +40,8 @@ def train_vqgan_cmd(out: Path = _OUT, steps: int = typer.Option(900, "--steps"),
 
 @train_app.command("clip")
 def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"), seed: int = _SEED,
-                   batch: int = typer.Option(96, "--batch"), negatives: int = typer.Option(2, "--negatives"),
+                   batch: int = typer.Option(96, "--batch"),
+                   negatives: int = typer.Option(3, "--negatives", help="Hard-negative captions per scene."),
                    resume: bool = _RESUME, device: Optional[str] = _DEVICE, threads: int = _THREADS,
                    lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate (cosine schedule)."),
                    warmup: int = typer.Option(150, "--warmup", help="Linear warm-up steps."),
@@ -56,8 +57,8 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
                        0.0, "--roundtrip", help="Share of training images replaced by their VQGAN reconstruction.")) -> None:
     """Train the toy CLIP with hard negatives; writes OUT/clip.pt and OUT/clip.log.jsonl.
 
-    Uses OUT/vqgan.ckpt (if present) for the random-code "junk" images, and (required with --chains or
-    --roundtrip) to decode the chains' latents, so train the VQGAN first.
+    Uses OUT/vqgan.ckpt for the random-code "junk" images (if present) and for --chains and --roundtrip
+    (required there), so train the VQGAN first.
     """
     from pixgen.toy.train_clip import train_clip
 
