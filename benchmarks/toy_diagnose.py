@@ -6,10 +6,11 @@ clean renders score higher than the generated image, the CLIP would prefer the r
 (decoder + optimiser) did not reach it; if the generated image scores higher, the CLIP itself accepts a wrong
 picture.
 
-    python benchmarks/toy_diagnose.py
+    python benchmarks/toy_diagnose.py [--clip checkpoints/toy/clip.pt] [--out benchmarks/toy_diagnose.json]
 """
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -36,8 +37,12 @@ def _clean_renders(spec, n, rng):
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--clip", default="checkpoints/toy/clip.pt")
+    parser.add_argument("--out", default="benchmarks/toy_diagnose.json")
+    args = parser.parse_args()
     torch.set_num_threads(1)
-    model = create_toy_clip(str(Path("checkpoints/toy/clip.pt"))).eval()
+    model = create_toy_clip(args.clip).eval()
     size = model.visual.image_size[0]
 
     def score(images, text):
@@ -54,14 +59,15 @@ def main() -> None:
         if item.category in seen:
             continue
         seen.add(item.category)
-        res = pixgen.generate(item.prompt, config=str(TOY_PRESET), model="toy", seed=0, write=False, progress=False)
+        res = pixgen.generate(item.prompt, config=str(TOY_PRESET), model="toy", seed=0, write=False, progress=False,
+                              clip=[f"pixgen-toy-clip:{args.clip}"])
         gen, start = score([res.image, res.initial_image], item.prompt)
         clean = score(_clean_renders(item.spec, 8, rng), item.prompt)
         rows.append({"category": item.category, "prompt": item.prompt, "generated": round(gen, 4),
-                     "random_start": round(start, 4), "clean_mean": round(float(np.mean(clean)), 4),
+                     "start": round(start, 4), "clean_mean": round(float(np.mean(clean)), 4),
                      "clean_min": round(float(np.min(clean)), 4)})
         print(json.dumps(rows[-1]), flush=True)
-    Path("benchmarks/toy_diagnose.json").write_text(json.dumps(rows, indent=1) + "\n")
+    Path(args.out).write_text(json.dumps(rows, indent=1) + "\n")
 
 
 if __name__ == "__main__":
