@@ -30,7 +30,8 @@ def _similarity(model, chains):
 
 @needs
 def test_chains_climb_the_clip_score_of_their_captions_and_restart_after_their_life():
-    from pixgen.toy.adversarial import AdversarialChains, load_toy_vqgan
+    from pixgen.toy.adversarial import AdversarialChains
+    from pixgen.toy.training import load_toy_vqgan
     from pixgen.toy.train_clip import augment, encode_text_fast, normalize, tokenize
 
     torch.manual_seed(0)
@@ -43,7 +44,7 @@ def test_chains_climb_the_clip_score_of_their_captions_and_restart_after_their_l
         text = encode_text_fast(model, tokenize(chains.texts))
 
     def step():
-        return chains.step(model, text, lambda im: model.encode_image(normalize(im, model)),
+        return chains.step(text, lambda im: model.encode_image(normalize(im, model)),
                            lambda im: augment(im, 48, gen), rng, gen)
 
     step()

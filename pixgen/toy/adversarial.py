@@ -12,8 +12,6 @@ seen, always against the CLIP as it is now.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
@@ -23,20 +21,7 @@ from pixgen.ops import clamp_with_grad, vector_quantize
 from pixgen.toy.captions import Spec, sample_pair, spec_text
 from pixgen.toy.world import Scene
 
-__all__ = ["AdversarialChains", "load_toy_vqgan"]
-
-
-def load_toy_vqgan(directory: str | Path, device: torch.device | str = "cpu") -> VQGAN:
-    """The toy VQGAN from ``directory/vqgan.{yaml,ckpt}``, frozen, in eval mode."""
-    import yaml
-
-    from pixgen.models.vqgan import VQGANConfig
-
-    directory = Path(directory)
-    cfg = VQGANConfig.from_taming(yaml.safe_load((directory / "vqgan.yaml").read_text()))
-    model = VQGAN(cfg)
-    model.load_state_dict(torch.load(directory / "vqgan.ckpt", map_location="cpu", weights_only=True)["state_dict"])
-    return model.to(device).eval().requires_grad_(False)
+__all__ = ["AdversarialChains"]
 
 
 class AdversarialChains:
@@ -80,6 +65,7 @@ class AdversarialChains:
         self.age = (torch.rand(n, generator=gen) * self.life.float()).long()
 
     def _restart(self, i: int, rng: np.random.Generator, gen: torch.Generator) -> None:
+        # the codes are drawn even for a flat start, so the random streams do not depend on which start it is
         idx = torch.randint(len(self.book), (self.side * self.side,), generator=gen).to(self.book.device)
         if self.flat_p and rng.random() < self.flat_p:
             self.z[i] = self.flat_z
@@ -94,8 +80,8 @@ class AdversarialChains:
         self.scenes[i], self.specs[i] = scene, spec
         self.texts[i] = spec_text(spec, np.random.default_rng(int(rng.integers(2**31))))
 
-    def step(self, model: torch.nn.Module, text_embeds: torch.Tensor, encode_image, augment,
-             rng: np.random.Generator, gen: torch.Generator) -> torch.Tensor:
+    def step(self, text_embeds: torch.Tensor, encode_image, augment, rng: np.random.Generator,
+             gen: torch.Generator) -> torch.Tensor:
         """Restart finished chains, then move every chain one Adam step towards its caption.
 
         Args:
@@ -115,7 +101,8 @@ class AdversarialChains:
         embeds = encode_image(augment(image))
         loss = spherical_dist(embeds, text_embeds.detach()).sum()
         if self.tv_weight:
-            loss = loss + self.tv_weight * sum(total_variation(image[i]) for i in range(self.n))
+            # every chain's own TV term, summed: all images have the same size, so n times the batch mean
+            loss = loss + self.tv_weight * self.n * total_variation(image)
         (grad,) = torch.autograd.grad(loss, [z])
         with torch.no_grad():
             self.age += 1
@@ -138,9 +125,3 @@ class AdversarialChains:
             getattr(self, key).copy_(state[key])
         self.age, self.life = state["age"].clone(), state["life"].clone()
         self.scenes, self.specs, self.texts = list(state["scenes"]), list(state["specs"]), list(state["texts"])
-
-
-def roundtrip(vqgan: VQGAN, images: torch.Tensor) -> torch.Tensor:
-    """Images (B, 3, H, W) in [0, 1] encoded, quantised and decoded by the VQGAN (no gradient)."""
-    with torch.no_grad():
-        return vqgan(images * 2 - 1).clamp(-1, 1).add(1).div(2)

@@ -19,6 +19,7 @@ import json
 import platform
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -244,28 +245,26 @@ def run_suite(
     return report
 
 
+@lru_cache(maxsize=1)
+def _toy_vqgan():
+    from pixgen.factory import TOY_DIR
+    from pixgen.toy.training import load_toy_vqgan
+
+    return load_toy_vqgan(TOY_DIR)
+
+
 def random_start(seed: int, size: tuple[int, int]):
     """The toy VQGAN's decoding of the random codes a generation with ``seed`` starts from when it has no
     init image or colour: the no-optimisation baseline. (The toy preset itself starts from flat gray, which
     the evaluator reads as an empty scene.)"""
-    from omegaconf import OmegaConf
-
-    from pixgen.factory import load_vqgan_for
     from pixgen.generators.vqgan import VQGANGenerator
     from pixgen.output import to_pil
 
-    global _BASELINE_VQGAN
-    if _BASELINE_VQGAN is None:
-        cfg = OmegaConf.create({"model": "toy", "vqgan_config": None, "vqgan_checkpoint": None})
-        _BASELINE_VQGAN = load_vqgan_for(cfg, torch.device("cpu"))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # as build_session seeds just before it makes the generator
-        generator = VQGANGenerator(_BASELINE_VQGAN, size[0], size[1])
+        generator = VQGANGenerator(_toy_vqgan(), size[0], size[1])
         with torch.no_grad():
             return to_pil(generator())
-
-
-_BASELINE_VQGAN = None
 
 
 def _cpu_count() -> int | None:

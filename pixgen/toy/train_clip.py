@@ -27,10 +27,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from pixgen.toy.adversarial import AdversarialChains, load_toy_vqgan, roundtrip
+from pixgen.toy.adversarial import AdversarialChains
 from pixgen.toy.captions import Spec, hard_negative, holds, sample_pair, spec_text
-from pixgen.toy.training import (TrainLog, batch_images, load_state, pick_device, restore, save_state,
-                                 seed_everything)
+from pixgen.toy.training import (TrainLog, batch_images, load_state, load_toy_vqgan, pick_device, reconstruct,
+                                 restore, save_state, seed_everything)
 from pixgen.toy.world import Scene, render
 
 __all__ = ["CLIP_NAME", "CONFIG_DIR", "create_toy_clip", "tokenize", "encode_text_fast", "augment", "train_clip", "save_clip"]
@@ -278,14 +278,14 @@ def train_clip(
         if runs is not None:
             with torch.no_grad():
                 chain_text = encode_text_fast(model, tokenize(runs.texts).to(dev))
-            chain_images = runs.step(model, chain_text, embed_images, lambda im: augment(im, size, gen), rng, gen)
+            chain_images = runs.step(chain_text, embed_images, lambda im: augment(im, size, gen), rng, gen)
             fixed = list(zip(runs.scenes, runs.specs, runs.texts))
         scenes, images, texts, specs, owners = make_batch(rng, batch, negatives, fixed=fixed)
         x = batch_images(images, dev)
         if vq is not None and roundtrip_p:
-            pick = torch.rand(len(x), generator=gen) < roundtrip_p
+            pick = (torch.rand(len(x), generator=gen) < roundtrip_p).to(dev)
             if pick.any():
-                x[pick.to(dev)] = roundtrip(vq, x[pick.to(dev)])
+                x[pick] = reconstruct(vq, x[pick])
         junk_x = pool.sample(junk, gen)
         all_scenes: list[Scene | None] = list(scenes)
         if junk_x is not None:

@@ -16,35 +16,15 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from pixgen.toy.evaluator import Evaluator, save_evaluator, scene_targets
-from pixgen.toy.training import (TrainLog, batch_images, load_state, pick_device, restore, save_state,
-                                 seed_everything)
+from pixgen.toy.training import (TrainLog, batch_images, load_state, load_toy_vqgan, pick_device, reconstruct,
+                                 restore, save_state, seed_everything)
 from pixgen.toy.world import Scene, render, sample_scene
 
-__all__ = ["train_evaluator", "heldout_accuracy", "load_toy_vqgan"]
-
-
-def load_toy_vqgan(directory: str | Path = "checkpoints/toy"):
-    """Our toy VQGAN from ``vqgan.yaml`` + ``vqgan.ckpt`` in ``directory`` (None if absent)."""
-    import yaml
-
-    from pixgen.models.vqgan import VQGAN, VQGANConfig
-
-    d = Path(directory)
-    if not (d / "vqgan.ckpt").exists():
-        return None
-    model = VQGAN(VQGANConfig.from_taming(yaml.safe_load((d / "vqgan.yaml").read_text())))
-    model.load_state_dict(torch.load(d / "vqgan.ckpt", map_location="cpu", weights_only=True)["state_dict"])
-    return model.eval()
+__all__ = ["train_evaluator", "heldout_accuracy"]
 
 
 def _scene(rng: np.random.Generator) -> Scene:
     return sample_scene(rng, n_objects=0 if rng.random() < 0.04 else None)
-
-
-@torch.no_grad()
-def reconstruct(vqgan, x: torch.Tensor) -> torch.Tensor:
-    """Images in [0, 1] through the VQGAN (encode, quantize, decode), back in [0, 1]."""
-    return ((vqgan(x * 2 - 1) + 1) / 2).clamp(0, 1)
 
 
 def _targets(scenes: list[Scene], device: torch.device) -> list[torch.Tensor]:
@@ -129,7 +109,7 @@ def train_evaluator(
     if state is not None:
         start = restore(state, model, opt, rng, gen)
     log = TrainLog(out / "evaluator.log.jsonl", resume=state is not None)
-    vqgan = load_toy_vqgan(out)
+    vqgan = load_toy_vqgan(out) if (out / "vqgan.ckpt").exists() else None
     pool_x, pool_scenes = None, []
     if vqgan is not None and recon_pool:
         pool_rng = np.random.default_rng(seed + 1)

@@ -1,4 +1,5 @@
-"""Shared plumbing of the toy training scripts: device, seeding, resumable state, JSONL training logs."""
+"""Shared plumbing of the toy training scripts: device, seeding, resumable state, JSONL training logs, and the
+toy VQGAN that several of them use."""
 from __future__ import annotations
 
 import json
@@ -10,7 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["pick_device", "seed_everything", "TrainLog", "save_state", "load_state", "batch_images"]
+__all__ = ["pick_device", "seed_everything", "TrainLog", "save_state", "load_state", "batch_images",
+           "load_toy_vqgan", "reconstruct"]
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -84,3 +86,18 @@ def restore(state: dict[str, Any], model: torch.nn.Module, opt: torch.optim.Opti
     if "torch_rng" in state:
         torch.set_rng_state(state["torch_rng"])
     return int(state["step"])
+
+
+def load_toy_vqgan(directory: str | os.PathLike, device: torch.device | str = "cpu"):
+    """The toy VQGAN from ``directory/vqgan.{yaml,ckpt}``, frozen, in eval mode (read like any taming
+    checkpoint, without the safetensors cache copy: training directories change under it)."""
+    from pixgen.checkpoints import load_vqgan
+
+    directory = Path(directory)
+    return load_vqgan(directory / "vqgan.yaml", directory / "vqgan.ckpt", device=device, cache=False)
+
+
+@torch.no_grad()
+def reconstruct(vqgan, x: torch.Tensor) -> torch.Tensor:
+    """Images in [0, 1] through the VQGAN (encode, quantize, decode), back in [0, 1]."""
+    return ((vqgan(x * 2 - 1) + 1) / 2).clamp(0, 1)
