@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import signal
 import sys
 import threading
@@ -19,7 +18,7 @@ from pixgen import config as config_mod
 from pixgen.engine import StepState
 from pixgen.errors import PixgenError
 from pixgen.factory import Session, build_session
-from pixgen.output import (CONFIG_NAME, IMAGE_NAME, LOG_NAME, STATE_NAME, RunWriter, atomic_write, frame_paths,
+from pixgen.output import (CONFIG_NAME, LOG_NAME, STATE_NAME, RunWriter, atomic_write, frame_paths,
                            make_run_dir, metadata_for, to_pil, truncate_log)
 
 

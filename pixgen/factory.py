@@ -1,7 +1,6 @@
 """The one place that turns a validated config into objects: device, VQGAN, CLIP models, targets, engine."""
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
