@@ -73,7 +73,7 @@ def generate(
     image_prompt: Optional[List[str]] = typer.Option(None, "--image-prompt", help="PATH[:WEIGHT[:STOP]] (repeat)."),
     noise_prompt: Optional[List[str]] = typer.Option(None, "--noise-prompt", help="SEED[:WEIGHT] (repeat)."),
     init_image: Optional[str] = typer.Option(None, "--init-image", help="Start from this image."),
-    init_color: Optional[str] = typer.Option(None, "--init-color", help="Start from a flat image of this colour: R,G,B (0-255)."),
+    init_color: Optional[str] = typer.Option(None, "--init-color", help="Start from a flat image of this colour: R,G,B (0-255); several separated by ';' (R,G,B;R,G,B) start from the one the prompt scores best."),
     init_weight: Optional[float] = typer.Option(None, "--init-weight", help="Pull the latent towards the start."),
     clip: Optional[List[str]] = typer.Option(
         None, "--clip", help="CLIP MODEL:PRETRAINED[:WEIGHT] (repeat for an ensemble); pretrained may be a file."),
@@ -112,7 +112,8 @@ def generate(
     if size is not None:
         options["size"] = parse_size(size)
     if init_color is not None:
-        options["init_color"] = parse_rgb(init_color)
+        colours = [parse_rgb(part) for part in init_color.split(";") if part.strip()]
+        options["init_color"] = colours[0] if len(colours) == 1 else colours
     if augment:
         names = [a for a in augment if a.lower() != "none"]
         options["cutouts.augments"] = [{"name": a, "kwargs": {}} for a in names]

@@ -60,7 +60,7 @@ class RunConfig:
     image_prompts: list[str] = field(default_factory=list)
     noise_prompts: list[str] = field(default_factory=list)
     init_image: Optional[str] = None
-    init_color: Optional[list[int]] = None
+    init_color: Optional[list[Any]] = None  # [R, G, B], or a list of them to choose from
     init_weight: float = 0.0
     tv_weight: float = 0.0
     size: list[int] = field(default_factory=lambda: [256, 256])
@@ -193,6 +193,19 @@ def _positive(value: float, name: str, hint: str) -> None:
         raise ConfigError(f"{name} must be a positive number, got {value!r}", hint)
 
 
+def init_colors(value: Any) -> list[list[int]]:
+    """``init_color`` as a list of candidate colours: ``[R, G, B]`` is one, ``[[R, G, B], ...]`` several."""
+    items = list(value)
+    colours = [list(c) for c in items] if items and not isinstance(items[0], (int, float)) else [items]
+    if not colours:
+        raise ConfigError("init_color is an empty list", "give R,G,B, e.g. --init-color 128,128,128")
+    for rgb in colours:
+        if len(rgb) != 3 or not all(isinstance(v, int) and 0 <= v <= 255 for v in rgb):
+            raise ConfigError(f"init_color must be three whole numbers 0-255 (red, green, blue), or a list of such "
+                              f"colours; got {rgb!r}", "e.g. --init-color 128,128,128 for a flat gray start")
+    return colours
+
+
 def validate(cfg: DictConfig) -> None:
     """Check values that the schema's types cannot; raise ConfigError saying what to change."""
     size = list(cfg.size)
@@ -225,10 +238,7 @@ def validate(cfg: DictConfig) -> None:
     if cfg.device not in DEVICES and not str(cfg.device).startswith("cuda:"):
         raise ConfigError(f"unknown device {cfg.device!r}", f"choose one of: {', '.join(DEVICES)} (or cuda:N)")
     if cfg.init_color is not None:
-        rgb = list(cfg.init_color)
-        if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
-            raise ConfigError(f"init_color must be three values 0-255 (red, green, blue), got {rgb!r}",
-                              "e.g. --init-color 128,128,128 for a flat gray start")
+        init_colors(cfg.init_color)  # raises on a malformed colour
         if cfg.init_image:
             raise ConfigError("init_image and init_color both set; a run starts from one of them",
                               "drop one (a preset may set init_color: use --set init_color=null)")

@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from pixgen.cutouts import MakeCutouts
 from pixgen.engine import Engine, Target, make_optimizer
+from pixgen import config as config_mod
 from pixgen.errors import ConfigError, ModelError
 from pixgen.generators import VQGANGenerator
 from pixgen.models.vqgan import VQGAN, VQGANConfig
@@ -154,6 +155,28 @@ def _embed_targets(cfg: DictConfig, perceptors: list[Perceptor], cutouts: dict[i
     return targets, len(phases)
 
 
+def _flat(rgb: list[int], width: int, height: int) -> torch.Tensor:
+    return torch.tensor([float(v) / 255 for v in rgb]).view(1, 3, 1, 1).expand(1, 3, height, width)
+
+
+@torch.no_grad()
+def _score_flat_starts(colours: list[list[int]], vqgan: VQGAN, width: int, height: int,
+                       perceptors: list[Perceptor], targets: list[Target], cutouts: dict[int, MakeCutouts],
+                       seed: int) -> list[float]:
+    """The first phase's prompt loss of each flat start colour, each scored on the same seeded cutouts."""
+    first = [t for t in targets if t.phase in (None, 0)]
+    scores = []
+    device = vqgan.codebook.device
+    for rgb in colours:
+        generator = VQGANGenerator(vqgan, width, height, init=_flat(rgb, width, height)).to(device)
+        scorer = Engine(generator, perceptors, first, cutouts, optimizer=None, total=1)  # type: ignore[arg-type]
+        with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
+            torch.manual_seed(seed)
+            _, terms = scorer.losses(generator(), first)
+        scores.append(float(terms.sum()))
+    return scores
+
+
 def build_session(cfg: DictConfig, *, state: dict | None = None) -> Session:
     """Build the generator, CLIP models, targets, cutouts and engine for ``cfg`` (seeding torch first)."""
     messages: list[str] = []
@@ -173,10 +196,17 @@ def build_session(cfg: DictConfig, *, state: dict | None = None) -> Session:
     cutouts = {size: MakeCutouts(size, cfg.cutouts.n, cfg.cutouts.pow, augments, cfg.cutouts.noise)
                for size in sorted({p.input_size for p in perceptors})}
     init = load_image(cfg.init_image, (width, height), what="init image") if cfg.init_image else None
-    if cfg.init_color is not None:  # a flat canvas of one colour
-        init = torch.tensor([float(v) / 255 for v in cfg.init_color]).view(1, 3, 1, 1).expand(1, 3, height, width)
     torch.manual_seed(cfg.seed)
     targets, n_phases = _embed_targets(cfg, perceptors, cutouts, width, height, device)
+    if cfg.init_color is not None:  # a flat canvas: the one colour, or the candidate the prompts score best
+        colours = config_mod.init_colors(cfg.init_color)
+        pick = 0
+        if len(colours) > 1 and state is None:  # a resumed run has its latent already
+            scores = _score_flat_starts(colours, vqgan, width, height, perceptors, targets, cutouts, cfg.seed)
+            pick = min(range(len(colours)), key=scores.__getitem__)
+            messages.append(f"started from flat {','.join(map(str, colours[pick]))}, the best of {len(colours)} "
+                            f"start colours for the prompt (losses {', '.join(f'{v:.3f}' for v in scores)})")
+        init = _flat(colours[pick], width, height)
     torch.manual_seed(cfg.seed)
     generator = VQGANGenerator(vqgan, width, height, init=init).to(device)
     optimizer = make_optimizer(cfg.optim.name, generator.latent_parameters(), cfg.optim.lr,

@@ -39,6 +39,17 @@ def test_size_is_rounded_to_the_model_factor_with_a_message(tmp_path):
     assert "rounded to 32x36" in result.stderr
 
 
+def test_several_init_colors_choose_a_start_and_are_kept_in_the_config(tmp_path):
+    from omegaconf import OmegaConf
+
+    result = run(["a castle", *FAST, "--init-color", "200,30,30; 20,20,20"], tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert "the best of 2 start colours" in result.stderr
+    run_dir = os.path.dirname(result.stdout.strip().splitlines()[-1])
+    saved = OmegaConf.load(os.path.join(run_dir, "run.yaml"))
+    assert OmegaConf.to_container(saved.init_color) == [[200, 30, 30], [20, 20, 20]]
+
+
 def _write(path, data: bytes):
     path.write_bytes(data)
     return str(path)
@@ -77,6 +88,7 @@ def _png(tmp_path):
     (["a", "--threads", "0"], "is not a thread count"),
     (["a", "--init-color", "1,2"], "is not R,G,B"),
     (["a", "--init-color", "1,2,256"], "is not R,G,B"),
+    (["a", "--init-color", "1,2,3;4,5,6;7,8"], "'7,8' is not R,G,B"),
 ])
 def test_bad_options_fail_clearly(tmp_path, args, fragment):
     if "--device" in args and "cuda" in args:

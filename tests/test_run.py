@@ -2,6 +2,7 @@
 import json
 import os
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -176,11 +177,49 @@ def test_init_color_starts_from_a_flat_canvas_and_a_chosen_start_replaces_the_pr
 
     red = tmp_path / "red.png"
     Image.new("RGB", (64, 64), (200, 30, 30)).save(red)
-    # the toy preset starts from flat gray; a user's init image replaces that start
-    assert list(_build_config("a", None, {"model": "toy"}, None).init_color) == [128, 128, 128]
+    # the toy preset starts from a flat background (gray first); a user's init image replaces that start
+    assert [list(c) for c in _build_config("a", None, {"model": "toy"}, None).init_color][0] == [128, 128, 128]
     cfg = _build_config("a", None, {"model": "toy", "init_image": str(red)}, None)
     assert cfg.init_color is None and cfg.init_image == str(red)
     with pytest.raises(ConfigError, match="both set"):
         pixgen.generate("a", model="random-tiny", init_image=str(red), init_color=[1, 2, 3], write=False, progress=False)
-    with pytest.raises(ConfigError, match="three values 0-255"):
+    with pytest.raises(ConfigError, match="three whole numbers 0-255"):
         pixgen.generate("a", model="random-tiny", init_color=[1, 2, 300], write=False, progress=False)
+    with pytest.raises(ConfigError, match="three whole numbers 0-255"):
+        pixgen.generate("a", model="random-tiny", init_color=[[1, 2, 3], [4, 5]], write=False, progress=False)
+
+
+def test_several_init_colors_start_from_the_one_the_prompt_scores_best():
+    from pixgen.api import _build_config
+    from pixgen.factory import _score_flat_starts, build_session
+
+    colours = [[200, 30, 30], [20, 20, 20], [240, 240, 240], [30, 70, 220]]
+
+    def start(cands, seed=0):
+        session = build_session(_build_config("a castle", None, {"model": "random-tiny", "init_color": cands,
+                                                                  "seed": seed}, None))
+        encoded = [session.generator.vqgan.encode(torch.tensor(c).div(255).view(1, 3, 1, 1).expand(1, 3, 64, 64) * 2 - 1)
+                   for c in cands]
+        hits = [i for i, z in enumerate(encoded) if torch.allclose(session.generator.z_init, z)]
+        assert len(hits) == 1
+        return session, cands[hits[0]]
+
+    session, chosen = start(colours)
+    scores = _score_flat_starts(colours, session.generator.vqgan, 64, 64, session.perceptors,
+                                session.engine.targets, session.engine.cutouts, seed=0)
+    assert chosen == colours[min(range(4), key=scores.__getitem__)]
+    assert len(set(scores)) == 4  # the colours really were told apart
+    assert any("best of 4 start colours" in m for m in session.messages)
+    assert start(colours[::-1])[1] == chosen  # every candidate is judged on the same crops: order does not matter
+    assert start(colours)[1] == chosen  # and the choice is reproducible
+
+
+@pytest.mark.skipif(not (Path(__file__).resolve().parents[1] / "checkpoints" / "toy" / "clip.pt").exists(),
+                    reason="toy weights not present")
+@pytest.mark.parametrize("background, rgb", [("black", [20, 20, 20]), ("white", [240, 240, 240])])
+def test_toy_preset_starts_from_the_background_the_prompt_names(background, rgb):
+    from pixgen.api import _build_config
+    from pixgen.factory import build_session
+
+    session = build_session(_build_config(f"a red circle on a {background} background", None, {"model": "toy"}, None))
+    assert any(f"started from flat {','.join(map(str, rgb))}" in m for m in session.messages)
