@@ -66,6 +66,46 @@ def test_chains_climb_the_clip_score_of_their_captions_and_restart_after_their_l
 
 
 @needs
+def test_chains_score_each_image_on_as_many_crops_as_asked():
+    from pixgen.toy.adversarial import AdversarialChains
+    from pixgen.toy.training import load_toy_vqgan
+
+    rng, gen = np.random.default_rng(0), torch.Generator().manual_seed(0)
+    chains = AdversarialChains(load_toy_vqgan(TOY), 2, rng, gen, cutouts=3)
+    seen = []
+
+    def encode(crops):
+        seen.append(crops.shape[0])
+        return crops.mean((2, 3))  # a stand-in embedding that depends on the pixels
+
+    calls = []
+    chains.step(torch.ones(2, 3), encode, lambda im: calls.append(1) or im[..., 4:52, 4:52], rng, gen)
+    assert len(calls) == 3 and seen == [6]  # three crops of each of the two chains, encoded in one batch
+
+
+def test_cut_variant_pushes_a_named_object_partly_off_the_canvas():
+    from pixgen.toy.captions import sample_pair
+    from pixgen.toy.train_clip import cut_variant
+    from pixgen.toy.world import CANVAS, shape_mask
+
+    rng = np.random.default_rng(5)
+    for _ in range(40):
+        scene, spec = sample_pair(rng)
+        variant = cut_variant(scene, spec, rng, cut=(0.3, 0.6))
+        moved = [(a, b) for a, b in zip(scene.objects, variant.objects) if a != b]
+        assert len(moved) == 1 and variant.background == scene.background
+        before, after = moved[0]
+        assert any(r.matches(before) for r in spec.refs)  # the object moved is one the caption names
+        x0, y0, x1, y1 = after.box()
+        over = max(-x0, -y0, x1 - CANVAS, y1 - CANVAS)  # how far the box reaches past the canvas edge
+        assert 0.3 * after.px - 1e-6 <= over <= 0.6 * after.px + 1e-6
+        # drawn on a larger canvas, part of the shape's pixels fall outside the real 64x64 one
+        pad = 40
+        mask = shape_mask(after.shape, after.cx + pad, after.cy + pad, after.px, CANVAS + 2 * pad)
+        assert mask[pad:pad + CANVAS, pad:pad + CANVAS].sum() < 0.95 * mask.sum()
+
+
+@needs
 def test_train_clip_with_chains_logs_them_and_resumes_their_state(tmp_path):
     from pixgen.toy.train_clip import train_clip
     from pixgen.toy.training import load_state
@@ -73,7 +113,7 @@ def test_train_clip_with_chains_logs_them_and_resumes_their_state(tmp_path):
     for name in ("vqgan.ckpt", "vqgan.yaml"):
         shutil.copy(TOY / name, tmp_path / name)
     kwargs = dict(batch=6, negatives=1, junk=2, chains=3, roundtrip_p=0.5, init=TOY / "clip.pt", threads=None,
-                  log_every=1, save_every=2, progress=False, lr=1e-4, warmup=1)
+                  log_every=1, save_every=2, progress=False, lr=1e-4, warmup=1, chain_cutouts=2, cut_p=1.0)
     train_clip(tmp_path, steps=2, **kwargs)
     state = load_state(tmp_path / "state" / "clip_finetune_state.pt")
     assert state["step"] == 2 and (state["chains"]["age"] >= 0).all()
@@ -81,6 +121,7 @@ def test_train_clip_with_chains_logs_them_and_resumes_their_state(tmp_path):
     records = [json.loads(line) for line in (tmp_path / "clip_finetune.log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [0, 1]
     assert all(0.0 <= r["chain_acc"] <= 1.0 and "chain_gap" in r for r in records)
+    assert all(0.0 <= r["cut_acc"] <= 1.0 for r in records)  # every scene also came with a cut variant
 
     train_clip(tmp_path, steps=3, resume=True, **kwargs)
     state = load_state(tmp_path / "state" / "clip_finetune_state.pt")

@@ -34,13 +34,16 @@ class AdversarialChains:
         lr, tv_weight: Adam step size on the latent and total-variation weight, as in generation.
         resolution: image side in pixels.
         flat_p: share of (re)starts from a flat gray canvas (``init_color``) instead of random codes.
+        cutouts: random crops per chain and step, their distances averaged as generation's prompt loss does
+            (``configs/toy.yaml`` uses 8); more make each chain step as strong as a generation step.
     """
 
     def __init__(self, vqgan: VQGAN, n: int, rng: np.random.Generator, gen: torch.Generator,
                  life: tuple[int, int] = (20, 120), lr: float = 0.05, tv_weight: float = 10.0,
-                 resolution: int = 64, flat_p: float = 0.0, flat_rgb: tuple[int, int, int] = (128, 128, 128)):
+                 resolution: int = 64, flat_p: float = 0.0, flat_rgb: tuple[int, int, int] = (128, 128, 128),
+                 cutouts: int = 1):
         self.vqgan, self.n, self.life_range, self.lr, self.tv_weight = vqgan, n, life, lr, tv_weight
-        self.flat_p = flat_p
+        self.flat_p, self.cutouts = flat_p, max(1, int(cutouts))
         book_dev = vqgan.codebook.device
         flat = torch.tensor(flat_rgb, dtype=torch.float32, device=book_dev).div(255).view(1, 3, 1, 1)
         with torch.no_grad():
@@ -98,8 +101,9 @@ class AdversarialChains:
         z = self.z.clone().requires_grad_(True)
         q = vector_quantize(z.movedim(1, -1), self.book).movedim(-1, 1)
         image = clamp_with_grad(self.vqgan.decode(q).add(1).div(2), 0.0, 1.0)
-        embeds = encode_image(augment(image))
-        loss = spherical_dist(embeds, text_embeds.detach()).sum()
+        crops = torch.cat([augment(image) for _ in range(self.cutouts)])  # (cutouts * n, 3, S, S)
+        embeds = encode_image(crops).view(self.cutouts, self.n, -1)
+        loss = spherical_dist(embeds, text_embeds.detach().unsqueeze(0)).mean(0).sum()
         if self.tv_weight:
             # every chain's own TV term, summed: all images have the same size, so n times the batch mean
             loss = loss + self.tv_weight * self.n * total_variation(image)

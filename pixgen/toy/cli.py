@@ -54,7 +54,12 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
                    chain_flat: float = typer.Option(
                        0.0, "--chain-flat", help="Share of chains starting from a flat gray canvas, not random codes."),
                    roundtrip: float = typer.Option(
-                       0.0, "--roundtrip", help="Share of training images replaced by their VQGAN reconstruction.")) -> None:
+                       0.0, "--roundtrip", help="Share of training images replaced by their VQGAN reconstruction."),
+                   chain_cutouts: int = typer.Option(
+                       1, "--chain-cutouts", min=1, help="Random crops each chain is scored on per step (generation uses 8)."),
+                   cut: float = typer.Option(
+                       0.0, "--cut", help="Share of scenes also shown with a named object half over the canvas edge, "
+                                          "as a negative for their caption.")) -> None:
     """Train the toy CLIP with hard negatives; writes OUT/clip.pt and OUT/clip.log.jsonl.
 
     Uses OUT/vqgan.ckpt for the random-code "junk" images (if present) and for --chains and --roundtrip
@@ -68,13 +73,13 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
     if (chains or roundtrip) and not (out / "vqgan.ckpt").is_file():
         raise PixgenError(f"--chains and --roundtrip need the toy VQGAN, and {out / 'vqgan.ckpt'} does not exist",
                           f"run `pixgen toy train vqgan --out {out}` first")
-    for flag, share in (("--roundtrip", roundtrip), ("--chain-flat", chain_flat)):
+    for flag, share in (("--roundtrip", roundtrip), ("--chain-flat", chain_flat), ("--cut", cut)):
         if not 0.0 <= share <= 1.0:
             raise PixgenError(f"{flag} {share} is not a share between 0 and 1", f"use e.g. {flag} 0.3")
     train_clip(out, steps=steps, seed=seed, batch=batch, negatives=negatives, resume=resume, device=device,
                threads=threads or None, lr=lr, warmup=warmup,
                hard_weight=hard_weight, init=init, chains=chains, chain_weight=chain_weight, chain_flat=chain_flat,
-               roundtrip_p=roundtrip)
+               roundtrip_p=roundtrip, chain_cutouts=chain_cutouts, cut_p=cut)
     typer.echo(str(out / "clip.pt"))
 
 

@@ -18,6 +18,7 @@ full 77-token context, several times faster.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from pixgen.toy.adversarial import AdversarialChains
 from pixgen.toy.captions import Spec, hard_negative, holds, sample_pair, spec_text
 from pixgen.toy.training import (TrainLog, batch_images, load_state, load_toy_vqgan, pick_device, reconstruct,
                                  restore, save_state, seed_everything)
-from pixgen.toy.world import Scene, render
+from pixgen.toy.world import CANVAS, Scene, render
 
 __all__ = ["CLIP_NAME", "CONFIG_DIR", "create_toy_clip", "tokenize", "encode_text_fast", "augment", "train_clip", "save_clip"]
 
@@ -126,6 +127,33 @@ def soft_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     tgt = target[keep].float()
     tgt = tgt / tgt.sum(1, keepdim=True)
     return -(tgt * F.log_softmax(logits[keep], dim=1)).sum(1).mean()
+
+
+def cut_variant(scene: Scene, spec: Spec, rng: np.random.Generator,
+                cut: tuple[float, float] = (0.3, 0.6)) -> Scene | None:
+    """The scene with one object the caption names pushed over the nearest canvas edge, so that a random
+    ``cut`` share of its extent lies outside: a picture the caption no longer describes (the evaluator cannot
+    read a half-shown shape), which generation otherwise drifts towards. None when the caption names no object.
+    """
+    named = [o for o in scene.objects if any(r.matches(o) for r in spec.refs)]
+    if not named:
+        return None
+    obj = named[int(rng.integers(len(named)))]
+    share = rng.uniform(*cut)
+    gaps = {"left": obj.cx, "right": CANVAS - obj.cx, "top": obj.cy, "bottom": CANVAS - obj.cy}
+    side = min(gaps, key=gaps.get)
+    inside = obj.px * (0.5 - share)  # centre's distance inside the edge (negative: outside)
+    cx, cy = obj.cx, obj.cy
+    if side == "left":
+        cx = inside
+    elif side == "right":
+        cx = CANVAS - inside
+    elif side == "top":
+        cy = inside
+    else:
+        cy = CANVAS - inside
+    moved = replace(obj, cx=float(cx), cy=float(cy))
+    return Scene(scene.background, [moved if o is obj else o for o in scene.objects])
 
 
 def make_batch(rng: np.random.Generator, batch: int, negatives: int, canonical_p: float = 0.3,
@@ -226,7 +254,7 @@ def train_clip(
     device: str | None = None, threads: int | None = 1, log_every: int = 20, save_every: int = 200,
     progress: bool = True, chains: int = 0, chain_weight: float = 1.0,
     chain_life: tuple[int, int] = (20, 120), chain_flat: float = 0.0, roundtrip_p: float = 0.0,
-    init: str | Path | None = None,
+    init: str | Path | None = None, chain_cutouts: int = 1, cut_p: float = 0.0,
 ) -> torch.nn.Module:
     """Train (or resume) the toy CLIP; writes ``clip.pt``, a resumable state and ``clip.log.jsonl``.
 
@@ -236,7 +264,10 @@ def train_clip(
     beat its chain's image on the chain's caption; ``chain_flat`` is the share of chains that start from a flat
     gray canvas (as ``configs/toy.yaml`` does) rather than random codes. ``roundtrip_p`` is the share of batch images replaced by
     their VQGAN reconstruction, so that decoder blur alone is not a cue against an image. ``init`` starts
-    from the weights in a ``clip.pt`` (fine-tuning) instead of random ones; a fine-tune keeps its own log
+    from the weights in a ``clip.pt`` (fine-tuning) instead of random ones; ``chain_cutouts`` is the number
+    of crops each chain is scored on per step (generation uses 8). ``cut_p`` is the share of scenes also shown
+    with a named object pushed half over the canvas edge (:func:`cut_variant`); weighted like the hard
+    negatives, the caption must prefer the whole scene to that cut one; a fine-tune keeps its own log
     and state (``clip_finetune.log.jsonl``, ``state/clip_finetune_state.pt``) so the first stage's stay.
     """
     if threads:
@@ -252,7 +283,8 @@ def train_clip(
     size = model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size
     opt = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6)
     vq = load_toy_vqgan(out, dev) if chains or roundtrip_p else None
-    runs = AdversarialChains(vq, chains, rng, gen, life=chain_life, flat_p=chain_flat) if chains else None
+    runs = (AdversarialChains(vq, chains, rng, gen, life=chain_life, flat_p=chain_flat, cutouts=chain_cutouts)
+            if chains else None)
     stage = "clip" if init is None else "clip_finetune"
     state_path = out / "state" / f"{stage}_state.pt"
     state = load_state(state_path) if resume else None
@@ -295,8 +327,20 @@ def train_clip(
         if chain_images is not None:
             x = torch.cat([x, chain_images])
             all_scenes += [None] * len(chain_images)
+        cut_of: list[int] = []  # the scene each cut image was made from; scored only against that caption
+        if cut_p:
+            cut_images = []
+            for i in range(len(scenes)):
+                if rng.random() < cut_p:
+                    variant = cut_variant(scenes[i], specs[i], rng)
+                    if variant is not None:
+                        cut_of.append(i)
+                        cut_images.append(render(variant))
+            if cut_images:
+                x = torch.cat([x, batch_images(cut_images, dev)])
         truth = truth_matrix(all_scenes, specs).to(dev)
-        img = F.normalize(embed_images(augment(x, size, gen)), dim=-1)
+        img_all = F.normalize(embed_images(augment(x, size, gen)), dim=-1)
+        img = img_all[:len(all_scenes)]
         txt = F.normalize(encode_text_fast(model, tokenize(texts).to(dev)), dim=-1)
         scale = model.logit_scale.exp().clamp(max=100)
         logits = scale * img @ txt.T
@@ -309,6 +353,12 @@ def train_clip(
             margin = logits[own, cols] - logits[own, own]
             if valid.any():
                 loss = loss + hard_weight * F.softplus(margin[valid]).mean()
+        cut_gap = None
+        if cut_of:  # the caption must prefer its whole scene to the same scene with a named object cut
+            own = torch.tensor(cut_of, device=dev)
+            cut_logits = scale * (img_all[len(all_scenes):] * txt[own]).sum(-1)
+            cut_gap = (logits[own, own] - cut_logits).detach()
+            loss = loss + hard_weight * F.softplus(cut_logits - logits[own, own]).mean()
         adv_gap = None
         if chain_images is not None:  # the chain's caption must prefer the clean render to the chain's image
             k = torch.arange(len(chain_images), device=dev)
@@ -330,6 +380,8 @@ def train_clip(
             metrics = dict(loss=loss.item(), top1=top1, scale=scale.item(), lr=lr_now)
             if hn_total:
                 metrics["hard_neg_acc"] = hn_wins / hn_total
+            if cut_gap is not None:  # share of cut scenes the caption ranks below the whole scene
+                metrics["cut_acc"] = (cut_gap > 0).float().mean().item()
             if adv_gap is not None:  # share of chains whose clean render wins, and the mean cosine gap
                 metrics["chain_acc"] = (adv_gap > 0).float().mean().item()
                 metrics["chain_gap"] = (adv_gap / scale).mean().item()
