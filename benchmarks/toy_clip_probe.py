@@ -1,5 +1,6 @@
 """Probe the toy CLIP on clean rendered scenes: how often the true caption beats a hard negative, per kind of
-change (colour, shape, position, relation, count, swapped colours, ...) and per caption kind.
+change (colour, shape, position, relation, count, swapped colours, ...) and per caption kind; and how often
+a caption prefers its whole scene to the same scene with a named object pushed half over the edge ("cut_image").
 
     python benchmarks/toy_clip_probe.py [--n 600] [--clip checkpoints/toy/clip.pt]
 """
@@ -14,29 +15,45 @@ import torch
 import torch.nn.functional as F
 
 from pixgen.toy.captions import PAIR_KINDS, hard_negative, sample_pair, spec_text
-from pixgen.toy.train_clip import create_toy_clip, normalize, tokenize
+from pixgen.toy.train_clip import create_toy_clip, cut_variant, normalize, tokenize
 from pixgen.toy.world import render
+
+
+def _pairs(rng: np.random.Generator, n: int):
+    """``n`` (kind, scene, caption meaning) triples, an equal share of each caption kind."""
+    for kind in PAIR_KINDS:
+        for _ in range(n // len(PAIR_KINDS)):
+            yield (kind, *sample_pair(rng, kind=kind))
+
+
+def _similarities(model, images: list[np.ndarray], texts: list[str]) -> torch.Tensor:
+    """(images, texts) cosine similarities of rendered uint8 images and captions."""
+    x = torch.from_numpy(np.stack(images).astype(np.float32) / 255).permute(0, 3, 1, 2)
+    x = F.interpolate(x, size=model.visual.image_size[0], mode="area")
+    with torch.no_grad():
+        img = F.normalize(model.encode_image(normalize(x, model)), dim=-1)
+        txt = F.normalize(model.encode_text(tokenize(texts)), dim=-1)
+    return img @ txt.T
 
 
 def probe(clip_path: str, n: int = 600, seed: int = 777) -> dict:
     model = create_toy_clip(clip_path).eval()
     rng = np.random.default_rng(seed)
     by_change, by_kind = defaultdict(list), defaultdict(list)
-    for kind in PAIR_KINDS:
-        for _ in range(n // len(PAIR_KINDS)):
-            scene, spec = sample_pair(rng, kind=kind)
-            neg = hard_negative(spec, scene, rng)
-            if neg is None:
-                continue
-            x = torch.from_numpy(render(scene).astype(np.float32) / 255).permute(2, 0, 1)[None]
-            x = F.interpolate(x, size=model.visual.image_size[0], mode="area")
-            with torch.no_grad():
-                img = F.normalize(model.encode_image(normalize(x, model)), dim=-1)
-                txt = F.normalize(model.encode_text(tokenize([spec_text(spec), spec_text(neg[0])])), dim=-1)
-            s = (img @ txt.T)[0]
-            win = float(s[0] > s[1])
-            by_change[neg[1]].append(win)
-            by_kind[kind].append(win)
+    for kind, scene, spec in _pairs(rng, n):
+        neg = hard_negative(spec, scene, rng)
+        if neg is None:
+            continue
+        s = _similarities(model, [render(scene)], [spec_text(spec), spec_text(neg[0])])[0]
+        win = float(s[0] > s[1])
+        by_change[neg[1]].append(win)
+        by_kind[kind].append(win)
+    cut_rng = np.random.default_rng(seed + 1)  # its own stream: the numbers above stay comparable
+    for _, scene, spec in _pairs(cut_rng, n):
+        variant = cut_variant(scene, spec, cut_rng)
+        if variant is not None:
+            s = _similarities(model, [render(scene), render(variant)], [spec_text(spec)])[:, 0]
+            by_change["cut_image"].append(float(s[0] > s[1]))
     return {"by_change": {k: (round(float(np.mean(v)), 3), len(v)) for k, v in sorted(by_change.items())},
             "by_kind": {k: (round(float(np.mean(v)), 3), len(v)) for k, v in by_kind.items()}}
 

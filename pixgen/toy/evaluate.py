@@ -204,6 +204,7 @@ def run_suite(
             "read": describe(got), "baseline_read": describe(base),
             "cpu_s": round(cpu, 3), "wall_s": round(wall, 3),
             "final_loss": result.losses[-1]["loss"] if result.losses else None,
+            "messages": list(result.messages),  # e.g. which start colour the run chose
         }
         rows.append(row)
         images.append(result.image)
