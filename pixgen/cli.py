@@ -8,7 +8,7 @@ from typing import Any, List, Optional
 
 import typer
 
-from pixgen.cli_util import THREADS_HELP, set_threads
+from pixgen.cli_util import THREADS_HELP, parse_colours, set_threads
 from pixgen.cli_util import friendly as _friendly
 from pixgen.errors import ConfigError
 
@@ -31,14 +31,6 @@ def parse_size(text: str) -> list[int]:
     if w <= 0 or h <= 0:
         raise ConfigError(f"size {text!r} must have a positive width and height", "e.g. --size 256x256")
     return [w, h]
-
-
-def parse_rgb(text: str) -> list[int]:
-    """``"128,128,128"`` (or space separated) -> [128, 128, 128]."""
-    parts = [p for p in re.split(r"[,\s]+", text.strip()) if p]
-    if len(parts) != 3 or not all(p.isdigit() and int(p) <= 255 for p in parts):
-        raise ConfigError(f"colour {text!r} is not R,G,B with values 0-255", "e.g. --init-color 128,128,128")
-    return [int(p) for p in parts]
 
 
 def _report(result) -> None:
@@ -112,7 +104,7 @@ def generate(
     if size is not None:
         options["size"] = parse_size(size)
     if init_color is not None:
-        colours = [parse_rgb(part) for part in init_color.split(";") if part.strip()]
+        colours = parse_colours(init_color, "--init-color")
         options["init_color"] = colours[0] if len(colours) == 1 else colours
     if augment:
         names = [a for a in augment if a.lower() != "none"]

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any, Callable
 
 import typer
 
-from pixgen.errors import PixgenError
+from pixgen.errors import ConfigError, PixgenError
 
 
 def friendly(func: Callable | None = None, *, aborted: str = "aborted") -> Callable:
@@ -44,3 +45,17 @@ def set_threads(threads: int | None) -> None:
     import torch
 
     torch.set_num_threads(threads)
+
+
+def parse_colours(text: str, flag: str) -> list[list[int]]:
+    """``"128,128,128"`` -> [[128, 128, 128]]; several colours are separated by ``;``."""
+    colours = []
+    for part in (p for p in text.split(";") if p.strip()):
+        values = [v for v in re.split(r"[,\s]+", part.strip()) if v]
+        if len(values) != 3 or not all(v.isdigit() and int(v) <= 255 for v in values):
+            raise ConfigError(f"colour {part.strip()!r} is not R,G,B with values 0-255",
+                              f"e.g. {flag} 128,128,128 (several: 128,128,128;20,20,20)")
+        colours.append([int(v) for v in values])
+    if not colours:
+        raise ConfigError(f"{flag} {text!r} names no colour", f"e.g. {flag} 128,128,128")
+    return colours

@@ -83,6 +83,22 @@ def test_chains_score_each_image_on_as_many_crops_as_asked():
     assert len(calls) == 3 and seen == [6]  # three crops of each of the two chains, encoded in one batch
 
 
+@needs
+def test_flat_chain_starts_draw_from_the_given_colours():
+    from pixgen.toy.adversarial import AdversarialChains
+    from pixgen.toy.training import load_toy_vqgan
+
+    vqgan = load_toy_vqgan(TOY)
+    rng, gen = np.random.default_rng(0), torch.Generator().manual_seed(0)
+    colours = [(20, 20, 20), (240, 240, 240)]
+    chains = AdversarialChains(vqgan, 12, rng, gen, flat_p=1.0, flat_rgb=colours)
+    with torch.no_grad():
+        flats = [vqgan.encode(torch.tensor(c).div(255).view(1, 3, 1, 1).expand(1, 3, 64, 64) * 2 - 1)[0]
+                 for c in colours]
+    starts = [next(k for k, f in enumerate(flats) if torch.allclose(z, f, atol=1e-4)) for z in chains.z]
+    assert set(starts) == {0, 1}  # every chain starts flat, and both colours are used
+
+
 def test_cut_variant_pushes_a_named_object_partly_off_the_canvas():
     from pixgen.toy.captions import sample_pair
     from pixgen.toy.train_clip import cut_variant

@@ -33,21 +33,24 @@ class AdversarialChains:
         life: (shortest, longest) number of steps a chain runs before it restarts.
         lr, tv_weight: Adam step size on the latent and total-variation weight, as in generation.
         resolution: image side in pixels.
-        flat_p: share of (re)starts from a flat gray canvas (``init_color``) instead of random codes.
+        flat_p: share of (re)starts from a flat canvas (``init_color``) instead of random codes.
+        flat_rgb: the flat start colours; with several, each flat start picks one at random (the toy preset
+            starts from whichever of the world's three backgrounds the prompt scores best).
         cutouts: random crops per chain and step, their distances averaged as generation's prompt loss does
             (``configs/toy.yaml`` uses 8); more make each chain step as strong as a generation step.
     """
 
     def __init__(self, vqgan: VQGAN, n: int, rng: np.random.Generator, gen: torch.Generator,
                  life: tuple[int, int] = (20, 120), lr: float = 0.05, tv_weight: float = 10.0,
-                 resolution: int = 64, flat_p: float = 0.0, flat_rgb: tuple[int, int, int] = (128, 128, 128),
-                 cutouts: int = 1):
+                 resolution: int = 64, flat_p: float = 0.0,
+                 flat_rgb: tuple[int, int, int] | list[tuple[int, int, int]] = (128, 128, 128), cutouts: int = 1):
         self.vqgan, self.n, self.life_range, self.lr, self.tv_weight = vqgan, n, life, lr, tv_weight
         self.flat_p, self.cutouts = flat_p, max(1, int(cutouts))
         book_dev = vqgan.codebook.device
-        flat = torch.tensor(flat_rgb, dtype=torch.float32, device=book_dev).div(255).view(1, 3, 1, 1)
+        colours = [flat_rgb] if isinstance(flat_rgb[0], (int, float)) else list(flat_rgb)
+        flat = torch.tensor(colours, dtype=torch.float32, device=book_dev).div(255).view(-1, 3, 1, 1)
         with torch.no_grad():
-            self.flat_z = vqgan.encode(flat.expand(1, 3, resolution, resolution) * 2 - 1)[0]
+            self.flat_z = vqgan.encode(flat.expand(-1, 3, resolution, resolution) * 2 - 1)  # (colours, d, h, w)
         self.book = vqgan.codebook.detach()
         self.lo = self.book.min(0).values.view(1, -1, 1, 1)
         self.hi = self.book.max(0).values.view(1, -1, 1, 1)
@@ -71,7 +74,8 @@ class AdversarialChains:
         # the codes are drawn even for a flat start, so the random streams do not depend on which start it is
         idx = torch.randint(len(self.book), (self.side * self.side,), generator=gen).to(self.book.device)
         if self.flat_p and rng.random() < self.flat_p:
-            self.z[i] = self.flat_z
+            # one colour: no draw, so runs with the single gray start keep their random streams
+            self.z[i] = self.flat_z[int(rng.integers(len(self.flat_z))) if len(self.flat_z) > 1 else 0]
         else:
             self.z[i] = self.book[idx].view(self.side, self.side, -1).permute(2, 0, 1)
         self.m[i].zero_()

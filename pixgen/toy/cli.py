@@ -6,7 +6,7 @@ from typing import List, Optional
 
 import typer
 
-from pixgen.cli_util import THREADS_HELP, set_threads
+from pixgen.cli_util import THREADS_HELP, parse_colours, set_threads
 from pixgen.errors import PixgenError
 
 toy_app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -57,6 +57,9 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
                        0.0, "--roundtrip", help="Share of training images replaced by their VQGAN reconstruction."),
                    chain_cutouts: int = typer.Option(
                        1, "--chain-cutouts", min=1, help="Random crops each chain is scored on per step (generation uses 8)."),
+                   chain_flat_colours: Optional[str] = typer.Option(
+                       None, "--chain-flat-colours",
+                       help="Colours of the flat chain starts, R,G,B;R,G,B;... (default: the gray 128,128,128)."),
                    cut: float = typer.Option(
                        0.0, "--cut", help="Share of scenes also shown with a named object half over the canvas edge, "
                                           "as a negative for their caption.")) -> None:
@@ -76,10 +79,12 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
     for flag, share in (("--roundtrip", roundtrip), ("--chain-flat", chain_flat), ("--cut", cut)):
         if not 0.0 <= share <= 1.0:
             raise PixgenError(f"{flag} {share} is not a share between 0 and 1", f"use e.g. {flag} 0.3")
+    colours = parse_colours(chain_flat_colours, "--chain-flat-colours") if chain_flat_colours else None
     train_clip(out, steps=steps, seed=seed, batch=batch, negatives=negatives, resume=resume, device=device,
                threads=threads or None, lr=lr, warmup=warmup,
                hard_weight=hard_weight, init=init, chains=chains, chain_weight=chain_weight, chain_flat=chain_flat,
-               roundtrip_p=roundtrip, chain_cutouts=chain_cutouts, cut_p=cut)
+               roundtrip_p=roundtrip, chain_cutouts=chain_cutouts, cut_p=cut,
+               chain_flat_colours=colours)
     typer.echo(str(out / "clip.pt"))
 
 

@@ -255,6 +255,7 @@ def train_clip(
     progress: bool = True, chains: int = 0, chain_weight: float = 1.0,
     chain_life: tuple[int, int] = (20, 120), chain_flat: float = 0.0, roundtrip_p: float = 0.0,
     init: str | Path | None = None, chain_cutouts: int = 1, cut_p: float = 0.0,
+    chain_flat_colours: list[tuple[int, int, int]] | None = None,
 ) -> torch.nn.Module:
     """Train (or resume) the toy CLIP; writes ``clip.pt``, a resumable state and ``clip.log.jsonl``.
 
@@ -262,7 +263,8 @@ def train_clip(
     (:class:`pixgen.toy.adversarial.AdversarialChains`): their captions join the batch with clean renders,
     their current images join as negatives, and ``chain_weight`` weighs a term asking each clean render to
     beat its chain's image on the chain's caption; ``chain_flat`` is the share of chains that start from a flat
-    gray canvas (as ``configs/toy.yaml`` does) rather than random codes. ``roundtrip_p`` is the share of batch images replaced by
+    canvas (gray, or one of ``chain_flat_colours``; ``configs/toy.yaml`` starts from a flat background) rather
+    than random codes. ``roundtrip_p`` is the share of batch images replaced by
     their VQGAN reconstruction, so that decoder blur alone is not a cue against an image. ``init`` starts
     from the weights in a ``clip.pt`` (fine-tuning) instead of random ones; ``chain_cutouts`` is the number
     of crops each chain is scored on per step (generation uses 8). ``cut_p`` is the share of scenes also shown
@@ -283,7 +285,8 @@ def train_clip(
     size = model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size
     opt = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6)
     vq = load_toy_vqgan(out, dev) if chains or roundtrip_p else None
-    runs = (AdversarialChains(vq, chains, rng, gen, life=chain_life, flat_p=chain_flat, cutouts=chain_cutouts)
+    runs = (AdversarialChains(vq, chains, rng, gen, life=chain_life, flat_p=chain_flat, cutouts=chain_cutouts,
+                                flat_rgb=chain_flat_colours or (128, 128, 128))
             if chains else None)
     stage = "clip" if init is None else "clip_finetune"
     state_path = out / "state" / f"{stage}_state.pt"
