@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from pixgen import config as config_mod
 from pixgen.cutouts import MakeCutouts
 from pixgen.engine import Engine, Target, make_optimizer
-from pixgen import config as config_mod
 from pixgen.errors import ConfigError, ModelError
 from pixgen.generators import VQGANGenerator
 from pixgen.models.vqgan import VQGAN, VQGANConfig

@@ -52,7 +52,7 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
                        0, "--chains", help="Generations run against the CLIP while it trains; their images are negatives."),
                    chain_weight: float = typer.Option(1.0, "--chain-weight", help="Weight of the chain term."),
                    chain_flat: float = typer.Option(
-                       0.0, "--chain-flat", help="Share of chains starting from a flat gray canvas, not random codes."),
+                       0.0, "--chain-flat", help="Share of chains starting from a flat canvas (see --chain-flat-colours), not random codes."),
                    roundtrip: float = typer.Option(
                        0.0, "--roundtrip", help="Share of training images replaced by their VQGAN reconstruction."),
                    chain_cutouts: int = typer.Option(

@@ -256,8 +256,8 @@ def _toy_vqgan():
 
 def random_start(seed: int, size: tuple[int, int]):
     """The toy VQGAN's decoding of the random codes a generation with ``seed`` starts from when it has no
-    init image or colour: the no-optimisation baseline. (The toy preset itself starts from flat gray, which
-    the evaluator reads as an empty scene.)"""
+    init image or colour: the no-optimisation baseline. (The toy preset itself starts from a flat background,
+    which the evaluator reads as an empty scene.)"""
     from pixgen.generators.vqgan import VQGANGenerator
     from pixgen.output import to_pil
 
