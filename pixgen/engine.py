@@ -77,12 +77,12 @@ class Engine:
         perceptors: CLIP models; each has an ensemble ``weight`` and an ``input_size``.
         targets: loss terms, each naming the perceptor it belongs to and (optionally) its story phase.
         cutouts: one cutout maker per distinct perceptor input size, keyed by that size (shared by models).
-        optimizer: a torch optimizer over the generator's latent.
+        optimizer: a torch optimizer over the generator's latent; None for an Engine that only scores (losses).
         phases: the number of story phases, spread evenly over ``total`` steps.
     """
 
     def __init__(self, generator: nn.Module, perceptors: list[Perceptor], targets: list[Target],
-                 cutouts: dict[int, MakeCutouts], optimizer: torch.optim.Optimizer, *, total: int,
+                 cutouts: dict[int, MakeCutouts], optimizer: torch.optim.Optimizer | None, *, total: int,
                  phases: int = 1, init_weight: float = 0.0, tv_weight: float = 0.0, log_every: int = 10,
                  save_every: int | None = None):
         self.generator, self.perceptors, self.targets = generator, perceptors, targets
@@ -128,6 +128,8 @@ class Engine:
 
     def step(self, step: int) -> tuple[list[str], torch.Tensor]:
         """One optimisation step (0-based index); returns labels and detached per-term losses."""
+        if self.optimizer is None:
+            raise RuntimeError("this Engine was built without an optimizer; it can only score images (losses)")
         self.optimizer.zero_grad(set_to_none=True)
         image = self.generator()
         labels, terms = self.losses(image, self.active_targets(step))

@@ -14,6 +14,7 @@ from pixgen.engine import Engine, Target, make_optimizer
 from pixgen.errors import ConfigError, ModelError
 from pixgen.generators import VQGANGenerator
 from pixgen.models.vqgan import VQGAN, VQGANConfig
+from pixgen.ops import flat_canvas
 from pixgen.output import load_image
 from pixgen.perceptor import ClipSpec, Perceptor, load_perceptor
 from pixgen.prompts import parse_prompt, parse_story
@@ -155,10 +156,6 @@ def _embed_targets(cfg: DictConfig, perceptors: list[Perceptor], cutouts: dict[i
     return targets, len(phases)
 
 
-def _flat(rgb: list[int], width: int, height: int) -> torch.Tensor:
-    return torch.tensor([float(v) / 255 for v in rgb]).view(1, 3, 1, 1).expand(1, 3, height, width)
-
-
 @torch.no_grad()
 def _score_flat_starts(colours: list[list[int]], vqgan: VQGAN, width: int, height: int,
                        perceptors: list[Perceptor], targets: list[Target], cutouts: dict[int, MakeCutouts],
@@ -168,8 +165,8 @@ def _score_flat_starts(colours: list[list[int]], vqgan: VQGAN, width: int, heigh
     scores = []
     device = vqgan.codebook.device
     for rgb in colours:
-        generator = VQGANGenerator(vqgan, width, height, init=_flat(rgb, width, height)).to(device)
-        scorer = Engine(generator, perceptors, first, cutouts, optimizer=None, total=1)  # type: ignore[arg-type]
+        generator = VQGANGenerator(vqgan, width, height, init=flat_canvas([rgb], width, height)).to(device)
+        scorer = Engine(generator, perceptors, first, cutouts, optimizer=None, total=1)
         with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
             torch.manual_seed(seed)
             _, terms = scorer.losses(generator(), first)
@@ -206,7 +203,7 @@ def build_session(cfg: DictConfig, *, state: dict | None = None) -> Session:
             pick = min(range(len(colours)), key=scores.__getitem__)
             messages.append(f"started from flat {','.join(map(str, colours[pick]))}, the best of {len(colours)} "
                             f"start colours for the prompt (losses {', '.join(f'{v:.3f}' for v in scores)})")
-        init = _flat(colours[pick], width, height)
+        init = flat_canvas([colours[pick]], width, height)
     torch.manual_seed(cfg.seed)
     generator = VQGANGenerator(vqgan, width, height, init=init).to(device)
     optimizer = make_optimizer(cfg.optim.name, generator.latent_parameters(), cfg.optim.lr,

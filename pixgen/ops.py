@@ -53,3 +53,10 @@ def vector_quantize(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     """Snap each vector of ``x`` (..., D) to its nearest code; the gradient passes straight through to x."""
     x_q = codebook[nearest_codes(x, codebook)]
     return replace_grad(x_q, x)
+
+
+def flat_canvas(colours: list[list[int]] | list[tuple[int, int, int]], width: int, height: int,
+                device: torch.device | str | None = None) -> torch.Tensor:
+    """Flat images (len(colours), 3, height, width) in [0, 1], one per 0-255 RGB colour."""
+    rgb = torch.tensor([[float(v) for v in c] for c in colours], dtype=torch.float32, device=device)
+    return rgb.div(255).view(-1, 3, 1, 1).expand(-1, 3, height, width)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from pixgen.losses import prompt_loss, spherical_dist
-from pixgen.ops import clamp_with_grad, nearest_codes, replace_grad, vector_quantize
+from pixgen.ops import clamp_with_grad, flat_canvas, nearest_codes, replace_grad, vector_quantize
 
 
 def test_replace_grad_forwards_one_value_and_routes_gradient_to_the_other():
@@ -65,3 +65,11 @@ def test_stop_zeroes_the_gradient_once_distance_is_below_it_but_keeps_the_value(
     assert torch.all(near.grad == 0)
     prompt_loss(far, target, 1.0, 0.5).backward()
     assert far.grad.abs().sum() > 0
+
+
+def test_flat_canvas_gives_one_flat_image_per_colour_in_unit_range():
+    canvas = flat_canvas([[255, 0, 0], (20, 128, 240)], width=5, height=3)
+    assert canvas.shape == (2, 3, 3, 5)
+    assert torch.equal(canvas[0, :, 2, 4], torch.tensor([1.0, 0.0, 0.0]))
+    assert torch.allclose(canvas[1, :, 0, 0], torch.tensor([20, 128, 240]) / 255)
+    assert torch.equal(canvas[1].amin(dim=(1, 2)), canvas[1].amax(dim=(1, 2)))  # flat: no pixel differs

@@ -17,7 +17,7 @@ import torch
 
 from pixgen.losses import spherical_dist, total_variation
 from pixgen.models.vqgan import VQGAN
-from pixgen.ops import clamp_with_grad, vector_quantize
+from pixgen.ops import clamp_with_grad, flat_canvas, vector_quantize
 from pixgen.toy.captions import Spec, sample_pair, spec_text
 from pixgen.toy.world import Scene
 
@@ -48,9 +48,9 @@ class AdversarialChains:
         self.flat_p, self.cutouts = flat_p, max(1, int(cutouts))
         book_dev = vqgan.codebook.device
         colours = [flat_rgb] if isinstance(flat_rgb[0], (int, float)) else list(flat_rgb)
-        flat = torch.tensor(colours, dtype=torch.float32, device=book_dev).div(255).view(-1, 3, 1, 1)
+        flat = flat_canvas(colours, resolution, resolution, book_dev)
         with torch.no_grad():
-            self.flat_z = vqgan.encode(flat.expand(-1, 3, resolution, resolution) * 2 - 1)  # (colours, d, h, w)
+            self.flat_z = vqgan.encode(flat * 2 - 1)  # (colours, d, h, w)
         self.book = vqgan.codebook.detach()
         self.lo = self.book.min(0).values.view(1, -1, 1, 1)
         self.hi = self.book.max(0).values.view(1, -1, 1, 1)
