@@ -71,3 +71,38 @@ def test_paraphrases_keep_the_meaning_words():
     texts = {spec_text(spec, rng) for _ in range(30)}
     assert len(texts) > 1
     assert all("green" in t and "pink" in t and "left" in t for t in texts)
+
+
+def test_kind_weights_choose_which_captions_are_drawn():
+    rng = np.random.default_rng(3)
+    for _ in range(40):
+        scene, spec = sample_pair(rng, weights={"position": 1.0})
+        assert spec.kind == "objects" and len(spec.refs) == 1
+        assert spec.refs[0].col is not None or spec.refs[0].row is not None  # always names a place
+        assert holds(spec, scene)
+    counts = [sample_pair(rng, weights={"count": 0.0, "relation": 2.0})[1].kind for _ in range(30)]
+    assert set(counts) == {"relation"}
+
+
+def test_make_batch_draws_its_random_pairs_with_the_kind_weights():
+    from pixgen.toy.train_clip import make_batch
+
+    _, _, texts, specs, owners = make_batch(np.random.default_rng(0), 12, 1, kinds={"count": 1.0})
+    assert all(s.kind == "count" for s in specs[:12])
+    assert len(texts) == len(specs) == len(owners)
+
+
+def test_kinds_option_is_checked_and_overrides_only_the_named_kinds():
+    import pytest
+
+    from pixgen.errors import PixgenError
+    from pixgen.toy.captions import PAIR_KINDS
+    from pixgen.toy.cli import parse_kinds
+
+    weights = parse_kinds("relation=0.5, position=0.25")
+    assert weights["relation"] == 0.5 and weights["position"] == 0.25 and weights["count"] == PAIR_KINDS["count"]
+    for bad, says in (("colour=1", "unknown caption kind"), ("relation=lots", "no numeric weight"),
+                      ("relation=-1", ">= 0"),
+                      ("single=0,two=0,relation=0,count=0,multi=0", "every caption kind has weight 0")):
+        with pytest.raises(PixgenError, match=says):
+            parse_kinds(bad)

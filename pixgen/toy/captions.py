@@ -16,7 +16,8 @@ from pixgen.toy.world import (
     BACKGROUND_NAMES, COLOUR_NAMES, SHAPES, SIZE_NAMES, Obj, Scene, place_object,
 )
 
-__all__ = ["Ref", "Spec", "holds", "spec_text", "hard_negative", "sample_pair", "KINDS", "RELATIONS"]
+__all__ = ["Ref", "Spec", "holds", "spec_text", "hard_negative", "sample_pair", "KINDS", "RELATIONS",
+           "PAIR_KINDS", "PAIR_KIND_NAMES"]
 
 RELATIONS = ("above", "below", "left of", "right of")
 _OPPOSITE = {"above": "below", "below": "above", "left of": "right of", "right of": "left of"}
@@ -315,6 +316,8 @@ def _sample_spec(rng: np.random.Generator, kind: str) -> Spec:
         if rng.random() < 0.4:
             ref = _random_position(rng, ref)
         return Spec("objects", (ref,), background=bg)
+    if kind == "position":  # a single object that always has a position (only drawn when asked for)
+        return Spec("objects", (_random_position(rng, _random_ref(rng)),), background=bg)
     if kind in ("two", "multi"):
         n = 2 if kind == "two" else int(rng.integers(3, 5))
         refs: list[Ref] = []
@@ -336,12 +339,17 @@ def _sample_spec(rng: np.random.Generator, kind: str) -> Spec:
 
 
 PAIR_KINDS = {"single": 0.3, "two": 0.2, "relation": 0.22, "count": 0.18, "multi": 0.1}
+# Kinds a training run may weigh in (``pixgen toy train clip --kinds``); "position" is a single object whose
+# caption always names its place, and is not in the default mix.
+PAIR_KIND_NAMES = (*PAIR_KINDS, "position")
 
 
-def sample_pair(rng: np.random.Generator, kind: str | None = None) -> tuple[Scene, Spec]:
-    """A random scene and a true caption meaning for it (kinds weighted by ``PAIR_KINDS``)."""
-    names = list(PAIR_KINDS)
-    probs = np.array([PAIR_KINDS[k] for k in names])
+def sample_pair(rng: np.random.Generator, kind: str | None = None,
+                weights: dict[str, float] | None = None) -> tuple[Scene, Spec]:
+    """A random scene and a true caption meaning for it (kinds weighted by ``weights``, default ``PAIR_KINDS``)."""
+    table = PAIR_KINDS if weights is None else weights
+    names = list(table)
+    probs = np.array([table[k] for k in names], dtype=float)
     while True:
         k = kind or names[int(rng.choice(len(names), p=probs / probs.sum()))]
         spec = _sample_spec(rng, k)

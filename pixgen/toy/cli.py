@@ -38,6 +38,29 @@ def train_vqgan_cmd(out: Path = _OUT, steps: int = typer.Option(900, "--steps"),
     typer.echo(str(out / "vqgan.ckpt"))
 
 
+def parse_kinds(text: str) -> dict[str, float]:
+    """``"relation=0.4,position=0.2"`` -> the default caption-kind weights with those replaced."""
+    from pixgen.toy.captions import PAIR_KIND_NAMES, PAIR_KINDS
+
+    weights = dict(PAIR_KINDS)
+    hint = f"write KIND=WEIGHT pairs separated by commas, KIND one of {', '.join(PAIR_KIND_NAMES)}, e.g. relation=0.4"
+    for item in text.split(","):
+        name, _, value = item.partition("=")
+        name = name.strip()
+        if name not in PAIR_KIND_NAMES:
+            raise PixgenError(f"--kinds: unknown caption kind {name!r}", hint)
+        try:
+            weight = float(value)
+        except ValueError:
+            raise PixgenError(f"--kinds: {item.strip()!r} has no numeric weight", hint) from None
+        if not weight >= 0 or weight == float("inf"):
+            raise PixgenError(f"--kinds: the weight of {name} must be a finite number >= 0, not {value.strip()}", hint)
+        weights[name] = weight
+    if sum(weights.values()) <= 0:
+        raise PixgenError("--kinds: every caption kind has weight 0", "give at least one kind a positive weight")
+    return weights
+
+
 @train_app.command("clip")
 def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"), seed: int = _SEED,
                    batch: int = typer.Option(96, "--batch"),
@@ -62,7 +85,11 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
                        help="Colours of the flat chain starts, R,G,B;R,G,B;... (default: the gray 128,128,128)."),
                    cut: float = typer.Option(
                        0.0, "--cut", help="Share of scenes also shown with a named object half over the canvas edge, "
-                                          "as a negative for their caption.")) -> None:
+                                          "as a negative for their caption."),
+                   kinds: Optional[str] = typer.Option(
+                       None, "--kinds", help="Weights of the caption kinds in each batch, KIND=W,... over the default "
+                                             "mix (single=0.3,two=0.2,relation=0.22,count=0.18,multi=0.1); "
+                                             "position=W adds single objects whose caption names their place.")) -> None:
     """Train the toy CLIP with hard negatives; writes OUT/clip.pt and OUT/clip.log.jsonl.
 
     Uses OUT/vqgan.ckpt for the random-code "junk" images (if present) and for --chains and --roundtrip
@@ -80,11 +107,12 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
         if not 0.0 <= share <= 1.0:
             raise PixgenError(f"{flag} {share} is not a share between 0 and 1", f"use e.g. {flag} 0.3")
     colours = parse_colours(chain_flat_colours, "--chain-flat-colours") if chain_flat_colours else None
+    kind_weights = parse_kinds(kinds) if kinds else None
     train_clip(out, steps=steps, seed=seed, batch=batch, negatives=negatives, resume=resume, device=device,
                threads=threads or None, lr=lr, warmup=warmup,
                hard_weight=hard_weight, init=init, chains=chains, chain_weight=chain_weight, chain_flat=chain_flat,
                roundtrip_p=roundtrip, chain_cutouts=chain_cutouts, cut_p=cut,
-               chain_flat_colours=colours)
+               chain_flat_colours=colours, kinds=kind_weights)
     typer.echo(str(out / "clip.pt"))
 
 

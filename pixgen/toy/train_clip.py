@@ -157,15 +157,15 @@ def cut_variant(scene: Scene, spec: Spec, rng: np.random.Generator,
 
 
 def make_batch(rng: np.random.Generator, batch: int, negatives: int, canonical_p: float = 0.3,
-               fixed: list[tuple[Scene, Spec, str]] = ()):
+               fixed: list[tuple[Scene, Spec, str]] = (), kinds: dict[str, float] | None = None):
     """Scenes, their images, caption texts and specs (positives first, then hard negatives), and for each
     caption the index of the scene it was written for. ``fixed`` (scene, spec, text) pairs come first, then
-    ``batch`` random ones."""
+    ``batch`` random ones, their caption kinds drawn with the weights ``kinds`` (default ``PAIR_KINDS``)."""
     scenes, images, texts, specs, neg_texts, neg_specs, owners = [], [], [], [], [], [], []
     drawn = [(scene, spec, text) for scene, spec, text in fixed] + [None] * batch
     for item in drawn:
         if item is None:
-            scene, spec = sample_pair(rng)
+            scene, spec = sample_pair(rng, weights=kinds)
             text = None
         else:
             scene, spec, text = item
@@ -255,7 +255,7 @@ def train_clip(
     progress: bool = True, chains: int = 0, chain_weight: float = 1.0,
     chain_life: tuple[int, int] = (20, 120), chain_flat: float = 0.0, roundtrip_p: float = 0.0,
     init: str | Path | None = None, chain_cutouts: int = 1, cut_p: float = 0.0,
-    chain_flat_colours: list[tuple[int, int, int]] | None = None,
+    chain_flat_colours: list[tuple[int, int, int]] | None = None, kinds: dict[str, float] | None = None,
 ) -> torch.nn.Module:
     """Train (or resume) the toy CLIP; writes ``clip.pt``, a resumable state and ``clip.log.jsonl``.
 
@@ -271,6 +271,8 @@ def train_clip(
     with a named object pushed half over the canvas edge (:func:`cut_variant`); weighted like the hard
     negatives, the caption must prefer the whole scene to that cut one; a fine-tune keeps its own log
     and state (``clip_finetune.log.jsonl``, ``state/clip_finetune_state.pt``) so the first stage's stay.
+    ``kinds`` weighs the caption kinds of the random pairs (default ``PAIR_KINDS``; ``"position"`` adds single
+    objects whose caption always names their place).
     """
     if threads:
         torch.set_num_threads(threads)
@@ -315,7 +317,7 @@ def train_clip(
                 chain_text = encode_text_fast(model, tokenize(runs.texts).to(dev))
             chain_images = runs.step(chain_text, embed_images, lambda im: augment(im, size, gen), rng, gen)
             fixed = list(zip(runs.scenes, runs.specs, runs.texts))
-        scenes, images, texts, specs, owners = make_batch(rng, batch, negatives, fixed=fixed)
+        scenes, images, texts, specs, owners = make_batch(rng, batch, negatives, fixed=fixed, kinds=kinds)
         x = batch_images(images, dev)
         if vq is not None and roundtrip_p:
             pick = (torch.rand(len(x), generator=gen) < roundtrip_p).to(dev)
