@@ -1,6 +1,8 @@
 """Probe the toy CLIP on clean rendered scenes: how often the true caption beats a hard negative, per kind of
 change (colour, shape, position, relation, count, swapped colours, ...) and per caption kind; and how often
-a caption prefers its whole scene to the same scene with a named object pushed half over the edge ("cut_image").
+a caption prefers its whole scene to the same scene with a named object pushed half over the edge ("cut_image");
+and, per kind of change, the mean cosine between the true caption's text embedding and the negative's
+("text_cosine": near 1.0 means the text tower barely tells the two captions apart).
 
     python benchmarks/toy_clip_probe.py [--n 600] [--clip checkpoints/toy/clip.pt]
 """
@@ -26,25 +28,32 @@ def _pairs(rng: np.random.Generator, n: int):
             yield (kind, *sample_pair(rng, kind=kind))
 
 
+def _text_embeds(model, texts: list[str]) -> torch.Tensor:
+    with torch.no_grad():
+        return F.normalize(model.encode_text(tokenize(texts)), dim=-1)
+
+
 def _similarities(model, images: list[np.ndarray], texts: list[str]) -> torch.Tensor:
     """(images, texts) cosine similarities of rendered uint8 images and captions."""
     x = torch.from_numpy(np.stack(images).astype(np.float32) / 255).permute(0, 3, 1, 2)
     x = F.interpolate(x, size=model.visual.image_size[0], mode="area")
     with torch.no_grad():
         img = F.normalize(model.encode_image(normalize(x, model)), dim=-1)
-        txt = F.normalize(model.encode_text(tokenize(texts)), dim=-1)
-    return img @ txt.T
+    return img @ _text_embeds(model, texts).T
 
 
 def probe(clip_path: str, n: int = 600, seed: int = 777) -> dict:
     model = create_toy_clip(clip_path).eval()
     rng = np.random.default_rng(seed)
-    by_change, by_kind = defaultdict(list), defaultdict(list)
+    by_change, by_kind, text_cosine = defaultdict(list), defaultdict(list), defaultdict(list)
     for kind, scene, spec in _pairs(rng, n):
         neg = hard_negative(spec, scene, rng)
         if neg is None:
             continue
-        s = _similarities(model, [render(scene)], [spec_text(spec), spec_text(neg[0])])[0]
+        texts = [spec_text(spec), spec_text(neg[0])]
+        s = _similarities(model, [render(scene)], texts)[0]
+        t = _text_embeds(model, texts)
+        text_cosine[neg[1]].append(float(t[0] @ t[1]))
         win = float(s[0] > s[1])
         by_change[neg[1]].append(win)
         by_kind[kind].append(win)
@@ -55,7 +64,8 @@ def probe(clip_path: str, n: int = 600, seed: int = 777) -> dict:
             s = _similarities(model, [render(scene), render(variant)], [spec_text(spec)])[:, 0]
             by_change["cut_image"].append(float(s[0] > s[1]))
     return {"by_change": {k: (round(float(np.mean(v)), 3), len(v)) for k, v in sorted(by_change.items())},
-            "by_kind": {k: (round(float(np.mean(v)), 3), len(v)) for k, v in by_kind.items()}}
+            "by_kind": {k: (round(float(np.mean(v)), 3), len(v)) for k, v in by_kind.items()},
+            "text_cosine": {k: round(float(np.mean(v)), 4) for k, v in sorted(text_cosine.items())}}
 
 
 if __name__ == "__main__":
