@@ -155,7 +155,8 @@ def _build_config(prompt: str | None, config: str | Path | None, overrides: dict
 
 
 def generate(prompt: str | None = None, *, config: str | Path | None = None, overrides: list[str] | None = None,
-             base: DictConfig | None = None, write: bool = True, progress: bool = True, **options: Any) -> Result:
+             base: DictConfig | None = None, write: bool = True, progress: bool = True, echo: bool = True,
+             **options: Any) -> Result:
     """Make an image from a prompt.
 
     Args:
@@ -165,6 +166,8 @@ def generate(prompt: str | None = None, *, config: str | Path | None = None, ove
         base: a config to start from (e.g. one read from an earlier PNG).
         write: write a run directory (PNG, frames, log, state); ``False`` keeps everything in memory.
         progress: show a progress bar.
+        echo: print the run's notes (a rounded size, the chosen start colour, ...) to stderr; they are in
+            ``Result.messages`` either way.
         **options: config keys, top-level or dotted (``iterations=50``, ``size=[64, 64]``,
             ``**{"optim.lr": 0.2}``).
 
@@ -172,7 +175,7 @@ def generate(prompt: str | None = None, *, config: str | Path | None = None, ove
         Result with the final PIL image, the run directory and the per-step losses.
     """
     cfg = _build_config(prompt, config, options, overrides, base)
-    return _execute(cfg, write=write, progress=progress)
+    return _execute(cfg, write=write, progress=progress, echo=echo)
 
 
 def resume(run_dir: str | Path, *, iterations: int | None = None, progress: bool = True) -> Result:
@@ -194,9 +197,9 @@ def resume(run_dir: str | Path, *, iterations: int | None = None, progress: bool
 
 
 def _execute(cfg: DictConfig, *, write: bool, progress: bool, run_dir: Path | None = None,
-             state: dict | None = None) -> Result:
+             state: dict | None = None, echo: bool = True) -> Result:
     session = build_session(cfg, state=state)
-    for message in session.messages:
+    for message in session.messages if echo else ():
         print(f"pixgen: {message}", file=sys.stderr)
     start = int(state["step"]) if state else 0
     if state is not None:

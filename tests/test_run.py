@@ -223,3 +223,13 @@ def test_toy_preset_starts_from_the_background_the_prompt_names(background, rgb)
 
     session = build_session(_build_config(f"a red circle on a {background} background", None, {"model": "toy"}, None))
     assert any(f"started from flat {','.join(map(str, rgb))}" in m for m in session.messages)
+
+
+@pytest.mark.parametrize("echo", [True, False])
+def test_run_notes_are_printed_only_when_echo_is_on_and_always_returned(echo, capsys):
+    import pixgen
+
+    result = pixgen.generate("a castle", model="random-tiny", size=[64, 64], iterations=1,
+                             init_color=[[20, 20, 20], [240, 240, 240]], write=False, progress=False, echo=echo)
+    note = next(m for m in result.messages if "best of 2 start colours" in m)
+    assert (f"pixgen: {note}" in capsys.readouterr().err) is echo

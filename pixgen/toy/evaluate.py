@@ -194,7 +194,7 @@ def run_suite(
     for item, seed in jobs:
         c0, w0 = time.process_time(), time.time()
         result = pixgen.generate(item.prompt, config=str(config) if config else None, model="toy", seed=seed,
-                                 size=list(size), write=False, progress=False, **options)
+                                 size=list(size), write=False, progress=False, echo=False, **options)
         cpu, wall = time.process_time() - c0, time.time() - w0
         start = random_start(seed, size)
         got, base = evaluator.read([result.image, start])
