@@ -160,7 +160,8 @@ def test_clip_training_refuses_chains_without_a_vqgan(tmp_path):
 
 
 @needs
-def test_interrupted_and_resumed_clip_training_matches_a_straight_run(tmp_path, monkeypatch):
+@pytest.mark.parametrize("aux_layout", [0.0, 1.0])
+def test_interrupted_and_resumed_clip_training_matches_a_straight_run(tmp_path, monkeypatch, aux_layout):
     import pixgen.toy.train_clip as tc
 
     def setup(d):
@@ -170,7 +171,7 @@ def test_interrupted_and_resumed_clip_training_matches_a_straight_run(tmp_path, 
         return d
 
     kwargs = dict(steps=3, batch=5, negatives=1, junk=2, chains=2, roundtrip_p=0.5, init=TOY / "clip.pt",
-                  threads=None, log_every=1, save_every=1, progress=False, lr=1e-4, warmup=1)
+                  threads=None, log_every=1, save_every=1, progress=False, lr=1e-4, warmup=1, aux_layout=aux_layout)
     straight = setup(tmp_path / "straight")
     tc.train_clip(straight, **kwargs)
 
@@ -191,3 +192,31 @@ def test_interrupted_and_resumed_clip_training_matches_a_straight_run(tmp_path, 
     one = [json.loads(x)["loss"] for x in (straight / "clip_finetune.log.jsonl").read_text().splitlines()]
     two = [json.loads(x)["loss"] for x in (stopped / "clip_finetune.log.jsonl").read_text().splitlines()]
     assert one == two and len(one) == 3
+    if aux_layout:  # the training-only heads are kept in the state (so the resume above matched), not in clip.pt
+        assert "layout_heads" in tc.load_state(stopped / "state" / "clip_finetune_state.pt")
+        assert not any(k.startswith(("image.", "text.")) for k in a)
+        assert all("aux_image" in json.loads(x) for x in (stopped / "clip_finetune.log.jsonl").read_text().splitlines())
+
+
+def test_layout_heads_read_the_cells_and_the_named_place_and_relation():
+    from pixgen.toy.captions import RELATIONS, Ref, Spec
+    from pixgen.toy.train_clip import LayoutHeads
+    from pixgen.toy.world import COLOUR_NAMES, Obj, Scene
+
+    scene = Scene("gray", [Obj("circle", "red", "large", 0, 1, 11, 32, 24), Obj("cross", "cyan", "small", 2, 2, 52, 52, 12)])
+    cells = LayoutHeads.cell_labels(scene)
+    assert cells[3] == 1 + COLOUR_NAMES.index("red") and cells[8] == 1 + COLOUR_NAMES.index("cyan")
+    assert sum(1 for c in cells if c) == 2
+    none = len(RELATIONS)
+    assert LayoutHeads.text_labels(Spec("objects", (Ref("red", "circle", col=0),))) == (0, 3, none)
+    assert LayoutHeads.text_labels(Spec("objects", (Ref("red", "circle", col=2, row=0),))) == (2, 0, none)
+    assert LayoutHeads.text_labels(Spec("objects", (Ref("red", "circle"),))) == (3, 3, none)
+    relation = Spec("relation", (Ref("red", "circle"), Ref("blue", "square")), relation="below")
+    assert LayoutHeads.text_labels(relation) == (3, 3, RELATIONS.index("below"))
+
+    heads = LayoutHeads(16)
+    img = F.normalize(torch.randn(1, 16), dim=-1).requires_grad_(True)
+    txt = F.normalize(torch.randn(1, 16), dim=-1).requires_grad_(True)
+    image_loss, text_loss = heads.losses(img, [scene], txt, [relation])
+    (image_loss + text_loss).backward()
+    assert img.grad.abs().sum() > 0 and txt.grad.abs().sum() > 0  # the heads teach the embeddings

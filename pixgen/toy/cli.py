@@ -89,7 +89,12 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
                    kinds: Optional[str] = typer.Option(
                        None, "--kinds", help="Weights of the caption kinds in each batch, KIND=W,... over the default "
                                              "mix (single=0.3,two=0.2,relation=0.22,count=0.18,multi=0.1); "
-                                             "position=W adds single objects whose caption names their place.")) -> None:
+                                             "position=W adds single objects whose caption names their place."),
+                   aux_layout: float = typer.Option(
+                       0.0, "--aux-layout", min=0.0,
+                       help="Weight of training-only heads that read each grid cell's colour from the image embedding "
+                            "and the named place and relation from the caption embedding (teaches the CLIP layout).")
+                   ) -> None:
     """Train the toy CLIP with hard negatives; writes OUT/clip.pt and OUT/clip.log.jsonl.
 
     Uses OUT/vqgan.ckpt for the random-code "junk" images (if present) and for --chains and --roundtrip
@@ -112,7 +117,7 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
                threads=threads or None, lr=lr, warmup=warmup,
                hard_weight=hard_weight, init=init, chains=chains, chain_weight=chain_weight, chain_flat=chain_flat,
                roundtrip_p=roundtrip, chain_cutouts=chain_cutouts, cut_p=cut,
-               chain_flat_colours=colours, kinds=kind_weights)
+               chain_flat_colours=colours, kinds=kind_weights, aux_layout=aux_layout)
     typer.echo(str(out / "clip.pt"))
 
 

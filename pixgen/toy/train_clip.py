@@ -29,10 +29,10 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from pixgen.toy.adversarial import AdversarialChains
-from pixgen.toy.captions import Spec, hard_negative, holds, sample_pair, spec_text
+from pixgen.toy.captions import RELATIONS, Spec, hard_negative, holds, sample_pair, spec_text
 from pixgen.toy.training import (TrainLog, batch_images, load_state, load_toy_vqgan, pick_device, reconstruct,
                                  restore, save_state, seed_everything)
-from pixgen.toy.world import CANVAS, Scene, render
+from pixgen.toy.world import CANVAS, COLOUR_NAMES, Scene, render
 
 __all__ = ["CLIP_NAME", "CONFIG_DIR", "create_toy_clip", "tokenize", "encode_text_fast", "augment", "train_clip", "save_clip"]
 
@@ -240,6 +240,53 @@ def save_clip(model: torch.nn.Module, path: str | Path) -> Path:
     return path
 
 
+class LayoutHeads(torch.nn.Module):
+    """Training-only linear heads on the CLIP's unit embeddings (``--aux-layout``; never saved in clip.pt).
+
+    The image head reads each of the 9 grid cells' content (empty or one of the colours) from the image
+    embedding; the text head reads the column and row a caption names for its one object (or none) and its
+    relation (or none) from the caption embedding. Contrastive training alone leaves the toy CLIP almost blind
+    to place: captions that differ only in "left"/"right" get text embeddings at cosine 0.997. The heads make
+    both towers carry layout, which the contrastive and hard-negative terms can then align.
+    """
+
+    SCALE = 10.0  # unit embeddings are small; scaled so the heads' logits can grow without large weights
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.image = torch.nn.Linear(dim, 9 * (1 + len(COLOUR_NAMES)))
+        self.text = torch.nn.Linear(dim, 4 + 4 + 1 + len(RELATIONS))
+
+    @staticmethod
+    def cell_labels(scene: Scene) -> list[int]:
+        labels = [0] * 9
+        for o in scene.objects:
+            labels[o.row * 3 + o.col] = 1 + COLOUR_NAMES.index(o.colour)
+        return labels
+
+    @staticmethod
+    def text_labels(spec: Spec) -> tuple[int, int, int]:
+        col = row = 3
+        if spec.kind == "objects" and len(spec.refs) == 1:
+            ref = spec.refs[0]
+            col = 3 if ref.col is None else ref.col
+            row = 3 if ref.row is None else ref.row
+        relation = RELATIONS.index(spec.relation) if spec.kind == "relation" and spec.relation else len(RELATIONS)
+        return col, row, relation
+
+    def losses(self, img: torch.Tensor, scenes: list[Scene], txt: torch.Tensor,
+               specs: list[Spec]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy of the image head on ``scenes`` and of the text head on ``specs`` (unit embeddings)."""
+        cells = torch.tensor([self.cell_labels(s) for s in scenes], device=img.device)
+        logits = self.image(img * self.SCALE).view(len(scenes), 9, -1)
+        image_loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), cells.reshape(-1))
+        labels = torch.tensor([self.text_labels(s) for s in specs], device=txt.device)
+        out = self.text(txt * self.SCALE)
+        text_loss = (F.cross_entropy(out[:, :4], labels[:, 0]) + F.cross_entropy(out[:, 4:8], labels[:, 1])
+                     + F.cross_entropy(out[:, 8:], labels[:, 2]))
+        return image_loss, text_loss
+
+
 def _param_groups(model: torch.nn.Module, weight_decay: float):
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -256,6 +303,7 @@ def train_clip(
     chain_life: tuple[int, int] = (20, 120), chain_flat: float = 0.0, roundtrip_p: float = 0.0,
     init: str | Path | None = None, chain_cutouts: int = 1, cut_p: float = 0.0,
     chain_flat_colours: list[tuple[int, int, int]] | None = None, kinds: dict[str, float] | None = None,
+    aux_layout: float = 0.0,
 ) -> torch.nn.Module:
     """Train (or resume) the toy CLIP; writes ``clip.pt``, a resumable state and ``clip.log.jsonl``.
 
@@ -272,7 +320,8 @@ def train_clip(
     negatives, the caption must prefer the whole scene to that cut one; a fine-tune keeps its own log
     and state (``clip_finetune.log.jsonl``, ``state/clip_finetune_state.pt``) so the first stage's stay.
     ``kinds`` weighs the caption kinds of the random pairs (default ``PAIR_KINDS``; ``"position"`` adds single
-    objects whose caption always names their place).
+    objects whose caption always names their place). ``aux_layout`` > 0 adds :class:`LayoutHeads` with
+    that weight (training only).
     """
     if threads:
         torch.set_num_threads(threads)
@@ -285,7 +334,11 @@ def train_clip(
         weights = torch.load(init, map_location="cpu", weights_only=True)
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
     size = model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size
-    opt = torch.optim.AdamW(_param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.98), eps=1e-6)
+    heads = LayoutHeads(model.text_projection.shape[1]).to(dev) if aux_layout else None
+    groups = _param_groups(model, weight_decay)
+    if heads is not None:
+        groups.append({"params": list(heads.parameters()), "weight_decay": 0.0})
+    opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), eps=1e-6)
     vq = load_toy_vqgan(out, dev) if chains or roundtrip_p else None
     runs = (AdversarialChains(vq, chains, rng, gen, life=chain_life, flat_p=chain_flat, cutouts=chain_cutouts,
                                 flat_rgb=chain_flat_colours or (128, 128, 128))
@@ -298,6 +351,8 @@ def train_clip(
         start = restore(state, model, opt, rng, gen)
         if runs is not None and "chains" in state:
             runs.load_state_dict(state["chains"])
+        if heads is not None and "layout_heads" in state:
+            heads.load_state_dict(state["layout_heads"])
     log = TrainLog(out / f"{stage}.log.jsonl", resume=state is not None)
     pool = JunkPool(out, seed=seed)
 
@@ -364,6 +419,10 @@ def train_clip(
             cut_logits = scale * (img_all[len(all_scenes):] * txt[own]).sum(-1)
             cut_gap = (logits[own, own] - cut_logits).detach()
             loss = loss + hard_weight * F.softplus(cut_logits - logits[own, own]).mean()
+        aux = None
+        if heads is not None:
+            aux = heads.losses(img[:nb], list(scenes), txt, list(specs))
+            loss = loss + aux_layout * (aux[0] + aux[1])
         adv_gap = None
         if chain_images is not None:  # the chain's caption must prefer the clean render to the chain's image
             k = torch.arange(len(chain_images), device=dev)
@@ -387,6 +446,8 @@ def train_clip(
                 metrics["hard_neg_acc"] = hn_wins / hn_total
             if cut_gap is not None:  # share of cut scenes the caption ranks below the whole scene
                 metrics["cut_acc"] = (cut_gap > 0).float().mean().item()
+            if aux is not None:
+                metrics["aux_image"], metrics["aux_text"] = aux[0].item(), aux[1].item()
             if adv_gap is not None:  # share of chains whose clean render wins, and the mean cosine gap
                 metrics["chain_acc"] = (adv_gap > 0).float().mean().item()
                 metrics["chain_gap"] = (adv_gap / scale).mean().item()
@@ -395,6 +456,8 @@ def train_clip(
                             adv=f"{metrics.get('chain_acc', 0):.2f}")
         if (step + 1) % save_every == 0 or step == steps - 1:
             extra_state = {"chains": runs.state_dict()} if runs is not None else {}
+            if heads is not None:
+                extra_state["layout_heads"] = heads.state_dict()
             save_state(state_path, model=model.state_dict(), opt=opt.state_dict(), rng=rng.bit_generator.state,
                        gen=gen.get_state(), step=step + 1, **extra_state)
             save_clip(model, out / "clip.pt")
