@@ -2,7 +2,9 @@
 change (colour, shape, position, relation, count, swapped colours, ...) and per caption kind; and how often
 a caption prefers its whole scene to the same scene with a named object pushed half over the edge ("cut_image");
 and, per kind of change, the mean cosine between the true caption's text embedding and the negative's
-("text_cosine": near 1.0 means the text tower barely tells the two captions apart).
+("text_cosine": near 1.0 means the text tower barely tells the two captions apart). The mixed sample holds
+few position and relation negatives, so "spatial" adds 200 scenes each whose caption names a place (a
+single object) or a relation, each against the same caption with the place or relation flipped.
 
     python benchmarks/toy_clip_probe.py [--n 600] [--clip checkpoints/toy/clip.pt]
 """
@@ -63,7 +65,20 @@ def probe(clip_path: str, n: int = 600, seed: int = 777) -> dict:
         if variant is not None:
             s = _similarities(model, [render(scene), render(variant)], [spec_text(spec)])[:, 0]
             by_change["cut_image"].append(float(s[0] > s[1]))
-    return {"by_change": {k: (round(float(np.mean(v)), 3), len(v)) for k, v in sorted(by_change.items())},
+    spatial = {}
+    for kind in ("position", "relation"):
+        spatial_rng = np.random.default_rng(seed + 2)
+        wins = []
+        while len(wins) < 200:
+            scene, spec = sample_pair(spatial_rng, weights={kind: 1.0})
+            for _ in range(6):
+                neg = hard_negative(spec, scene, spatial_rng)
+                if neg is not None and neg[1] == kind:
+                    s = _similarities(model, [render(scene)], [spec_text(spec), spec_text(neg[0])])[0]
+                    wins.append(float(s[0] > s[1]))
+                    break
+        spatial[kind] = (round(float(np.mean(wins)), 3), len(wins))
+    return {"spatial": spatial, "by_change": {k: (round(float(np.mean(v)), 3), len(v)) for k, v in sorted(by_change.items())},
             "by_kind": {k: (round(float(np.mean(v)), 3), len(v)) for k, v in by_kind.items()},
             "text_cosine": {k: round(float(np.mean(v)), 4) for k, v in sorted(text_cosine.items())}}
 
