@@ -35,13 +35,16 @@ def _text_embeds(model, texts: list[str]) -> torch.Tensor:
         return F.normalize(model.encode_text(tokenize(texts)), dim=-1)
 
 
-def _similarities(model, images: list[np.ndarray], texts: list[str]) -> torch.Tensor:
-    """(images, texts) cosine similarities of rendered uint8 images and captions."""
+def _image_embeds(model, images: list[np.ndarray]) -> torch.Tensor:
     x = torch.from_numpy(np.stack(images).astype(np.float32) / 255).permute(0, 3, 1, 2)
     x = F.interpolate(x, size=model.visual.image_size[0], mode="area")
     with torch.no_grad():
-        img = F.normalize(model.encode_image(normalize(x, model)), dim=-1)
-    return img @ _text_embeds(model, texts).T
+        return F.normalize(model.encode_image(normalize(x, model)), dim=-1)
+
+
+def _similarities(model, images: list[np.ndarray], texts: list[str]) -> torch.Tensor:
+    """(images, texts) cosine similarities of rendered uint8 images and captions."""
+    return _image_embeds(model, images) @ _text_embeds(model, texts).T
 
 
 def probe(clip_path: str, n: int = 600, seed: int = 777) -> dict:
@@ -52,9 +55,8 @@ def probe(clip_path: str, n: int = 600, seed: int = 777) -> dict:
         neg = hard_negative(spec, scene, rng)
         if neg is None:
             continue
-        texts = [spec_text(spec), spec_text(neg[0])]
-        s = _similarities(model, [render(scene)], texts)[0]
-        t = _text_embeds(model, texts)
+        t = _text_embeds(model, [spec_text(spec), spec_text(neg[0])])  # encoded once: similarities and cosine
+        s = (_image_embeds(model, [render(scene)]) @ t.T)[0]
         text_cosine[neg[1]].append(float(t[0] @ t[1]))
         win = float(s[0] > s[1])
         by_change[neg[1]].append(win)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from pixgen.config import init_colors
 from pixgen.losses import spherical_dist, total_variation
 from pixgen.models.vqgan import VQGAN
 from pixgen.ops import clamp_with_grad, flat_canvas, vector_quantize
@@ -47,8 +48,7 @@ class AdversarialChains:
         self.vqgan, self.n, self.life_range, self.lr, self.tv_weight = vqgan, n, life, lr, tv_weight
         self.flat_p, self.cutouts = flat_p, max(1, int(cutouts))
         book_dev = vqgan.codebook.device
-        colours = [flat_rgb] if isinstance(flat_rgb[0], (int, float)) else list(flat_rgb)
-        flat = flat_canvas(colours, resolution, resolution, book_dev)
+        flat = flat_canvas(init_colors(flat_rgb), resolution, resolution, book_dev)
         with torch.no_grad():
             self.flat_z = vqgan.encode(flat * 2 - 1)  # (colours, d, h, w)
         self.book = vqgan.codebook.detach()

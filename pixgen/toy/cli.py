@@ -1,6 +1,7 @@
 """Command line of the toy world: ``pixgen toy train vqgan|clip|evaluator`` and ``pixgen eval``."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import List, Optional
 
@@ -53,7 +54,7 @@ def parse_kinds(text: str) -> dict[str, float]:
             weight = float(value)
         except ValueError:
             raise PixgenError(f"--kinds: {item.strip()!r} has no numeric weight", hint) from None
-        if not weight >= 0 or weight == float("inf"):
+        if not (math.isfinite(weight) and weight >= 0):
             raise PixgenError(f"--kinds: the weight of {name} must be a finite number >= 0, not {value.strip()}", hint)
         weights[name] = weight
     if sum(weights.values()) <= 0:
