@@ -220,3 +220,22 @@ def test_layout_heads_read_the_cells_and_the_named_place_and_relation():
     image_loss, text_loss = heads.losses(img, [scene], txt, [relation])
     (image_loss + text_loss).backward()
     assert img.grad.abs().sum() > 0 and txt.grad.abs().sum() > 0  # the heads teach the embeddings
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads the resident size from /proc")
+def test_release_freed_memory_hands_freed_heap_back_to_the_os():
+    import os
+
+    from pixgen.toy.training import release_freed_memory
+
+    def rss() -> int:
+        return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    chunks = [torch.ones(25_000) for _ in range(2000)]  # 100 KB each: heap, not mmap, so free() keeps them
+    pin = torch.ones(25_000)  # allocated after them: the heap top cannot shrink past it on its own
+    del chunks
+    before = rss()
+    if not release_freed_memory():
+        pytest.skip("no glibc malloc_trim here")
+    assert before - rss() > 100 * 2**20  # most of the 200 MB freed above is handed back
+    assert pin.sum() == 25_000

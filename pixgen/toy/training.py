@@ -2,6 +2,8 @@
 toy VQGAN that several of them use."""
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
 import time
@@ -12,7 +14,7 @@ import numpy as np
 import torch
 
 __all__ = ["pick_device", "seed_everything", "TrainLog", "save_state", "load_state", "batch_images",
-           "load_toy_vqgan", "reconstruct"]
+           "load_toy_vqgan", "reconstruct", "release_freed_memory"]
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -20,6 +22,32 @@ def pick_device(device: str | None = None) -> torch.device:
     if device:
         return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _libc():
+    name = ctypes.util.find_library("c")
+    try:
+        lib = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return lib if lib is not None and hasattr(lib, "malloc_trim") else None
+
+
+_LIBC = _libc()
+
+
+def release_freed_memory() -> bool:
+    """Hand heap memory that torch has freed back to the OS (glibc ``malloc_trim``); False where unavailable.
+
+    CPU training makes tensors of ever-changing sizes (batches of varying length, chains, crops); glibc keeps
+    the freed pieces in its heap, and the process grew by 10-20 MB a step until the kernel killed it. Trimming
+    every few steps keeps it flat (a run with 32 chains, one thread: 1.05 GB after 80 steps and level, against
+    3.4 GB and rising without).
+    """
+    if _LIBC is None:
+        return False
+    _LIBC.malloc_trim(0)
+    return True
 
 
 def seed_everything(seed: int) -> np.random.Generator:
