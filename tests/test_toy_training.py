@@ -198,21 +198,27 @@ def test_interrupted_and_resumed_clip_training_matches_a_straight_run(tmp_path, 
         assert all("aux_image" in json.loads(x) for x in (stopped / "clip_finetune.log.jsonl").read_text().splitlines())
 
 
-def test_layout_heads_read_the_cells_and_the_named_place_and_relation():
+def test_layout_heads_read_the_cells_and_the_named_place_relation_and_binding():
     from pixgen.toy.captions import RELATIONS, Ref, Spec
     from pixgen.toy.train_clip import LayoutHeads
-    from pixgen.toy.world import COLOUR_NAMES, Obj, Scene
+    from pixgen.toy.world import COLOUR_NAMES, SHAPES, Obj, Scene
 
     scene = Scene("gray", [Obj("circle", "red", "large", 0, 1, 11, 32, 24), Obj("cross", "cyan", "small", 2, 2, 52, 52, 12)])
-    cells = LayoutHeads.cell_labels(scene)
+    cells, shapes = LayoutHeads.cell_labels(scene), LayoutHeads.cell_shapes(scene)
     assert cells[3] == 1 + COLOUR_NAMES.index("red") and cells[8] == 1 + COLOUR_NAMES.index("cyan")
-    assert sum(1 for c in cells if c) == 2
+    assert shapes[3] == 1 + SHAPES.index("circle") and shapes[8] == 1 + SHAPES.index("cross")
+    assert sum(1 for c in cells if c) == 2 and sum(1 for c in shapes if c) == 2
     none = len(RELATIONS)
-    assert LayoutHeads.text_labels(Spec("objects", (Ref("red", "circle", col=0),))) == (0, 3, none)
-    assert LayoutHeads.text_labels(Spec("objects", (Ref("red", "circle", col=2, row=0),))) == (2, 0, none)
-    assert LayoutHeads.text_labels(Spec("objects", (Ref("red", "circle"),))) == (3, 3, none)
+    red, circle = 1 + COLOUR_NAMES.index("red"), 1 + SHAPES.index("circle")
+    blue, square = 1 + COLOUR_NAMES.index("blue"), 1 + SHAPES.index("square")
+    assert LayoutHeads.text_labels(Spec("objects", (Ref("red", "circle", col=0),))) == (0, 3, none, red, circle, 0, 0)
+    assert LayoutHeads.text_labels(Spec("objects", (Ref("red", "circle", col=2, row=0),)))[:3] == (2, 0, none)
+    assert LayoutHeads.text_labels(Spec("objects", (Ref(None, "circle"),))) == (3, 3, none, 0, circle, 0, 0)
     relation = Spec("relation", (Ref("red", "circle"), Ref("blue", "square")), relation="below")
-    assert LayoutHeads.text_labels(relation) == (3, 3, RELATIONS.index("below"))
+    assert LayoutHeads.text_labels(relation) == (3, 3, RELATIONS.index("below"), red, circle, blue, square)
+    # the order of the two objects is part of what the text head must read
+    swapped = Spec("relation", (Ref("blue", "square"), Ref("red", "circle")), relation="below")
+    assert LayoutHeads.text_labels(swapped)[3:] == (blue, square, red, circle)
 
     heads = LayoutHeads(16)
     img = F.normalize(torch.randn(1, 16), dim=-1).requires_grad_(True)

@@ -93,8 +93,9 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
                                              "position=W adds single objects whose caption names their place."),
                    aux_layout: float = typer.Option(
                        0.0, "--aux-layout", min=0.0,
-                       help="Weight of training-only heads that read each grid cell's colour from the image embedding "
-                            "and the named place and relation from the caption embedding (teaches the CLIP layout).")
+                       help="Weight of training-only heads that read each grid cell's colour and shape from the image "
+                            "embedding, and the named place, relation and the colour and shape of each named object "
+                            "(in order) from the caption embedding (teaches the CLIP layout and binding).")
                    ) -> None:
     """Train the toy CLIP with hard negatives; writes OUT/clip.pt and OUT/clip.log.jsonl.
 

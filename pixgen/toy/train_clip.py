@@ -243,47 +243,73 @@ def save_clip(model: torch.nn.Module, path: str | Path) -> Path:
 class LayoutHeads(torch.nn.Module):
     """Training-only linear heads on the CLIP's unit embeddings (``--aux-layout``; never saved in clip.pt).
 
-    The image head reads each of the 9 grid cells' content (empty or one of the colours) from the image
-    embedding; the text head reads the column and row a caption names for its one object (or none) and its
-    relation (or none) from the caption embedding. Contrastive training alone leaves the toy CLIP almost blind
+    The image head reads each of the 9 grid cells' content from the image embedding: its colour (or empty)
+    and its shape (or empty). The text head reads from the caption embedding the column and row a caption
+    names for its one object (or none), its relation (or none), and the colour and shape of the first and
+    second object it names (or none), in the caption's order, so that "a red circle above a blue square" and
+    "a blue square above a red circle" must differ. Contrastive training alone leaves the toy CLIP almost blind
     to place: captions that differ only in "left"/"right" get text embeddings at cosine 0.997. The heads make
-    both towers carry layout, which the contrastive and hard-negative terms can then align.
+    both towers carry layout and which colour goes with which shape where, which the contrastive and
+    hard-negative terms can then align.
     """
 
     SCALE = 10.0  # unit embeddings are small; scaled so the heads' logits can grow without large weights
+    N_COLOURS = 1 + len(COLOUR_NAMES)  # none, then each colour
+    N_SHAPES = 1 + len(SHAPES)  # none, then each shape
+    # text head outputs: column (4), row (4), relation, then colour and shape of the first and second object
+    TEXT_SPLITS = (4, 4, 1 + len(RELATIONS), N_COLOURS, N_SHAPES, N_COLOURS, N_SHAPES)
 
     def __init__(self, dim: int):
         super().__init__()
-        self.image = torch.nn.Linear(dim, 9 * (1 + len(COLOUR_NAMES)))
-        self.text = torch.nn.Linear(dim, 4 + 4 + 1 + len(RELATIONS))
+        self.image = torch.nn.Linear(dim, 9 * (self.N_COLOURS + self.N_SHAPES))
+        self.text = torch.nn.Linear(dim, sum(self.TEXT_SPLITS))
 
     @staticmethod
     def cell_labels(scene: Scene) -> list[int]:
+        """Per grid cell (row-major): 0 when empty, else 1 + the colour's index."""
         labels = [0] * 9
         for o in scene.objects:
             labels[o.row * 3 + o.col] = 1 + COLOUR_NAMES.index(o.colour)
         return labels
 
     @staticmethod
-    def text_labels(spec: Spec) -> tuple[int, int, int]:
+    def cell_shapes(scene: Scene) -> list[int]:
+        """Per grid cell (row-major): 0 when empty, else 1 + the shape's index."""
+        labels = [0] * 9
+        for o in scene.objects:
+            labels[o.row * 3 + o.col] = 1 + SHAPES.index(o.shape)
+        return labels
+
+    @staticmethod
+    def text_labels(spec: Spec) -> tuple[int, ...]:
+        """(column, row, relation, first colour, first shape, second colour, second shape); the last of each
+        range means "not named" for column, row and relation, 0 for the colours and shapes."""
         col = row = 3
         if spec.kind == "objects" and len(spec.refs) == 1:
             ref = spec.refs[0]
             col = 3 if ref.col is None else ref.col
             row = 3 if ref.row is None else ref.row
         relation = RELATIONS.index(spec.relation) if spec.kind == "relation" and spec.relation else len(RELATIONS)
-        return col, row, relation
+        named: list[int] = []
+        for i in range(2):
+            ref = spec.refs[i] if i < len(spec.refs) else None
+            named.append(0 if ref is None or ref.colour is None else 1 + COLOUR_NAMES.index(ref.colour))
+            named.append(0 if ref is None else 1 + SHAPES.index(ref.shape))
+        return (col, row, relation, *named)
 
     def losses(self, img: torch.Tensor, scenes: list[Scene], txt: torch.Tensor,
                specs: list[Spec]) -> tuple[torch.Tensor, torch.Tensor]:
         """Cross-entropy of the image head on ``scenes`` and of the text head on ``specs`` (unit embeddings)."""
-        cells = torch.tensor([self.cell_labels(s) for s in scenes], device=img.device)
-        logits = self.image(img * self.SCALE).view(len(scenes), 9, -1)
-        image_loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), cells.reshape(-1))
+        n = len(scenes)
+        out = self.image(img * self.SCALE)
+        colours = out[:, :9 * self.N_COLOURS].reshape(n * 9, self.N_COLOURS)
+        shapes = out[:, 9 * self.N_COLOURS:].reshape(n * 9, self.N_SHAPES)
+        cells = torch.tensor([self.cell_labels(s) for s in scenes], device=img.device).view(-1)
+        kinds = torch.tensor([self.cell_shapes(s) for s in scenes], device=img.device).view(-1)
+        image_loss = F.cross_entropy(colours, cells) + F.cross_entropy(shapes, kinds)
         labels = torch.tensor([self.text_labels(s) for s in specs], device=txt.device)
-        out = self.text(txt * self.SCALE)
-        text_loss = (F.cross_entropy(out[:, :4], labels[:, 0]) + F.cross_entropy(out[:, 4:8], labels[:, 1])
-                     + F.cross_entropy(out[:, 8:], labels[:, 2]))
+        parts = self.text(txt * self.SCALE).split(self.TEXT_SPLITS, dim=1)
+        text_loss = sum(F.cross_entropy(part, labels[:, i]) for i, part in enumerate(parts))
         return image_loss, text_loss
 
 
