@@ -159,6 +159,18 @@ def test_clip_training_refuses_chains_without_a_vqgan(tmp_path):
     assert "vqgan.ckpt" in result.output and "pixgen toy train vqgan" in result.output
 
 
+@pytest.mark.parametrize("model", ["vqgan", "clip", "evaluator"])
+def test_toy_training_refuses_a_thread_count_below_one_like_generate(tmp_path, model):
+    from typer.testing import CliRunner
+
+    from pixgen.cli import app
+
+    result = CliRunner().invoke(app, ["toy", "train", model, "--out", str(tmp_path), "--threads", "0", "--steps", "1"])
+    assert result.exit_code == 2
+    assert "--threads 0 is not a thread count" in result.output
+    assert not (tmp_path / "state").exists()  # refused before any training started
+
+
 @needs
 @pytest.mark.parametrize("aux_layout", [0.0, 1.0])
 def test_interrupted_and_resumed_clip_training_matches_a_straight_run(tmp_path, monkeypatch, aux_layout):

@@ -19,7 +19,7 @@ _OUT = typer.Option(Path("checkpoints/toy"), "--out", "-o", help="Directory for 
 _SEED = typer.Option(0, "--seed", "-s", help="Seed for weights and data.")
 _RESUME = typer.Option(False, "--resume", help="Continue from OUT/state/ where a run stopped.")
 _DEVICE = typer.Option(None, "--device", help="cpu or cuda (default: cuda when present).")
-_THREADS = typer.Option(1, "--threads", help="CPU threads (0 = torch's default).")
+_THREADS = typer.Option(1, "--threads", help="CPU threads for torch (default 1: lean and repeatable; 2 or more may be faster).")
 
 
 def _check_out(out: Path) -> None:
@@ -35,7 +35,8 @@ def train_vqgan_cmd(out: Path = _OUT, steps: int = typer.Option(900, "--steps"),
     from pixgen.toy.train_vqgan import train_vqgan
 
     _check_out(out)
-    train_vqgan(out, steps=steps, seed=seed, batch=batch, resume=resume, device=device, threads=threads or None)
+    set_threads(threads)
+    train_vqgan(out, steps=steps, seed=seed, batch=batch, resume=resume, device=device, threads=threads)
     typer.echo(str(out / "vqgan.ckpt"))
 
 
@@ -105,6 +106,7 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
     from pixgen.toy.train_clip import train_clip
 
     _check_out(out)
+    set_threads(threads)
     if init is not None and not init.is_file():
         raise PixgenError(f"--init {init} not found", "give the clip.pt of an earlier `pixgen toy train clip` run")
     if (chains or roundtrip) and not (out / "vqgan.ckpt").is_file():
@@ -116,7 +118,7 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
     colours = parse_colours(chain_flat_colours, "--chain-flat-colours") if chain_flat_colours else None
     kind_weights = parse_kinds(kinds) if kinds else None
     train_clip(out, steps=steps, seed=seed, batch=batch, negatives=negatives, resume=resume, device=device,
-               threads=threads or None, lr=lr, warmup=warmup,
+               threads=threads, lr=lr, warmup=warmup,
                hard_weight=hard_weight, init=init, chains=chains, chain_weight=chain_weight, chain_flat=chain_flat,
                roundtrip_p=roundtrip, chain_cutouts=chain_cutouts, cut_p=cut,
                chain_flat_colours=colours, kinds=kind_weights, aux_layout=aux_layout)
@@ -131,7 +133,8 @@ def train_evaluator_cmd(out: Path = _OUT, steps: int = typer.Option(600, "--step
     from pixgen.toy.train_evaluator import train_evaluator
 
     _check_out(out)
-    train_evaluator(out, steps=steps, seed=seed, batch=batch, resume=resume, device=device, threads=threads or None)
+    set_threads(threads)
+    train_evaluator(out, steps=steps, seed=seed, batch=batch, resume=resume, device=device, threads=threads)
     typer.echo((out / "evaluator_heldout.json").read_text())
 
 
