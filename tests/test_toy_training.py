@@ -172,8 +172,8 @@ def test_toy_training_refuses_a_thread_count_below_one_like_generate(tmp_path, m
 
 
 @needs
-@pytest.mark.parametrize("aux_layout", [0.0, 1.0])
-def test_interrupted_and_resumed_clip_training_matches_a_straight_run(tmp_path, monkeypatch, aux_layout):
+@pytest.mark.parametrize("aux_layout,aux_relation", [(0.0, 0.0), (1.0, 1.0)])
+def test_interrupted_and_resumed_clip_training_matches_a_straight_run(tmp_path, monkeypatch, aux_layout, aux_relation):
     import pixgen.toy.train_clip as tc
 
     def setup(d):
@@ -183,7 +183,8 @@ def test_interrupted_and_resumed_clip_training_matches_a_straight_run(tmp_path, 
         return d
 
     kwargs = dict(steps=3, batch=5, negatives=1, junk=2, chains=2, roundtrip_p=0.5, init=TOY / "clip.pt",
-                  threads=None, log_every=1, save_every=1, progress=False, lr=1e-4, warmup=1, aux_layout=aux_layout)
+                  threads=None, log_every=1, save_every=1, progress=False, lr=1e-4, warmup=1, aux_layout=aux_layout,
+                  aux_relation=aux_relation)
     straight = setup(tmp_path / "straight")
     tc.train_clip(straight, **kwargs)
 
@@ -205,9 +206,33 @@ def test_interrupted_and_resumed_clip_training_matches_a_straight_run(tmp_path, 
     two = [json.loads(x)["loss"] for x in (stopped / "clip_finetune.log.jsonl").read_text().splitlines()]
     assert one == two and len(one) == 3
     if aux_layout:  # the training-only heads are kept in the state (so the resume above matched), not in clip.pt
-        assert "layout_heads" in tc.load_state(stopped / "state" / "clip_finetune_state.pt")
-        assert not any(k.startswith(("image.", "text.")) for k in a)
-        assert all("aux_image" in json.loads(x) for x in (stopped / "clip_finetune.log.jsonl").read_text().splitlines())
+        state = tc.load_state(stopped / "state" / "clip_finetune_state.pt")
+        assert "layout_heads" in state and "relation_head" in state
+        assert not any(k.startswith(("image.", "text.", "head.")) for k in a)
+        rows = [json.loads(x) for x in (stopped / "clip_finetune.log.jsonl").read_text().splitlines()]
+        assert all("aux_image" in r and "aux_relation" in r for r in rows)
+
+
+def test_relation_head_labels_each_colour_pair_by_row_and_column():
+    from pixgen.toy.train_clip import RelationHead
+    from pixgen.toy.world import COLOUR_NAMES, Obj, Scene
+
+    red, cyan, blue = (COLOUR_NAMES.index(c) for c in ("red", "cyan", "blue"))
+    scene = Scene("gray", [Obj("circle", "red", "large", 0, 1, 11, 32, 24), Obj("cross", "cyan", "small", 2, 2, 52, 52, 12),
+                           Obj("square", "blue", "small", 2, 0, 52, 11, 12), Obj("square", "blue", "small", 1, 2, 32, 52, 12)])
+    labels = dict(zip(RelationHead.PAIRS, RelationHead.labels(scene)))
+    a, b = sorted((red, cyan))
+    # red sits at column 0, row 1; cyan at column 2, row 2: red is above and left of cyan
+    assert labels[(a, b)] == ((0, 0) if a == red else (2, 2))
+    assert labels[tuple(sorted((red, blue)))] == (-1, -1)  # blue appears twice: no single place to compare
+    assert sum(1 for v in labels.values() if v != (-1, -1)) == 1
+    head = RelationHead(16)
+    img = F.normalize(torch.randn(1, 16), dim=-1).requires_grad_(True)
+    head.loss(img, [scene]).backward()
+    assert img.grad.abs().sum() > 0
+    lonely = Scene("gray", [Obj("circle", "red", "large", 0, 1, 11, 32, 24)])
+    with torch.no_grad():
+        assert head.loss(img, [lonely]).item() == 0.0  # no pair to compare: no loss, no NaN
 
 
 def test_layout_heads_read_the_cells_and_the_named_place_relation_and_binding():

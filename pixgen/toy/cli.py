@@ -96,7 +96,11 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
                        0.0, "--aux-layout", min=0.0,
                        help="Weight of training-only heads that read each grid cell's colour and shape from the image "
                             "embedding, and the named place, relation and the colour and shape of each named object "
-                            "(in order) from the caption embedding (teaches the CLIP layout and binding).")
+                            "(in order) from the caption embedding (teaches the CLIP layout and binding)."),
+                   aux_relation: float = typer.Option(
+                       0.0, "--aux-relation", min=0.0,
+                       help="Weight of a training-only head that reads from the image embedding which of each two "
+                            "colours is above / left of the other (teaches the comparisons relation captions ask).")
                    ) -> None:
     """Train the toy CLIP with hard negatives; writes OUT/clip.pt and OUT/clip.log.jsonl.
 
@@ -121,7 +125,8 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
                threads=threads, lr=lr, warmup=warmup,
                hard_weight=hard_weight, init=init, chains=chains, chain_weight=chain_weight, chain_flat=chain_flat,
                roundtrip_p=roundtrip, chain_cutouts=chain_cutouts, cut_p=cut,
-               chain_flat_colours=colours, kinds=kind_weights, aux_layout=aux_layout)
+               chain_flat_colours=colours, kinds=kind_weights, aux_layout=aux_layout,
+               aux_relation=aux_relation)
     typer.echo(str(out / "clip.pt"))
 
 

@@ -313,6 +313,43 @@ class LayoutHeads(torch.nn.Module):
         return image_loss, text_loss
 
 
+class RelationHead(torch.nn.Module):
+    """Training-only head (``--aux-relation``): reads from the image embedding, for every pair of colours
+    present once each, whether the first is above, level with or below the second, and left of, level with or
+    right of it (grid rows and columns). Relation captions ask for exactly this comparison; the contrastive
+    terms alone never taught it (relation probe at chance through the layout fine-tunes).
+    """
+
+    PAIRS = [(a, b) for a in range(len(COLOUR_NAMES)) for b in range(a + 1, len(COLOUR_NAMES))]
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.head = torch.nn.Linear(dim, len(self.PAIRS) * 6)
+
+    @classmethod
+    def labels(cls, scene: Scene) -> list[tuple[int, int]]:
+        """Per colour pair: (vertical, horizontal) with 0 = first above/left of second, 1 = same row/column,
+        2 = below/right; (-1, -1) where either colour is absent or appears more than once."""
+        where: dict[int, list[tuple[int, int]]] = {}
+        for o in scene.objects:
+            where.setdefault(COLOUR_NAMES.index(o.colour), []).append((o.row, o.col))
+        out = []
+        for a, b in cls.PAIRS:
+            if len(where.get(a, ())) != 1 or len(where.get(b, ())) != 1:
+                out.append((-1, -1))
+                continue
+            (ra, ca), (rb, cb) = where[a][0], where[b][0]
+            out.append((1 + (ra > rb) - (ra < rb), 1 + (ca > cb) - (ca < cb)))
+        return out
+
+    def loss(self, img: torch.Tensor, scenes: list[Scene]) -> torch.Tensor:
+        labels = torch.tensor([self.labels(s) for s in scenes], device=img.device).view(-1)
+        logits = self.head(img * LayoutHeads.SCALE).view(-1, 3)
+        if not (labels >= 0).any():
+            return logits.sum() * 0
+        return F.cross_entropy(logits, labels, ignore_index=-1)
+
+
 def _param_groups(model: torch.nn.Module, weight_decay: float):
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -329,7 +366,7 @@ def train_clip(
     chain_life: tuple[int, int] = (20, 120), chain_flat: float = 0.0, roundtrip_p: float = 0.0,
     init: str | Path | None = None, chain_cutouts: int = 1, cut_p: float = 0.0,
     chain_flat_colours: list[tuple[int, int, int]] | None = None, kinds: dict[str, float] | None = None,
-    aux_layout: float = 0.0,
+    aux_layout: float = 0.0, aux_relation: float = 0.0,
 ) -> torch.nn.Module:
     """Train (or resume) the toy CLIP; writes ``clip.pt``, a resumable state and ``clip.log.jsonl``.
 
@@ -347,7 +384,7 @@ def train_clip(
     and state (``clip_finetune.log.jsonl``, ``state/clip_finetune_state.pt``) so the first stage's stay.
     ``kinds`` weighs the caption kinds of the random pairs (default ``PAIR_KINDS``; ``"position"`` adds single
     objects whose caption always names their place). ``aux_layout`` > 0 adds :class:`LayoutHeads` with
-    that weight (training only).
+    that weight, ``aux_relation`` > 0 a :class:`RelationHead` (training only).
     """
     if threads:
         torch.set_num_threads(threads)
@@ -362,8 +399,10 @@ def train_clip(
     size = model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size
     heads = LayoutHeads(model.text_projection.shape[1]).to(dev) if aux_layout else None
     groups = _param_groups(model, weight_decay)
-    if heads is not None:
-        groups.append({"params": list(heads.parameters()), "weight_decay": 0.0})
+    pair_head = RelationHead(model.text_projection.shape[1]).to(dev) if aux_relation else None
+    for extra in (heads, pair_head):
+        if extra is not None:
+            groups.append({"params": list(extra.parameters()), "weight_decay": 0.0})
     opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), eps=1e-6)
     vq = load_toy_vqgan(out, dev) if chains or roundtrip_p else None
     runs = (AdversarialChains(vq, chains, rng, gen, life=chain_life, flat_p=chain_flat, cutouts=chain_cutouts,
@@ -379,6 +418,8 @@ def train_clip(
             runs.load_state_dict(state["chains"])
         if heads is not None and "layout_heads" in state:
             heads.load_state_dict(state["layout_heads"])
+        if pair_head is not None and "relation_head" in state:
+            pair_head.load_state_dict(state["relation_head"])
     log = TrainLog(out / f"{stage}.log.jsonl", resume=state is not None)
     pool = JunkPool(out, seed=seed)
 
@@ -451,6 +492,10 @@ def train_clip(
         if heads is not None:
             aux = heads.losses(img[:nb], list(scenes), txt, list(specs))
             loss = loss + aux_layout * (aux[0] + aux[1])
+        pair_loss = None
+        if pair_head is not None:
+            pair_loss = pair_head.loss(img[:nb], list(scenes))
+            loss = loss + aux_relation * pair_loss
         adv_gap = None
         if chain_images is not None:  # the chain's caption must prefer the clean render to the chain's image
             k = torch.arange(len(chain_images), device=dev)
@@ -476,6 +521,8 @@ def train_clip(
                 metrics["cut_acc"] = (cut_gap > 0).float().mean().item()
             if aux is not None:
                 metrics["aux_image"], metrics["aux_text"] = aux[0].item(), aux[1].item()
+            if pair_loss is not None:
+                metrics["aux_relation"] = pair_loss.item()
             if adv_gap is not None:  # share of chains whose clean render wins, and the mean cosine gap
                 metrics["chain_acc"] = (adv_gap > 0).float().mean().item()
                 metrics["chain_gap"] = (adv_gap / scale).mean().item()
@@ -486,6 +533,8 @@ def train_clip(
             extra_state = {"chains": runs.state_dict()} if runs is not None else {}
             if heads is not None:
                 extra_state["layout_heads"] = heads.state_dict()
+            if pair_head is not None:
+                extra_state["relation_head"] = pair_head.state_dict()
             save_state(state_path, model=model.state_dict(), opt=opt.state_dict(), rng=rng.bit_generator.state,
                        gen=gen.get_state(), step=step + 1, **extra_state)
             save_clip(model, out / "clip.pt")
