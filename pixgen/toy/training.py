@@ -40,9 +40,9 @@ def release_freed_memory() -> bool:
     """Hand heap memory that torch has freed back to the OS (glibc ``malloc_trim``); False where unavailable.
 
     CPU training makes tensors of ever-changing sizes (batches of varying length, chains, crops); glibc keeps
-    the freed pieces in its heap, and the process grew by 10-20 MB a step until the kernel killed it. Trimming
-    every few steps keeps it flat (a run with 32 chains, one thread: 1.05 GB after 80 steps and level, against
-    3.4 GB and rising without).
+    the freed pieces in its heap, and a one-thread run with chains grew by about 15 MB a step until the kernel
+    killed it near 13 GB (step 670). Trimming every 10 steps slows that about tenfold: the same kind of run
+    held 3.9 GB at step 1326 (``benchmarks/toy_train_memory.py``; the growth left is not yet understood).
     """
     if _LIBC is None:
         return False
