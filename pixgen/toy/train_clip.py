@@ -265,20 +265,22 @@ class LayoutHeads(torch.nn.Module):
         self.text = torch.nn.Linear(dim, sum(self.TEXT_SPLITS))
 
     @staticmethod
-    def cell_labels(scene: Scene) -> list[int]:
-        """Per grid cell (row-major): 0 when empty, else 1 + the colour's index."""
+    def _per_cell(scene: Scene, attr: str, names: tuple[str, ...]) -> list[int]:
+        """Per grid cell (row-major): 0 when empty, else 1 + the index of the object's ``attr`` in ``names``."""
         labels = [0] * 9
         for o in scene.objects:
-            labels[o.row * 3 + o.col] = 1 + COLOUR_NAMES.index(o.colour)
+            labels[o.row * 3 + o.col] = 1 + names.index(getattr(o, attr))
         return labels
 
-    @staticmethod
-    def cell_shapes(scene: Scene) -> list[int]:
-        """Per grid cell (row-major): 0 when empty, else 1 + the shape's index."""
-        labels = [0] * 9
-        for o in scene.objects:
-            labels[o.row * 3 + o.col] = 1 + SHAPES.index(o.shape)
-        return labels
+    @classmethod
+    def cell_labels(cls, scene: Scene) -> list[int]:
+        """Per grid cell: 0 when empty, else 1 + the colour's index."""
+        return cls._per_cell(scene, "colour", COLOUR_NAMES)
+
+    @classmethod
+    def cell_shapes(cls, scene: Scene) -> list[int]:
+        """Per grid cell: 0 when empty, else 1 + the shape's index."""
+        return cls._per_cell(scene, "shape", SHAPES)
 
     @staticmethod
     def text_labels(spec: Spec) -> tuple[int, ...]:
@@ -398,8 +400,8 @@ def train_clip(
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
     size = model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size
     heads = LayoutHeads(model.text_projection.shape[1]).to(dev) if aux_layout else None
-    groups = _param_groups(model, weight_decay)
     pair_head = RelationHead(model.text_projection.shape[1]).to(dev) if aux_relation else None
+    groups = _param_groups(model, weight_decay)
     for extra in (heads, pair_head):
         if extra is not None:
             groups.append({"params": list(extra.parameters()), "weight_decay": 0.0})

@@ -3,10 +3,10 @@ toy VQGAN that several of them use."""
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import json
 import os
 import time
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +24,13 @@ def pick_device(device: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _libc():
-    name = ctypes.util.find_library("c")
+@lru_cache(maxsize=1)
+def _malloc_trim():
+    """glibc's ``malloc_trim`` from the running process, or None (another C library, or Windows)."""
     try:
-        lib = ctypes.CDLL(name) if name else None
-    except OSError:
+        return getattr(ctypes.CDLL(None), "malloc_trim", None)
+    except (OSError, TypeError):  # TypeError: Windows cannot open the running process by None
         return None
-    return lib if lib is not None and hasattr(lib, "malloc_trim") else None
-
-
-_LIBC = _libc()
 
 
 def release_freed_memory() -> bool:
@@ -44,9 +41,10 @@ def release_freed_memory() -> bool:
     killed it near 13 GB (step 670). Trimming every 10 steps slows that about tenfold: the same kind of run
     held 3.9 GB at step 1326 (``benchmarks/toy_train_memory.py``; the growth left is not yet understood).
     """
-    if _LIBC is None:
+    trim = _malloc_trim()
+    if trim is None:
         return False
-    _LIBC.malloc_trim(0)
+    trim(0)
     return True
 
 
