@@ -282,3 +282,33 @@ def test_release_freed_memory_hands_freed_heap_back_to_the_os():
         pytest.skip("no glibc malloc_trim here")
     assert before - rss() > 100 * 2**20  # most of the 200 MB freed above is handed back
     assert pin.sum() == 25_000
+
+
+@needs
+def test_lock_image_trains_the_text_side_and_leaves_the_image_tower_as_it_was(tmp_path):
+    from pixgen.errors import PixgenError
+    from pixgen.toy.train_clip import train_clip
+
+    start = torch.load(TOY / "clip.pt", weights_only=True)
+    train_clip(tmp_path, steps=2, batch=6, negatives=1, junk=0, init=TOY / "clip.pt", threads=None, progress=False,
+               lr=1e-3, warmup=1, save_every=2, aux_layout=1.0, lock_image=True)
+    after = torch.load(tmp_path / "clip.pt", weights_only=True)
+    image = [k for k in start if k.startswith("visual.")]
+    text = [k for k in start if not k.startswith("visual.") and start[k].is_floating_point()]
+    assert image and all(torch.equal(start[k], after[k]) for k in image)
+    assert any(not torch.equal(start[k], after[k]) for k in text)
+    # resuming without the flag would train the frozen tower with a mismatched optimizer: refused, with the fix
+    with pytest.raises(PixgenError, match="--lock-image"):
+        train_clip(tmp_path, steps=3, resume=True, batch=6, negatives=1, junk=0, init=TOY / "clip.pt", threads=None,
+                   progress=False, aux_layout=1.0)
+
+
+def test_lock_image_without_init_is_refused(tmp_path):
+    from typer.testing import CliRunner
+
+    from pixgen.cli import app
+
+    result = CliRunner().invoke(app, ["toy", "train", "clip", "--out", str(tmp_path), "--lock-image", "--steps", "1"])
+    assert result.exit_code == 2
+    assert "--lock-image" in result.output and "--init" in result.output
+    assert not (tmp_path / "state").exists()

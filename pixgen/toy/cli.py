@@ -100,7 +100,11 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
                    aux_relation: float = typer.Option(
                        0.0, "--aux-relation", min=0.0,
                        help="Weight of a training-only head that reads from the image embedding which of each two "
-                            "colours is above / left of the other (teaches the comparisons relation captions ask).")
+                            "colours is above / left of the other (teaches the comparisons relation captions ask)."),
+                   lock_image: bool = typer.Option(
+                       False, "--lock-image",
+                       help="Freeze the image tower and train only the text side (needs --init): aligns the captions "
+                            "with what the image embedding already holds. Give it again when resuming.")
                    ) -> None:
     """Train the toy CLIP with hard negatives; writes OUT/clip.pt and OUT/clip.log.jsonl.
 
@@ -113,6 +117,9 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
     set_threads(threads)
     if init is not None and not init.is_file():
         raise PixgenError(f"--init {init} not found", "give the clip.pt of an earlier `pixgen toy train clip` run")
+    if lock_image and init is None:
+        raise PixgenError("--lock-image freezes an image tower that would start from random weights",
+                          "give --init with the clip.pt of an earlier `pixgen toy train clip` run")
     if (chains or roundtrip) and not (out / "vqgan.ckpt").is_file():
         raise PixgenError(f"--chains and --roundtrip need the toy VQGAN, and {out / 'vqgan.ckpt'} does not exist",
                           f"run `pixgen toy train vqgan --out {out}` first")
@@ -126,7 +133,7 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
                hard_weight=hard_weight, init=init, chains=chains, chain_weight=chain_weight, chain_flat=chain_flat,
                roundtrip_p=roundtrip, chain_cutouts=chain_cutouts, cut_p=cut,
                chain_flat_colours=colours, kinds=kind_weights, aux_layout=aux_layout,
-               aux_relation=aux_relation)
+               aux_relation=aux_relation, lock_image=lock_image)
     typer.echo(str(out / "clip.pt"))
 
 

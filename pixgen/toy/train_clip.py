@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from pixgen.errors import PixgenError
 from pixgen.toy.adversarial import AdversarialChains
 from pixgen.toy.captions import RELATIONS, Spec, hard_negative, holds, sample_pair, spec_text
 from pixgen.toy.training import (TrainLog, batch_images, load_state, load_toy_vqgan, pick_device, reconstruct,
@@ -355,6 +356,8 @@ class RelationHead(torch.nn.Module):
 def _param_groups(model: torch.nn.Module, weight_decay: float):
     decay, no_decay = [], []
     for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
         (no_decay if p.ndim < 2 or "embedding" in name or "logit_scale" in name else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
@@ -368,7 +371,7 @@ def train_clip(
     chain_life: tuple[int, int] = (20, 120), chain_flat: float = 0.0, roundtrip_p: float = 0.0,
     init: str | Path | None = None, chain_cutouts: int = 1, cut_p: float = 0.0,
     chain_flat_colours: list[tuple[int, int, int]] | None = None, kinds: dict[str, float] | None = None,
-    aux_layout: float = 0.0, aux_relation: float = 0.0,
+    aux_layout: float = 0.0, aux_relation: float = 0.0, lock_image: bool = False,
 ) -> torch.nn.Module:
     """Train (or resume) the toy CLIP; writes ``clip.pt``, a resumable state and ``clip.log.jsonl``.
 
@@ -386,7 +389,9 @@ def train_clip(
     and state (``clip_finetune.log.jsonl``, ``state/clip_finetune_state.pt``) so the first stage's stay.
     ``kinds`` weighs the caption kinds of the random pairs (default ``PAIR_KINDS``; ``"position"`` adds single
     objects whose caption always names their place). ``aux_layout`` > 0 adds :class:`LayoutHeads` with
-    that weight, ``aux_relation`` > 0 a :class:`RelationHead` (training only).
+    that weight, ``aux_relation`` > 0 a :class:`RelationHead` (training only). ``lock_image`` freezes the
+    image tower (its weights are saved unchanged) and trains the text side alone, to align captions with what
+    the image embedding already holds; a resumed run must be given the same setting.
     """
     if threads:
         torch.set_num_threads(threads)
@@ -398,6 +403,8 @@ def train_clip(
     if init is not None:
         weights = torch.load(init, map_location="cpu", weights_only=True)
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
+    if lock_image:
+        model.visual.requires_grad_(False)
     size = model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size
     heads = LayoutHeads(model.text_projection.shape[1]).to(dev) if aux_layout else None
     pair_head = RelationHead(model.text_projection.shape[1]).to(dev) if aux_relation else None
@@ -415,6 +422,10 @@ def train_clip(
     state = load_state(state_path) if resume else None
     start = 0
     if state is not None:
+        if bool(state.get("lock_image", False)) != lock_image:
+            was = "with" if state.get("lock_image") else "without"
+            raise PixgenError(f"the saved run in {out} was trained {was} --lock-image, this resume is not",
+                              f"resume it {was} --lock-image, or start a new run in another --out directory")
         start = restore(state, model, opt, rng, gen)
         if runs is not None and "chains" in state:
             runs.load_state_dict(state["chains"])
@@ -538,7 +549,7 @@ def train_clip(
             if pair_head is not None:
                 extra_state["relation_head"] = pair_head.state_dict()
             save_state(state_path, model=model.state_dict(), opt=opt.state_dict(), rng=rng.bit_generator.state,
-                       gen=gen.get_state(), step=step + 1, **extra_state)
+                       gen=gen.get_state(), step=step + 1, lock_image=lock_image, **extra_state)
             save_clip(model, out / "clip.pt")
     save_clip(model, out / "clip.pt")
     return model
