@@ -35,7 +35,6 @@ def train_vqgan_cmd(out: Path = _OUT, steps: int = typer.Option(900, "--steps"),
     from pixgen.toy.train_vqgan import train_vqgan
 
     _check_out(out)
-    set_threads(threads)
     train_vqgan(out, steps=steps, seed=seed, batch=batch, resume=resume, device=device, threads=threads)
     typer.echo(str(out / "vqgan.ckpt"))
 
@@ -114,7 +113,6 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
     from pixgen.toy.train_clip import train_clip
 
     _check_out(out)
-    set_threads(threads)
     if init is not None and not init.is_file():
         raise PixgenError(f"--init {init} not found", "give the clip.pt of an earlier `pixgen toy train clip` run")
     if lock_image and init is None:
@@ -145,7 +143,6 @@ def train_evaluator_cmd(out: Path = _OUT, steps: int = typer.Option(600, "--step
     from pixgen.toy.train_evaluator import train_evaluator
 
     _check_out(out)
-    set_threads(threads)
     train_evaluator(out, steps=steps, seed=seed, batch=batch, resume=resume, device=device, threads=threads)
     typer.echo((out / "evaluator_heldout.json").read_text())
 

@@ -34,6 +34,7 @@ from pixgen.toy.captions import RELATIONS, Spec, hard_negative, holds, sample_pa
 from pixgen.toy.training import (TrainLog, batch_images, load_state, load_toy_vqgan, pick_device, reconstruct,
                                  release_freed_memory, restore, save_state, seed_everything)
 from pixgen.toy.world import CANVAS, COLOUR_NAMES, SHAPES, Scene, render
+from pixgen.cli_util import set_threads
 
 __all__ = ["CLIP_NAME", "CONFIG_DIR", "create_toy_clip", "tokenize", "encode_text_fast", "augment", "train_clip", "save_clip"]
 
@@ -393,8 +394,7 @@ def train_clip(
     image tower (its weights are saved unchanged) and trains the text side alone, to align captions with what
     the image embedding already holds; a resumed run must be given the same setting.
     """
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     dev = pick_device(device)
     out = Path(out)
     rng = seed_everything(seed)

@@ -19,6 +19,7 @@ from pixgen.toy.evaluator import Evaluator, save_evaluator, scene_targets
 from pixgen.toy.training import (TrainLog, batch_images, load_state, load_toy_vqgan, pick_device, reconstruct,
                                  restore, save_state, seed_everything)
 from pixgen.toy.world import Scene, render, sample_scene
+from pixgen.cli_util import set_threads
 
 __all__ = ["train_evaluator", "heldout_accuracy"]
 
@@ -95,8 +96,7 @@ def train_evaluator(
     log_every: int = 25, save_every: int = 250, progress: bool = True,
 ) -> Evaluator:
     """Train (or resume) the evaluator; writes ``evaluator.safetensors``/``.json`` and its log."""
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     dev = pick_device(device)
     out = Path(out)
     rng = seed_everything(seed)

@@ -20,6 +20,7 @@ from pixgen.models.vqgan import VQGAN, VQGANConfig
 from pixgen.toy.training import (TrainLog, batch_images, load_state, pick_device, restore, save_state,
                                  seed_everything)
 from pixgen.toy.world import CANVAS, render, sample_scene
+from pixgen.cli_util import set_threads
 
 __all__ = ["TOY_VQGAN", "train_vqgan", "save_taming"]
 
@@ -69,8 +70,7 @@ def train_vqgan(
     save_every: int = 250, progress: bool = True,
 ) -> VQGAN:
     """Train (or resume) the toy VQGAN; returns the model and writes checkpoint, YAML, state and log."""
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     dev = pick_device(device)
     out = Path(out)
     rng = seed_everything(seed)
