@@ -285,30 +285,69 @@ def test_release_freed_memory_hands_freed_heap_back_to_the_os():
 
 
 @needs
-def test_lock_image_trains_the_text_side_and_leaves_the_image_tower_as_it_was(tmp_path):
+@pytest.mark.parametrize("locked", ["image", "text"])
+def test_a_locked_tower_keeps_its_weights_while_the_other_trains(tmp_path, locked):
     from pixgen.errors import PixgenError
     from pixgen.toy.train_clip import train_clip
 
     start = torch.load(TOY / "clip.pt", weights_only=True)
+    lock = {f"lock_{locked}": True}
     train_clip(tmp_path, steps=2, batch=6, negatives=1, junk=0, init=TOY / "clip.pt", threads=None, progress=False,
-               lr=1e-3, warmup=1, save_every=2, aux_layout=1.0, lock_image=True)
+               lr=1e-3, warmup=1, save_every=2, aux_layout=1.0, **lock)
     after = torch.load(tmp_path / "clip.pt", weights_only=True)
     image = [k for k in start if k.startswith("visual.")]
-    text = [k for k in start if not k.startswith("visual.") and start[k].is_floating_point()]
-    assert image and all(torch.equal(start[k], after[k]) for k in image)
-    assert any(not torch.equal(start[k], after[k]) for k in text)
+    text = [k for k in start if not k.startswith("visual.") and k != "logit_scale" and start[k].is_floating_point()]
+    frozen, trained = (image, text) if locked == "image" else (text, image)
+    assert frozen and all(torch.equal(start[k], after[k]) for k in frozen)
+    assert any(not torch.equal(start[k], after[k]) for k in trained)
     # resuming without the flag would train the frozen tower with a mismatched optimizer: refused, with the fix
-    with pytest.raises(PixgenError, match="--lock-image"):
+    with pytest.raises(PixgenError, match=f"--lock-{locked}"):
         train_clip(tmp_path, steps=3, resume=True, batch=6, negatives=1, junk=0, init=TOY / "clip.pt", threads=None,
                    progress=False, aux_layout=1.0)
 
 
-def test_lock_image_without_init_is_refused(tmp_path):
+@needs
+def test_render_started_chains_begin_at_their_own_scene_and_that_start_is_their_positive(tmp_path, monkeypatch):
+    from pixgen.toy import train_clip as tc
+    from pixgen.toy.adversarial import AdversarialChains
+    from pixgen.toy.training import load_state, load_toy_vqgan
+    from pixgen.toy.world import render
+
+    vqgan = load_toy_vqgan(TOY)
+    rng, gen = np.random.default_rng(0), torch.Generator().manual_seed(0)
+    chains = AdversarialChains(vqgan, 4, rng, gen, render_p=1.0)
+    assert chains.from_render.all()
+    for i in range(4):
+        clean = torch.from_numpy(render(chains.scenes[i])).permute(2, 0, 1).float().div(255)
+        with torch.no_grad():
+            assert torch.allclose(chains.z[i], vqgan.encode(clean[None] * 2 - 1)[0], atol=1e-5)
+        # the start is the scene through the VQGAN: close to the render, not the render itself
+        gap = (chains.start_images[i] - clean).abs().mean()
+        assert 0 < gap < 0.08, gap
+    assert not AdversarialChains(vqgan, 4, rng, gen).from_render.any()
+
+    for name in ("vqgan.ckpt", "vqgan.yaml"):
+        shutil.copy(TOY / name, tmp_path / name)
+    seen = []
+    real_augment = tc.augment
+    monkeypatch.setattr(tc, "augment", lambda x, size, g: (seen.append(x.detach().clone()), real_augment(x, size, g))[1])
+    tc.train_clip(tmp_path, steps=1, batch=4, negatives=1, junk=0, chains=2, chain_render=1.0, roundtrip_p=0.0,
+                  init=TOY / "clip.pt", threads=None, progress=False, lr=1e-4, warmup=1, save_every=1,
+                  chain_life=(50, 50))
+    state = load_state(tmp_path / "state" / "clip_finetune_state.pt")["chains"]
+    batch = next(x for x in seen if len(x) > 2 * 2)  # the training batch, not a chain's crops
+    assert torch.equal(batch[:2], state["start_images"])  # each chain's caption is matched with its start
+
+
+@pytest.mark.parametrize("flags, says", [(["--lock-image"], "--init"), (["--lock-text"], "--init"),
+                                         (["--lock-image", "--lock-text", "--init", str(TOY / "clip.pt")],
+                                          "nothing to train")])
+def test_locks_without_init_or_both_at_once_are_refused(tmp_path, flags, says):
     from typer.testing import CliRunner
 
     from pixgen.cli import app
 
-    result = CliRunner().invoke(app, ["toy", "train", "clip", "--out", str(tmp_path), "--lock-image", "--steps", "1"])
+    result = CliRunner().invoke(app, ["toy", "train", "clip", "--out", str(tmp_path), *flags, "--steps", "1"])
     assert result.exit_code == 2
-    assert "--lock-image" in result.output and "--init" in result.output
+    assert flags[0] in result.output and says in result.output
     assert not (tmp_path / "state").exists()

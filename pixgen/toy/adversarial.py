@@ -20,7 +20,7 @@ from pixgen.losses import spherical_dist, total_variation
 from pixgen.models.vqgan import VQGAN
 from pixgen.ops import clamp_with_grad, flat_canvas, vector_quantize
 from pixgen.toy.captions import Spec, sample_pair, spec_text
-from pixgen.toy.world import Scene
+from pixgen.toy.world import Scene, render
 
 __all__ = ["AdversarialChains"]
 
@@ -39,14 +39,19 @@ class AdversarialChains:
             starts from whichever of the world's three backgrounds the prompt scores best).
         cutouts: random crops per chain and step, their distances averaged as generation's prompt loss does
             (``configs/toy.yaml`` uses 8); more make each chain step as strong as a generation step.
+        render_p: share of (re)starts from the VQGAN encoding of the clean render of the chain's own scene. Such a
+            chain starts from a right answer, and shows where the search drifts to from one. Its decoded start
+            image is kept in ``start_images`` (``from_render`` marks these chains): the trainer makes it the
+            chain's positive, so the CLIP learns that nothing the search finds from there beats the start.
     """
 
     def __init__(self, vqgan: VQGAN, n: int, rng: np.random.Generator, gen: torch.Generator,
                  life: tuple[int, int] = (20, 120), lr: float = 0.05, tv_weight: float = 10.0,
                  resolution: int = 64, flat_p: float = 0.0,
-                 flat_rgb: tuple[int, int, int] | list[tuple[int, int, int]] = (128, 128, 128), cutouts: int = 1):
+                 flat_rgb: tuple[int, int, int] | list[tuple[int, int, int]] = (128, 128, 128), cutouts: int = 1,
+                 render_p: float = 0.0):
         self.vqgan, self.n, self.life_range, self.lr, self.tv_weight = vqgan, n, life, lr, tv_weight
-        self.flat_p, self.cutouts = flat_p, max(1, int(cutouts))
+        self.flat_p, self.cutouts, self.render_p = flat_p, max(1, int(cutouts)), render_p
         book_dev = vqgan.codebook.device
         flat = flat_canvas(init_colors(flat_rgb), resolution, resolution, book_dev)
         with torch.no_grad():
@@ -65,6 +70,8 @@ class AdversarialChains:
         self.specs: list[Spec] = [None] * n  # type: ignore[list-item]
         self.texts: list[str] = [""] * n
         self.images = torch.zeros(n, 3, resolution, resolution, device=dev)
+        self.start_images = torch.zeros(n, 3, resolution, resolution, device=dev)
+        self.from_render = torch.zeros(n, dtype=torch.bool)
         for i in range(n):
             self._restart(i, rng, gen)
         # stagger the first lifetimes so that restarts are spread over the steps
@@ -86,6 +93,14 @@ class AdversarialChains:
         scene, spec = sample_pair(rng)
         self.scenes[i], self.specs[i] = scene, spec
         self.texts[i] = spec_text(spec, np.random.default_rng(int(rng.integers(2**31))))
+        # drawn only when asked, so runs without render starts keep their random streams
+        self.from_render[i] = bool(self.render_p) and rng.random() < self.render_p
+        if self.from_render[i]:
+            clean = torch.from_numpy(render(scene)).to(self.book.device).permute(2, 0, 1).float().div(255)
+            with torch.no_grad():
+                self.z[i] = self.vqgan.encode(clean.unsqueeze(0) * 2 - 1)[0]
+                q = vector_quantize(self.z[i:i + 1].movedim(1, -1), self.book).movedim(-1, 1)
+                self.start_images[i] = self.vqgan.decode(q)[0].add(1).div(2).clamp(0, 1)
 
     def step(self, text_embeds: torch.Tensor, encode_image, augment, rng: np.random.Generator,
              gen: torch.Generator) -> torch.Tensor:
@@ -126,10 +141,14 @@ class AdversarialChains:
 
     def state_dict(self) -> dict:
         return {"z": self.z, "m": self.m, "v": self.v, "age": self.age, "life": self.life, "scenes": self.scenes,
-                "specs": self.specs, "texts": self.texts}
+                "specs": self.specs, "texts": self.texts, "start_images": self.start_images,
+                "from_render": self.from_render}
 
     def load_state_dict(self, state: dict) -> None:
         for key in ("z", "m", "v"):
             getattr(self, key).copy_(state[key])
         self.age, self.life = state["age"].clone(), state["life"].clone()
         self.scenes, self.specs, self.texts = list(state["scenes"]), list(state["specs"]), list(state["texts"])
+        if "from_render" in state:  # states saved before render starts existed have none
+            self.start_images.copy_(state["start_images"])
+            self.from_render = state["from_render"].clone()

@@ -103,7 +103,15 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
                    lock_image: bool = typer.Option(
                        False, "--lock-image",
                        help="Freeze the image tower and train only the text side (needs --init): aligns the captions "
-                            "with what the image embedding already holds. Give it again when resuming.")
+                            "with what the image embedding already holds. Give it again when resuming."),
+                   lock_text: bool = typer.Option(
+                       False, "--lock-text",
+                       help="Freeze the text side and train only the image tower (needs --init): captions keep their "
+                            "embeddings while the image side learns, e.g. against --chains. Give it again when resuming."),
+                   chain_render: float = typer.Option(
+                       0.0, "--chain-render",
+                       help="Share of chains starting from the clean render of their own caption's scene: the CLIP "
+                            "learns that nothing the search drifts to from a right answer beats it.")
                    ) -> None:
     """Train the toy CLIP with hard negatives; writes OUT/clip.pt and OUT/clip.log.jsonl.
 
@@ -115,13 +123,17 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
     _check_out(out)
     if init is not None and not init.is_file():
         raise PixgenError(f"--init {init} not found", "give the clip.pt of an earlier `pixgen toy train clip` run")
-    if lock_image and init is None:
-        raise PixgenError("--lock-image freezes an image tower that would start from random weights",
-                          "give --init with the clip.pt of an earlier `pixgen toy train clip` run")
+    if lock_image and lock_text:
+        raise PixgenError("--lock-image and --lock-text together leave nothing to train", "give one of them")
+    for flag, locked in (("--lock-image", lock_image), ("--lock-text", lock_text)):
+        if locked and init is None:
+            raise PixgenError(f"{flag} freezes a tower that would start from random weights",
+                              "give --init with the clip.pt of an earlier `pixgen toy train clip` run")
     if (chains or roundtrip) and not (out / "vqgan.ckpt").is_file():
         raise PixgenError(f"--chains and --roundtrip need the toy VQGAN, and {out / 'vqgan.ckpt'} does not exist",
                           f"run `pixgen toy train vqgan --out {out}` first")
-    for flag, share in (("--roundtrip", roundtrip), ("--chain-flat", chain_flat), ("--cut", cut)):
+    for flag, share in (("--roundtrip", roundtrip), ("--chain-flat", chain_flat), ("--cut", cut),
+                        ("--chain-render", chain_render)):
         if not 0.0 <= share <= 1.0:
             raise PixgenError(f"{flag} {share} is not a share between 0 and 1", f"use e.g. {flag} 0.3")
     colours = parse_colours(chain_flat_colours, "--chain-flat-colours") if chain_flat_colours else None
@@ -131,7 +143,7 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
                hard_weight=hard_weight, init=init, chains=chains, chain_weight=chain_weight, chain_flat=chain_flat,
                roundtrip_p=roundtrip, chain_cutouts=chain_cutouts, cut_p=cut,
                chain_flat_colours=colours, kinds=kind_weights, aux_layout=aux_layout,
-               aux_relation=aux_relation, lock_image=lock_image)
+               aux_relation=aux_relation, lock_image=lock_image, lock_text=lock_text, chain_render=chain_render)
     typer.echo(str(out / "clip.pt"))
 
 

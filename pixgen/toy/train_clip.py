@@ -372,7 +372,8 @@ def train_clip(
     chain_life: tuple[int, int] = (20, 120), chain_flat: float = 0.0, roundtrip_p: float = 0.0,
     init: str | Path | None = None, chain_cutouts: int = 1, cut_p: float = 0.0,
     chain_flat_colours: list[tuple[int, int, int]] | None = None, kinds: dict[str, float] | None = None,
-    aux_layout: float = 0.0, aux_relation: float = 0.0, lock_image: bool = False,
+    aux_layout: float = 0.0, aux_relation: float = 0.0, lock_image: bool = False, lock_text: bool = False,
+    chain_render: float = 0.0,
 ) -> torch.nn.Module:
     """Train (or resume) the toy CLIP; writes ``clip.pt``, a resumable state and ``clip.log.jsonl``.
 
@@ -392,7 +393,10 @@ def train_clip(
     objects whose caption always names their place). ``aux_layout`` > 0 adds :class:`LayoutHeads` with
     that weight, ``aux_relation`` > 0 a :class:`RelationHead` (training only). ``lock_image`` freezes the
     image tower (its weights are saved unchanged) and trains the text side alone, to align captions with what
-    the image embedding already holds; a resumed run must be given the same setting.
+    the image embedding already holds; ``lock_text`` freezes the text side instead (the captions' embeddings
+    stay put while the image tower learns, e.g. against chains). A resumed run must be given the same locks.
+    ``chain_render`` is the share of chains that start from their own scene's clean render (VQGAN-encoded);
+    for those the decoded start, not the clean render, is the positive the chain's image must not beat.
     """
     set_threads(threads)
     dev = pick_device(device)
@@ -403,8 +407,14 @@ def train_clip(
     if init is not None:
         weights = torch.load(init, map_location="cpu", weights_only=True)
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
+    if lock_image and lock_text:
+        raise PixgenError("lock_image and lock_text together would leave nothing to train", "lock one tower at most")
     if lock_image:
         model.visual.requires_grad_(False)
+    if lock_text:  # everything but the image tower and the temperature
+        for name, p in model.named_parameters():
+            if not name.startswith("visual.") and name != "logit_scale":
+                p.requires_grad_(False)
     size = model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size
     heads = LayoutHeads(model.text_projection.shape[1]).to(dev) if aux_layout else None
     pair_head = RelationHead(model.text_projection.shape[1]).to(dev) if aux_relation else None
@@ -415,17 +425,18 @@ def train_clip(
     opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), eps=1e-6)
     vq = load_toy_vqgan(out, dev) if chains or roundtrip_p else None
     runs = (AdversarialChains(vq, chains, rng, gen, life=chain_life, flat_p=chain_flat, cutouts=chain_cutouts,
-                                flat_rgb=chain_flat_colours or (128, 128, 128))
+                                flat_rgb=chain_flat_colours or (128, 128, 128), render_p=chain_render)
             if chains else None)
     stage = "clip" if init is None else "clip_finetune"
     state_path = out / "state" / f"{stage}_state.pt"
     state = load_state(state_path) if resume else None
     start = 0
     if state is not None:
-        if bool(state.get("lock_image", False)) != lock_image:
-            was = "with" if state.get("lock_image") else "without"
-            raise PixgenError(f"the saved run in {out} was trained {was} --lock-image, this resume is not",
-                              f"resume it {was} --lock-image, or start a new run in another --out directory")
+        for key, flag, now in (("lock_image", "--lock-image", lock_image), ("lock_text", "--lock-text", lock_text)):
+            if bool(state.get(key, False)) != now:
+                was = "with" if state.get(key) else "without"
+                raise PixgenError(f"the saved run in {out} was trained {was} {flag}, this resume is not",
+                                  f"resume it {was} {flag}, or start a new run in another --out directory")
         start = restore(state, model, opt, rng, gen)
         if runs is not None and "chains" in state:
             runs.load_state_dict(state["chains"])
@@ -460,6 +471,9 @@ def train_clip(
             pick = (torch.rand(len(x), generator=gen) < roundtrip_p).to(dev)
             if pick.any():
                 x[pick] = reconstruct(vq, x[pick])
+        if runs is not None and runs.from_render.any():  # a chain that started right: its start is its positive
+            sel = runs.from_render.nonzero().flatten().to(dev)
+            x[sel] = runs.start_images[sel]
         junk_x = pool.sample(junk, gen)
         all_scenes: list[Scene | None] = list(scenes)
         if junk_x is not None:
@@ -549,7 +563,8 @@ def train_clip(
             if pair_head is not None:
                 extra_state["relation_head"] = pair_head.state_dict()
             save_state(state_path, model=model.state_dict(), opt=opt.state_dict(), rng=rng.bit_generator.state,
-                       gen=gen.get_state(), step=step + 1, lock_image=lock_image, **extra_state)
+                       gen=gen.get_state(), step=step + 1, lock_image=lock_image, lock_text=lock_text,
+                       **extra_state)
             save_clip(model, out / "clip.pt")
     save_clip(model, out / "clip.pt")
     return model
