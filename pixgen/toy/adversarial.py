@@ -20,6 +20,7 @@ from pixgen.losses import spherical_dist, total_variation
 from pixgen.models.vqgan import VQGAN
 from pixgen.ops import clamp_with_grad, flat_canvas, vector_quantize
 from pixgen.toy.captions import Spec, sample_pair, spec_text
+from pixgen.toy.training import batch_images
 from pixgen.toy.world import Scene, render
 
 __all__ = ["AdversarialChains"]
@@ -96,9 +97,9 @@ class AdversarialChains:
         # drawn only when asked, so runs without render starts keep their random streams
         self.from_render[i] = bool(self.render_p) and rng.random() < self.render_p
         if self.from_render[i]:
-            clean = torch.from_numpy(render(scene)).to(self.book.device).permute(2, 0, 1).float().div(255)
+            clean = batch_images([render(scene)], self.book.device)
             with torch.no_grad():
-                self.z[i] = self.vqgan.encode(clean.unsqueeze(0) * 2 - 1)[0]
+                self.z[i] = self.vqgan.encode(clean * 2 - 1)[0]
                 q = vector_quantize(self.z[i:i + 1].movedim(1, -1), self.book).movedim(-1, 1)
                 self.start_images[i] = self.vqgan.decode(q)[0].add(1).div(2).clamp(0, 1)
 
