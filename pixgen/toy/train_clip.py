@@ -28,13 +28,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from pixgen.cli_util import set_threads
 from pixgen.errors import PixgenError
 from pixgen.toy.adversarial import AdversarialChains
 from pixgen.toy.captions import RELATIONS, Spec, hard_negative, holds, sample_pair, spec_text
 from pixgen.toy.training import (TrainLog, batch_images, load_state, load_toy_vqgan, pick_device, reconstruct,
                                  release_freed_memory, restore, save_state, seed_everything)
 from pixgen.toy.world import CANVAS, COLOUR_NAMES, SHAPES, Scene, render
-from pixgen.cli_util import set_threads
 
 __all__ = ["CLIP_NAME", "CONFIG_DIR", "create_toy_clip", "tokenize", "encode_text_fast", "augment", "train_clip", "save_clip"]
 

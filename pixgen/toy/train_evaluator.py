@@ -15,11 +15,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from pixgen.cli_util import set_threads
 from pixgen.toy.evaluator import Evaluator, save_evaluator, scene_targets
 from pixgen.toy.training import (TrainLog, batch_images, load_state, load_toy_vqgan, pick_device, reconstruct,
                                  restore, save_state, seed_everything)
 from pixgen.toy.world import Scene, render, sample_scene
-from pixgen.cli_util import set_threads
 
 __all__ = ["train_evaluator", "heldout_accuracy"]
 

@@ -16,11 +16,11 @@ import torch.nn.functional as F
 import yaml
 from tqdm import tqdm
 
+from pixgen.cli_util import set_threads
 from pixgen.models.vqgan import VQGAN, VQGANConfig
 from pixgen.toy.training import (TrainLog, batch_images, load_state, pick_device, restore, save_state,
                                  seed_everything)
 from pixgen.toy.world import CANVAS, render, sample_scene
-from pixgen.cli_util import set_threads
 
 __all__ = ["TOY_VQGAN", "train_vqgan", "save_taming"]
 
