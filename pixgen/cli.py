@@ -68,7 +68,8 @@ def generate(
     init_color: Optional[str] = typer.Option(None, "--init-color", help="Start from a flat image of this colour: R,G,B (0-255); several separated by ';' (R,G,B;R,G,B) start from the one the prompt scores best."),
     init_weight: Optional[float] = typer.Option(None, "--init-weight", help="Pull the latent towards the start."),
     clip: Optional[List[str]] = typer.Option(
-        None, "--clip", help="CLIP MODEL:PRETRAINED[:WEIGHT] (repeat for an ensemble); pretrained may be a file."),
+        None, "--clip", help="CLIP MODEL:PRETRAINED[:WEIGHT][@START-END] (repeat for an ensemble); pretrained may be a file; "
+                                "@0.6-1 lets a model guide only the last 40% of the steps."),
     vqgan_config: Optional[str] = typer.Option(None, "--vqgan-config", help="Local taming YAML (with --vqgan-checkpoint)."),
     vqgan_checkpoint: Optional[str] = typer.Option(None, "--vqgan-checkpoint", help="Local taming .ckpt."),
     save_every: Optional[int] = typer.Option(None, "--save-every", help="Steps between saved frames and snapshots."),

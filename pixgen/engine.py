@@ -15,7 +15,7 @@ from torch import nn
 from pixgen.cutouts import MakeCutouts
 from pixgen.errors import NonFiniteLossError
 from pixgen.losses import latent_anchor_loss, prompt_loss, total_variation
-from pixgen.perceptor import Perceptor
+from pixgen.perceptor import Perceptor, step_in_range
 
 
 @dataclass
@@ -96,8 +96,10 @@ class Engine:
         return min(step * self.phases // max(1, self.total), self.phases - 1)
 
     def active_targets(self, step: int) -> list[Target]:
+        """The targets that guide step ``step`` (0-based): those of its story phase whose CLIP is scheduled then."""
         phase = self.phase_at(step)
-        return [t for t in self.targets if t.phase is None or t.phase == phase]
+        on = [step_in_range(getattr(p, "steps", (0.0, 1.0)), step, self.total) for p in self.perceptors]
+        return [t for t in self.targets if (t.phase is None or t.phase == phase) and on[t.perceptor]]
 
     def losses(self, image: torch.Tensor, targets: list[Target]) -> tuple[list[str], torch.Tensor]:
         """Per-term losses (K,) for ``image`` and their labels."""

@@ -30,6 +30,8 @@ RANDOM_TINY_VQGAN = VQGANConfig(ch=32, ch_mult=(1, 1, 2), num_res_blocks=1, attn
 RANDOM_TINY_CLIP = "pixgen-random-tiny"
 DEFAULT_CLIP = "ViT-B-32:openai"
 TOY_CLIP_MODEL = "pixgen-toy-clip"
+TOY_LATE_TOWER = "clip_late_visual.safetensors"
+TOY_SWITCH = 0.6  # share of the steps the toy CLIP's first image tower guides
 
 
 def resolve_device(name: str) -> torch.device:
@@ -92,8 +94,34 @@ def clip_specs_for(cfg: DictConfig) -> list[ClipSpec]:
     if cfg.model == "random-tiny" and not local:
         return [ClipSpec(RANDOM_TINY_CLIP)]
     if cfg.model == "toy" and not local:
-        return [ClipSpec(TOY_CLIP_MODEL, str(TOY_DIR / "clip.pt"))]
+        return toy_clip_specs()
     return [ClipSpec.parse(DEFAULT_CLIP)]
+
+
+def toy_clip_specs(toy_dir: Path = TOY_DIR) -> list[ClipSpec]:
+    """The toy CLIP; with the late image tower present, it takes over the last 40% of the steps.
+
+    Both share one text tower, so the prompt targets are the same for both; only the image side changes. The
+    late tower was trained to keep a picture that already satisfies its prompt, the early one to find one from a
+    flat canvas (benchmarks/toy_results.md, "Switching image towers").
+    """
+    clip = str(toy_dir / "clip.pt")
+    late = toy_dir / TOY_LATE_TOWER
+    if not late.is_file():
+        return [ClipSpec(TOY_CLIP_MODEL, clip)]
+    return [ClipSpec(TOY_CLIP_MODEL, clip, 1.0, (0.0, TOY_SWITCH)),
+            ClipSpec(TOY_CLIP_MODEL, f"{clip}+{late}", 1.0, (TOY_SWITCH, 1.0))]
+
+
+def check_schedule(specs: list[ClipSpec], iterations: int) -> None:
+    """Refuse CLIP step ranges that leave some step of the run with no CLIP to guide it."""
+    idle = [step for step in range(iterations) if not any(s.active(step, iterations) for s in specs)]
+    if idle:
+        ranges = ", ".join(f"{s.model}@{s.steps[0]:g}-{s.steps[1]:g}" for s in specs)
+        raise ConfigError(f"no CLIP model guides steps {idle[0] + 1}-{idle[-1] + 1} of {iterations} "
+                          f"(step ranges: {ranges})",
+                          "make the @START-END ranges of the --clip models cover 0-1 together, "
+                          "e.g. --clip A@0-0.6 --clip B@0.6-1")
 
 
 def fit_size(width: int, height: int, factor: int) -> tuple[int, int]:
@@ -160,7 +188,12 @@ def _embed_targets(cfg: DictConfig, perceptors: list[Perceptor], cutouts: dict[i
 def _score_flat_starts(colours: list[list[int]], vqgan: VQGAN, width: int, height: int,
                        perceptors: list[Perceptor], targets: list[Target], cutouts: dict[int, MakeCutouts],
                        seed: int) -> list[float]:
-    """The first phase's prompt loss of each flat start colour, each scored on the same seeded cutouts."""
+    """The first phase's prompt loss of each flat start colour, each scored on the same seeded cutouts.
+
+    Every CLIP of the run scores, also one scheduled only for later steps (``@START-END``): the start sets the
+    background for the whole run, and with the toy model's two image towers this choice passed more prompts than
+    the first step's tower alone (benchmarks/toy_results.md, "Switching image towers").
+    """
     first = [t for t in targets if t.phase in (None, 0)]
     scores = []
     device = vqgan.codebook.device
@@ -187,7 +220,9 @@ def build_session(cfg: DictConfig, *, state: dict | None = None) -> Session:
         messages.append(f"size {cfg.size[0]}x{cfg.size[1]} rounded to {width}x{height} "
                         f"(this model works in multiples of {vqgan.factor} pixels)")
         cfg.size = [width, height]
-    perceptors = [load_perceptor(spec, device) for spec in clip_specs_for(cfg)]
+    specs = clip_specs_for(cfg)
+    check_schedule(specs, int(cfg.iterations))
+    perceptors = [load_perceptor(spec, device) for spec in specs]
     augments = [asdict(a) if not isinstance(a, dict) else a
                 for a in OmegaConf.to_container(cfg.cutouts.augments, resolve=True)]
     cutouts = {size: MakeCutouts(size, cfg.cutouts.n, cfg.cutouts.pow, augments, cfg.cutouts.noise)

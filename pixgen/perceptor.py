@@ -7,6 +7,7 @@ import contextlib
 import io
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,19 +31,39 @@ def _register_configs() -> None:
         _registered = True
 
 
+_STEPS = re.compile(r"@\s*([^@\s-]*)\s*-\s*([^@\s-]*)\s*$")
+_SPEC_HINT = ("write MODEL[:PRETRAINED[:WEIGHT]][@START-END], e.g. ViT-B-32:openai, ViT-B-32:openai:0.5 or "
+              "ViT-B-32:openai@0-0.6 (this model guides the first 60% of the steps)")
+
+
 @dataclass(frozen=True)
 class ClipSpec:
-    """``MODEL[:PRETRAINED[:WEIGHT]]``: an open_clip model name, a pretrained tag or file, an ensemble weight."""
+    """``MODEL[:PRETRAINED[:WEIGHT]][@START-END]``: an open_clip model name, a pretrained tag or file, an ensemble
+    weight, and the part of the run (fractions of the steps, start inclusive, end exclusive) it guides.
+
+    PRETRAINED may be ``BASE+TOWER``: the weights of BASE (a tag or file) with the image tower replaced by the
+    one in the file TOWER (written by :func:`save_image_tower`), e.g. an image tower fine-tuned with its text
+    tower kept as it was.
+    """
 
     model: str
     pretrained: str | None = None
     weight: float = 1.0
+    steps: tuple[float, float] = (0.0, 1.0)
 
     @classmethod
     def parse(cls, text: str) -> "ClipSpec":
+        source = text
         text = text.strip()
         if not text:
-            raise ModelError("empty CLIP model spec", "write MODEL:PRETRAINED[:WEIGHT], e.g. ViT-B-32:openai")
+            raise ModelError("empty CLIP model spec", _SPEC_HINT)
+        steps = (0.0, 1.0)
+        match = _STEPS.search(text)
+        if match:
+            steps = _parse_steps(source, match.group(1), match.group(2))
+            text = text[:match.start()].rstrip()
+        elif "@" in text:
+            raise ModelError(f"CLIP spec {source!r}: the part after '@' is not a step range START-END", _SPEC_HINT)
         weight = 1.0
         head = text
         if text.count(":") >= 2 or (":" in text and _is_number(text.rsplit(":", 1)[1])):
@@ -51,11 +72,33 @@ class ClipSpec:
                 weight, head = float(tail), maybe_head
         model, _, pretrained = head.partition(":")
         if not model:
-            raise ModelError(f"CLIP spec {text!r} has no model name", "e.g. ViT-B-32:openai")
-        return cls(model, pretrained or None, weight)
+            raise ModelError(f"CLIP spec {source!r} has no model name", _SPEC_HINT)
+        return cls(model, pretrained or None, weight, steps)
 
     def __str__(self) -> str:
-        return f"{self.model}:{self.pretrained or ''}:{self.weight:g}"
+        text = f"{self.model}:{self.pretrained or ''}:{self.weight:g}"
+        return text if self.steps == (0.0, 1.0) else f"{text}@{self.steps[0]:g}-{self.steps[1]:g}"
+
+    def active(self, step: int, total: int) -> bool:
+        """Whether this model guides step ``step`` (0-based) of a run of ``total`` steps."""
+        return step_in_range(self.steps, step, total)
+
+
+def step_in_range(steps: tuple[float, float], step: int, total: int) -> bool:
+    """Whether 0-based ``step`` of ``total`` lies in the fraction range [start, end) (end 1 includes the last)."""
+    start, end = steps
+    return round(start * total) <= step and (end >= 1.0 or step < round(end * total))
+
+
+def _parse_steps(source: str, start: str, end: str) -> tuple[float, float]:
+    try:
+        lo, hi = float(start), float(end)
+    except ValueError:
+        raise ModelError(f"CLIP spec {source!r}: step range {start}-{end} is not two numbers", _SPEC_HINT) from None
+    if not (0.0 <= lo < hi <= 1.0):
+        raise ModelError(f"CLIP spec {source!r}: step range {start}-{end} must satisfy 0 <= START < END <= 1",
+                         "give the share of the run this model guides as fractions of the steps, e.g. @0.6-1")
+    return lo, hi
 
 
 def _is_number(s: str) -> bool:
@@ -74,12 +117,14 @@ class Perceptor(nn.Module):
         - ``encode_text``: list of k strings -> (k, D)
     """
 
-    def __init__(self, model: nn.Module, tokenizer, name: str, weight: float = 1.0):
+    def __init__(self, model: nn.Module, tokenizer, name: str, weight: float = 1.0,
+                 steps: tuple[float, float] = (0.0, 1.0)):
         super().__init__()
         self.model = model.eval().requires_grad_(False)
         self.tokenizer = tokenizer
         self.name = name
         self.weight = weight
+        self.steps = steps  # the fractions of a run's steps this model guides: [start, end)
         pp = getattr(model.visual, "preprocess_cfg", None) or {}
         size = pp.get("size", getattr(model.visual, "image_size", 224))
         self.input_size = int(size[0] if isinstance(size, (tuple, list)) else size)
@@ -132,8 +177,8 @@ def load_perceptor(spec: str | ClipSpec, device: str | torch.device = "cpu", *, 
         raise ModelError(f"unknown CLIP model {spec.model!r}",
                          (f"did you mean {', '.join(close)}? " if close else "")
                          + "`python -c 'import open_clip; print(open_clip.list_models())'` lists them")
-    pretrained = spec.pretrained
-    if pretrained and (os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))):
+    pretrained, tower = _weights_files(spec)
+    if pretrained and (os.sep in pretrained or pretrained.endswith(_WEIGHT_SUFFIXES)):
         if not Path(pretrained).expanduser().is_file():
             raise ModelError(f"CLIP weights file {pretrained!r} for {spec.model} not found",
                              "check the path, or give a pretrained tag such as 'openai'")
@@ -159,8 +204,85 @@ def load_perceptor(spec: str | ClipSpec, device: str | torch.device = "cpu", *, 
             ) from None
         raise ModelError(f"could not load CLIP {spec.model}:{pretrained or '(random)'}: {_short(exc)}",
                          "check that the weights file matches the model name") from None
+    if tower is not None:
+        load_image_tower(model, tower)
     tokenizer = open_clip.get_tokenizer(spec.model)
-    return Perceptor(model, tokenizer, f"{spec.model}:{spec.pretrained or 'random'}", spec.weight).to(device)
+    return Perceptor(model, tokenizer, f"{spec.model}:{_short_weights(spec.pretrained)}", spec.weight,
+                     spec.steps).to(device)
+
+
+def _short_weights(pretrained: str | None) -> str:
+    """A pretrained tag as is, files by their names only (labels in logs stay readable)."""
+    if not pretrained:
+        return "random"
+    parts = pretrained.split("+")
+    return "+".join(Path(x).name if (os.sep in x or x.endswith(_WEIGHT_SUFFIXES)) else x for x in parts)
+
+
+_WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
+TOWER_KEY = "pixgen_image_tower"  # metadata key that marks a file written by save_image_tower
+
+
+def _weights_files(spec: ClipSpec) -> tuple[str | None, Path | None]:
+    """Split PRETRAINED into the base weights and the optional image-tower file (``BASE+TOWER``)."""
+    pretrained = spec.pretrained
+    if not pretrained or "+" not in pretrained:
+        return pretrained, None
+    base, _, tower = pretrained.rpartition("+")
+    if not tower.endswith(".safetensors") or Path(pretrained).expanduser().is_file():
+        return pretrained, None  # a file name that happens to contain '+'
+    tower_path = Path(tower).expanduser()
+    if not tower_path.is_file():
+        raise ModelError(f"image tower file {tower!r} for {spec.model} not found",
+                         "check the path after '+' in BASE+TOWER (a .safetensors file from save_image_tower)")
+    if not base:
+        raise ModelError(f"CLIP spec {spec.model}:{pretrained}: no base weights before '+'",
+                         "write BASE+TOWER, e.g. pixgen-toy-clip:checkpoints/toy/clip.pt+late.safetensors")
+    return base, tower_path
+
+
+def save_image_tower(model: nn.Module, path: str | Path, base: str = "") -> Path:
+    """Write the image tower (``model.visual``) alone, float16 safetensors, atomically.
+
+    ``base`` names the weights whose text tower it goes with; it is recorded, not enforced.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().half().contiguous() if v.is_floating_point() else v.detach().cpu().contiguous()
+             for k, v in model.visual.state_dict().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp), metadata={TOWER_KEY: "1", "base": base})
+    tmp.replace(path)
+    return path
+
+
+def load_image_tower(model: nn.Module, path: str | Path) -> None:
+    """Replace ``model.visual``'s weights with those in ``path`` (written by :func:`save_image_tower`)."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise ModelError(f"could not read image tower file {path}: {_short(exc)}",
+                         "give a .safetensors file written by pixgen's save_image_tower") from None
+    if TOWER_KEY not in meta:
+        raise ModelError(f"{path} is not an image tower file (no {TOWER_KEY!r} in its metadata)",
+                         "give a file written by pixgen's save_image_tower after '+' in BASE+TOWER")
+    own = model.visual.state_dict()
+    missing = sorted(set(own) - set(state))
+    extra = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or extra or wrong:
+        detail = (f"missing {missing[:3]}" if missing else f"unexpected {extra[:3]}" if extra
+                  else f"shape of {wrong[0]} is {tuple(state[wrong[0]].shape)}, not {tuple(own[wrong[0]].shape)}")
+        raise ModelError(f"image tower file {path} does not fit this CLIP model ({detail})",
+                         "pair the tower file with the model it was trained as")
+    model.visual.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
 
 
 @contextlib.contextmanager

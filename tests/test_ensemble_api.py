@@ -98,3 +98,91 @@ def test_clip_weights_that_cannot_be_downloaded_name_model_place_and_fix(monkeyp
     assert "ViT-B-32:openai" in text
     assert str(tmp_path / "clip") in text
     assert "--clip ViT-B-32:/path/to/weights.pt" in text
+
+
+def test_clip_spec_step_ranges_parse_and_bad_ones_say_how_to_write_them():
+    assert ClipSpec.parse("ViT-B-32:openai@0-0.6") == ClipSpec("ViT-B-32", "openai", 1.0, (0.0, 0.6))
+    assert ClipSpec.parse("RN50:/tmp/w.pt:2 @ 0.6 - 1") == ClipSpec("RN50", "/tmp/w.pt", 2.0, (0.6, 1.0))
+    assert str(ClipSpec.parse("RN50:openai:0.5@0.25-0.75")) == "RN50:openai:0.5@0.25-0.75"
+    for bad, says in [("RN50:openai@0.7-0.2", "0 <= START < END <= 1"), ("RN50:openai@0-1.5", "0 <= START"),
+                      ("RN50:openai@a-b", "not two numbers"), ("RN50:openai@0.5", "not a step range")]:
+        with pytest.raises(ModelError, match=says) as info:
+            ClipSpec.parse(bad)
+        assert "@" in info.value.hint
+
+
+def test_each_clip_guides_only_its_share_of_the_steps(tiny):
+    r = pixgen.generate("a castle", write=False, clip=["pixgen-random-tiny@0-0.5", "pixgen-random-tiny::2@0.5-1"],
+                        **tiny)
+    by_step = {rec["step"]: set(rec["terms"]) - {"tv"} for rec in r.losses}
+    assert sorted(by_step) == list(range(1, 7))
+    first, second = "a castle @pixgen-random-tiny:random#0", "a castle @pixgen-random-tiny:random#1"
+    assert all(by_step[s] == {first} for s in (1, 2, 3))
+    assert all(by_step[s] == {second} for s in (4, 5, 6))
+
+
+def test_clip_step_ranges_that_leave_steps_unguided_are_refused(tiny):
+    from pixgen.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no CLIP model guides steps 3-4 of 6") as info:
+        pixgen.generate("a castle", write=False, clip=["pixgen-random-tiny@0-0.3", "pixgen-random-tiny@0.7-1"],
+                        **tiny)
+    assert "cover 0-1" in info.value.hint
+
+
+def test_the_start_colour_is_chosen_by_every_clip_of_the_run_also_one_scheduled_later(tiny):
+    def start_note(clip):
+        r = pixgen.generate("a castle", write=False, clip=clip, init_color=[[200, 30, 30], [20, 20, 20]],
+                            **{**tiny, "iterations": 4})
+        return next(m for m in r.messages if "start colours" in m)
+
+    both = start_note(["pixgen-random-tiny", "pixgen-random-tiny::3"])
+    assert both != start_note(["pixgen-random-tiny"])  # the second model's scores do count
+    assert start_note(["pixgen-random-tiny@0-0.5", "pixgen-random-tiny::3@0.5-1"]) == both
+
+
+def _two_tiny_clips(tmp_path):
+    import open_clip
+
+    from pixgen.perceptor import _register_configs
+
+    _register_configs()
+    torch.manual_seed(0)
+    base = open_clip.create_model("pixgen-random-tiny")
+    torch.manual_seed(1)
+    other = open_clip.create_model("pixgen-random-tiny")
+    torch.save(base.state_dict(), tmp_path / "base.pt")
+    return base, other
+
+
+def test_base_plus_image_tower_gives_the_base_text_and_the_tower_image_embeddings(tmp_path):
+    from pixgen.perceptor import load_perceptor, save_image_tower
+
+    base, other = _two_tiny_clips(tmp_path)
+    tower = save_image_tower(other, tmp_path / "late.safetensors", base="base.pt")
+    p = load_perceptor(f"pixgen-random-tiny:{tmp_path / 'base.pt'}+{tower}@0.5-1")
+    assert p.steps == (0.5, 1.0) and p.name == "pixgen-random-tiny:base.pt+late.safetensors"
+    images = torch.rand(2, 3, p.input_size, p.input_size)
+    with torch.no_grad():
+        want_image = other.encode_image((images - p.mean) / p.std)
+        want_text = base.encode_text(p.tokenizer(["a castle"]))
+        assert torch.allclose(p.encode_image(images), want_image, atol=2e-2)  # tower stored in float16
+        assert not torch.allclose(p.encode_image(images), base.encode_image((images - p.mean) / p.std), atol=2e-2)
+        assert torch.equal(p.encode_text(["a castle"]), want_text)
+
+
+def test_image_tower_files_that_do_not_fit_are_refused_with_the_reason(tmp_path, tiny48):
+    import open_clip
+    from safetensors.torch import save_file
+
+    from pixgen.perceptor import load_perceptor, save_image_tower
+
+    _two_tiny_clips(tmp_path)
+    wrong = save_image_tower(open_clip.create_model(tiny48), tmp_path / "wrong.safetensors")
+    with pytest.raises(ModelError, match="does not fit this CLIP model"):
+        load_perceptor(f"pixgen-random-tiny:{tmp_path / 'base.pt'}+{wrong}")
+    save_file({"x": torch.zeros(2)}, str(tmp_path / "plain.safetensors"))
+    with pytest.raises(ModelError, match="not an image tower file"):
+        load_perceptor(f"pixgen-random-tiny:{tmp_path / 'base.pt'}+{tmp_path / 'plain.safetensors'}")
+    with pytest.raises(ModelError, match="image tower file .* not found"):
+        load_perceptor(f"pixgen-random-tiny:{tmp_path / 'base.pt'}+{tmp_path / 'nope.safetensors'}")

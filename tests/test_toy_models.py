@@ -101,3 +101,55 @@ def test_clip_prefers_true_caption_over_hard_negative():
         wins += int(s[0] > s[1])
         total += 1
     assert wins / total >= 0.8
+
+
+@needs
+def test_toy_model_switches_to_the_late_image_tower_when_it_ships(tmp_path):
+    import shutil
+
+    from pixgen.factory import TOY_LATE_TOWER, toy_clip_specs
+
+    assert [s.steps for s in toy_clip_specs(tmp_path)] == [(0.0, 1.0)]  # no tower file: the one CLIP all run
+    shutil.copy(TOY / "clip.pt", tmp_path / "clip.pt")
+    (tmp_path / TOY_LATE_TOWER).write_bytes(b"")
+    early, late = toy_clip_specs(tmp_path)
+    assert early.steps[1] == late.steps[0] and early.steps[0] == 0.0 and late.steps[1] == 1.0
+    assert early.pretrained == str(tmp_path / "clip.pt")
+    assert late.pretrained == f"{tmp_path / 'clip.pt'}+{tmp_path / TOY_LATE_TOWER}"
+
+
+@needs
+@pytest.mark.skipif(not (TOY / "clip_late_visual.safetensors").exists(), reason="late tower not present")
+def test_shipped_late_tower_shares_the_text_tower_and_changes_the_image_side():
+    from pixgen.perceptor import load_perceptor
+
+    early = load_perceptor(f"pixgen-toy-clip:{TOY / 'clip.pt'}")
+    late = load_perceptor(f"pixgen-toy-clip:{TOY / 'clip.pt'}+{TOY / 'clip_late_visual.safetensors'}")
+    captions = ["a red circle", "a blue square above a green cross"]
+    assert torch.equal(early.encode_text(captions), late.encode_text(captions))
+    _, x = _images(4, seed=3)
+    with torch.no_grad():
+        assert not torch.allclose(early.encode_image(x), late.encode_image(x), atol=1e-3)
+
+
+def test_export_image_tower_needs_the_text_tower_of_its_base(tmp_path):
+    from pixgen.errors import ModelError
+    from pixgen.perceptor import load_perceptor
+    from pixgen.toy.train_clip import create_toy_clip, export_image_tower, save_clip
+
+    torch.manual_seed(0)
+    model = create_toy_clip()
+    save_clip(model, tmp_path / "base.pt")
+    with torch.no_grad():
+        model.visual.conv1.weight.add_(0.5)  # as if only the image tower had trained
+    save_clip(model, tmp_path / "tuned.pt")
+    tower = export_image_tower(tmp_path / "tuned.pt", tmp_path / "base.pt", tmp_path / "t.safetensors")
+    p = load_perceptor(f"pixgen-toy-clip:{tmp_path / 'base.pt'}+{tower}")
+    tuned = torch.load(tmp_path / "tuned.pt", weights_only=True)
+    assert torch.equal(p.model.visual.conv1.weight.half(), tuned["visual.conv1.weight"])
+    with torch.no_grad():
+        model.token_embedding.weight.add_(0.5)  # now the text side moved too
+    save_clip(model, tmp_path / "both.pt")
+    with pytest.raises(ModelError, match="differ outside the image tower"):
+        export_image_tower(tmp_path / "both.pt", tmp_path / "base.pt", tmp_path / "t2.safetensors")
+    assert not (tmp_path / "t2.safetensors").exists()

@@ -351,3 +351,18 @@ def test_locks_without_init_or_both_at_once_are_refused(tmp_path, flags, says):
     assert result.exit_code == 2
     assert flags[0] in result.output and says in result.output
     assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.parametrize("args, says", [(["nope.pt", "--base", "nope.pt", "--out", "t.safetensors"], "SRC"),
+                                        ([str(TOY / "clip.pt"), "--base", str(TOY / "clip.pt"), "--out", "t.pt"],
+                                         ".safetensors")])
+def test_image_tower_command_refuses_missing_files_and_other_formats(tmp_path, args, says):
+    from typer.testing import CliRunner
+
+    from pixgen.cli import app
+
+    result = CliRunner().invoke(app, ["toy", "image-tower", *[str(tmp_path / a) if a.startswith(("nope", "t.")) else a
+                                                              for a in args]])
+    assert result.exit_code == 2, result.output
+    assert says in result.output
+    assert not list(tmp_path.iterdir())

@@ -147,6 +147,21 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
     typer.echo(str(out / "clip.pt"))
 
 
+@toy_app.command("image-tower")
+def image_tower_cmd(src: Path = typer.Argument(..., help="clip.pt of a run trained with --init BASE --lock-text."),
+                    base: Path = typer.Option(..., "--base", help="The clip.pt whose text tower SRC kept."),
+                    out: Path = typer.Option(..., "--out", "-o", help="The .safetensors file to write.")) -> None:
+    """Write SRC's image tower alone (1.7 MB for the toy CLIP), to load as MODEL:BASE+TOWER."""
+    from pixgen.toy.train_clip import export_image_tower
+
+    for flag, path in (("SRC", src), ("--base", base)):
+        if not path.is_file():
+            raise PixgenError(f"{flag} {path} not found", "give the clip.pt files of `pixgen toy train clip` runs")
+    if out.suffix != ".safetensors":
+        raise PixgenError(f"--out {out} must end in .safetensors", "e.g. --out checkpoints/toy/clip_late_visual.safetensors")
+    typer.echo(str(export_image_tower(src, base, out)))
+
+
 @train_app.command("evaluator")
 def train_evaluator_cmd(out: Path = _OUT, steps: int = typer.Option(600, "--steps"), seed: int = _SEED,
                         batch: int = typer.Option(32, "--batch"), resume: bool = _RESUME,

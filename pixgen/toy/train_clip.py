@@ -36,7 +36,8 @@ from pixgen.toy.training import (TrainLog, batch_images, load_state, load_toy_vq
                                  release_freed_memory, restore, save_state, seed_everything)
 from pixgen.toy.world import CANVAS, COLOUR_NAMES, SHAPES, Scene, render
 
-__all__ = ["CLIP_NAME", "CONFIG_DIR", "create_toy_clip", "tokenize", "encode_text_fast", "augment", "train_clip", "save_clip"]
+__all__ = ["CLIP_NAME", "CONFIG_DIR", "create_toy_clip", "tokenize", "encode_text_fast", "augment", "train_clip", "save_clip",
+           "export_image_tower"]
 
 CLIP_NAME = "pixgen-toy-clip"
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "clip_configs"
@@ -228,6 +229,27 @@ class JunkPool:
         if self.images is None or n == 0:
             return None
         return self.images[torch.randint(len(self.images), (n,), generator=gen)]
+
+
+def export_image_tower(src: str | Path, base: str | Path, out: str | Path) -> Path:
+    """Write the image tower of the toy CLIP ``src`` alone, for use as ``BASE+TOWER`` with ``base``.
+
+    Refuses unless ``src``'s text side (every weight outside ``visual.`` but the logit scale, which generation
+    does not use) equals ``base``'s bit for bit, as after ``pixgen toy train clip --init BASE --lock-text``: only
+    then does BASE+TOWER give ``src``'s embeddings.
+    """
+    from pixgen.errors import ModelError
+    from pixgen.perceptor import save_image_tower
+
+    a = torch.load(src, map_location="cpu", weights_only=True)
+    b = torch.load(base, map_location="cpu", weights_only=True)
+    text = [k for k in a if not k.startswith("visual.") and k != "logit_scale"]
+    differ = [k for k in text if k not in b or a[k].shape != b[k].shape or not torch.equal(a[k], b[k])]
+    if differ:
+        raise ModelError(f"{src} and {base} differ outside the image tower ({len(differ)} tensors, e.g. {differ[0]})",
+                         "export the tower of a run trained with --init BASE --lock-text, and give that BASE")
+    model = create_toy_clip(str(src))
+    return save_image_tower(model, out, base=Path(base).name)
 
 
 def save_clip(model: torch.nn.Module, path: str | Path) -> Path:
