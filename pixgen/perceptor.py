@@ -234,7 +234,8 @@ def _weights_files(spec: ClipSpec) -> tuple[str | None, Path | None]:
     tower_path = Path(tower).expanduser()
     if not tower_path.is_file():
         raise ModelError(f"image tower file {tower!r} for {spec.model} not found",
-                         "check the path after '+' in BASE+TOWER (a .safetensors file from save_image_tower)")
+                         "check the path after '+' in BASE+TOWER: a .safetensors file written by "
+                         "`pixgen toy image-tower` or pixgen.perceptor.save_image_tower")
     if not base:
         raise ModelError(f"CLIP spec {spec.model}:{pretrained}: no base weights before '+'",
                          "write BASE+TOWER, e.g. pixgen-toy-clip:checkpoints/toy/clip.pt+late.safetensors")
@@ -269,10 +270,10 @@ def load_image_tower(model: nn.Module, path: str | Path) -> None:
         state = load_file(str(path))
     except (SafetensorError, OSError) as exc:
         raise ModelError(f"could not read image tower file {path}: {_short(exc)}",
-                         "give a .safetensors file written by pixgen's save_image_tower") from None
+                         "give a .safetensors file written by `pixgen toy image-tower` or save_image_tower") from None
     if TOWER_KEY not in meta:
         raise ModelError(f"{path} is not an image tower file (no {TOWER_KEY!r} in its metadata)",
-                         "give a file written by pixgen's save_image_tower after '+' in BASE+TOWER")
+                         "after '+' in BASE+TOWER give a file written by `pixgen toy image-tower` or save_image_tower")
     own = model.visual.state_dict()
     missing = sorted(set(own) - set(state))
     extra = sorted(set(state) - set(own))

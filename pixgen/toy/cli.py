@@ -158,7 +158,8 @@ def image_tower_cmd(src: Path = typer.Argument(..., help="clip.pt of a run train
         if not path.is_file():
             raise PixgenError(f"{flag} {path} not found", "give the clip.pt files of `pixgen toy train clip` runs")
     if out.suffix != ".safetensors":
-        raise PixgenError(f"--out {out} must end in .safetensors", "e.g. --out checkpoints/toy/clip_late_visual.safetensors")
+        raise PixgenError(f"--out {out} must end in .safetensors",
+                          "e.g. --out checkpoints/toy/clip_late_visual.safetensors")
     typer.echo(str(export_image_tower(src, base, out)))
 
 
