@@ -100,7 +100,10 @@ def test_video_has_one_frame_per_saved_frame(tiny):
     assert first.shape == (32, 32, 3)
 
 
-def test_interrupt_saves_state_and_resume_matches_an_uninterrupted_run(tiny, tmp_path, monkeypatch):
+@pytest.mark.parametrize("clip", [None, ["pixgen-random-tiny@0-0.5", "pixgen-random-tiny::2@0.5-1"]])
+def test_interrupt_saves_state_and_resume_matches_an_uninterrupted_run(tiny, tmp_path, monkeypatch, clip):
+    if clip:  # stopped just after the handover: the resumed steps must stay with the second CLIP
+        tiny = {**tiny, "clip": clip}
     straight = pixgen.generate("a castle", seed=2, **{**tiny, "output_dir": str(tmp_path / "straight")})
 
     real_step = engine_mod.Engine.step
