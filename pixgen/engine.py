@@ -98,7 +98,7 @@ class Engine:
     def active_targets(self, step: int) -> list[Target]:
         """The targets that guide step ``step`` (0-based): those of its story phase whose CLIP is scheduled then."""
         phase = self.phase_at(step)
-        on = [step_in_range(getattr(p, "steps", (0.0, 1.0)), step, self.total) for p in self.perceptors]
+        on = [step_in_range(p.steps, step, self.total) for p in self.perceptors]
         return [t for t in self.targets if (t.phase is None or t.phase == phase) and on[t.perceptor]]
 
     def losses(self, image: torch.Tensor, targets: list[Target]) -> tuple[list[str], torch.Tensor]:

@@ -178,7 +178,7 @@ def load_perceptor(spec: str | ClipSpec, device: str | torch.device = "cpu", *, 
                          (f"did you mean {', '.join(close)}? " if close else "")
                          + "`python -c 'import open_clip; print(open_clip.list_models())'` lists them")
     pretrained, tower = _weights_files(spec)
-    if pretrained and (os.sep in pretrained or pretrained.endswith(_WEIGHT_SUFFIXES)):
+    if pretrained and _is_weights_file(pretrained):
         if not Path(pretrained).expanduser().is_file():
             raise ModelError(f"CLIP weights file {pretrained!r} for {spec.model} not found",
                              "check the path, or give a pretrained tag such as 'openai'")
@@ -216,10 +216,15 @@ def _short_weights(pretrained: str | None) -> str:
     if not pretrained:
         return "random"
     parts = pretrained.split("+")
-    return "+".join(Path(x).name if (os.sep in x or x.endswith(_WEIGHT_SUFFIXES)) else x for x in parts)
+    return "+".join(Path(x).name if _is_weights_file(x) else x for x in parts)
 
 
 _WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
+
+
+def _is_weights_file(pretrained: str) -> bool:
+    """Whether PRETRAINED names a file (a path, or a weights file name) rather than an open_clip tag."""
+    return os.sep in pretrained or pretrained.endswith(_WEIGHT_SUFFIXES)
 TOWER_KEY = "pixgen_image_tower"  # metadata key that marks a file written by save_image_tower
 
 
@@ -262,12 +267,11 @@ def save_image_tower(model: nn.Module, path: str | Path, base: str = "") -> Path
 def load_image_tower(model: nn.Module, path: str | Path) -> None:
     """Replace ``model.visual``'s weights with those in ``path`` (written by :func:`save_image_tower`)."""
     from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
 
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="pt") as f:  # one read: the metadata mark and the tensors
             meta = f.metadata() or {}
-        state = load_file(str(path))
+            state = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError) as exc:
         raise ModelError(f"could not read image tower file {path}: {_short(exc)}",
                          "give a .safetensors file written by `pixgen toy image-tower` or save_image_tower") from None
