@@ -172,8 +172,9 @@ def test_toy_training_refuses_a_thread_count_below_one_like_generate(tmp_path, m
 
 
 @needs
-@pytest.mark.parametrize("aux_layout,aux_relation", [(0.0, 0.0), (1.0, 1.0)])
-def test_interrupted_and_resumed_clip_training_matches_a_straight_run(tmp_path, monkeypatch, aux_layout, aux_relation):
+@pytest.mark.parametrize("aux_layout,aux_relation,fade", [(0.0, 0.0, 0.0), (1.0, 1.0, 0.5)])
+def test_interrupted_and_resumed_clip_training_matches_a_straight_run(tmp_path, monkeypatch, aux_layout, aux_relation,
+                                                                      fade):
     import pixgen.toy.train_clip as tc
 
     def setup(d):
@@ -184,7 +185,7 @@ def test_interrupted_and_resumed_clip_training_matches_a_straight_run(tmp_path, 
 
     kwargs = dict(steps=3, batch=5, negatives=1, junk=2, chains=2, roundtrip_p=0.5, init=TOY / "clip.pt",
                   threads=None, log_every=1, save_every=1, progress=False, lr=1e-4, warmup=1, aux_layout=aux_layout,
-                  aux_relation=aux_relation)
+                  aux_relation=aux_relation, fade=fade)
     straight = setup(tmp_path / "straight")
     tc.train_clip(straight, **kwargs)
 
@@ -211,6 +212,46 @@ def test_interrupted_and_resumed_clip_training_matches_a_straight_run(tmp_path, 
         assert not any(k.startswith(("image.", "text.", "head.")) for k in a)
         rows = [json.loads(x) for x in (stopped / "clip_finetune.log.jsonl").read_text().splitlines()]
         assert all("aux_image" in r and "aux_relation" in r for r in rows)
+
+
+def test_fade_keeps_the_background_and_a_drawn_share_of_each_objects_contrast():
+    from pixgen.toy.train_clip import fade_to_background
+    from pixgen.toy.world import BACKGROUNDS, Obj, Scene, render
+
+    scenes = [Scene(bg, [Obj("circle", "red", "large", 1, 1, 32.0, 32.0, 24.0)]) for bg in ("white", "black")]
+    x = torch.stack([torch.from_numpy(render(s)).permute(2, 0, 1).float() / 255 for s in scenes])
+    faded = fade_to_background(x, [s.background for s in scenes], (0.2, 0.4), torch.Generator().manual_seed(0))
+    for img, out, scene in zip(x, faded, scenes):
+        bg = torch.tensor(BACKGROUNDS[scene.background]).float().view(3, 1, 1) / 255
+        assert torch.allclose(out[:, 0, 0], bg[:, 0, 0])  # the corner is background: unchanged
+        keep = (out[:, 32, 32] - bg[:, 0, 0]) / (img[:, 32, 32] - bg[:, 0, 0])  # the circle's centre
+        assert 0.2 <= keep.mean() <= 0.4 and torch.allclose(keep, keep.mean().expand(3), atol=1e-5)
+        assert torch.allclose(out, bg + keep[0] * (img - bg), atol=1e-6)
+
+
+@needs
+def test_clip_training_with_fade_scores_faded_copies_of_the_batch_scenes(tmp_path, monkeypatch):
+    import pixgen.toy.train_clip as tc
+    from pixgen.toy.world import BACKGROUNDS
+
+    seen = []
+    real_augment, real_batch = tc.augment, tc.make_batch
+    batches = []
+    monkeypatch.setattr(tc, "augment", lambda x, size, g: (seen.append(x.detach().clone()), real_augment(x, size, g))[1])
+    monkeypatch.setattr(tc, "make_batch", lambda *a, **k: (batches.append(real_batch(*a, **k)), batches[-1])[1])
+    tc.train_clip(tmp_path, steps=1, batch=6, negatives=1, junk=0, fade=1.0, init=TOY / "clip.pt", threads=None,
+                  progress=False, lr=1e-4, warmup=1, save_every=1, log_every=1)
+    scenes, images = batches[0][0], batches[0][1]
+    x = seen[0]
+    assert len(x) == 2 * len(scenes)  # every scene, then every scene faded
+    for i, scene in enumerate(scenes):
+        clean = torch.from_numpy(images[i]).permute(2, 0, 1).float() / 255
+        bg = torch.tensor(BACKGROUNDS[scene.background]).float().view(3, 1, 1) / 255
+        moved = (clean - bg).abs() > 0.1
+        keep = ((x[len(scenes) + i] - bg)[moved] / (clean - bg)[moved])
+        assert 0.08 - 1e-4 <= keep.min() and keep.max() <= 0.6 + 1e-4 and keep.std() < 1e-3
+    row = json.loads((tmp_path / "clip_finetune.log.jsonl").read_text().splitlines()[0])
+    assert 0.0 <= row["fade_rank_acc"] <= 1.0 and 0.0 <= row["fade_hard_neg_acc"] <= 1.0
 
 
 def test_relation_head_labels_each_colour_pair_by_row_and_column():

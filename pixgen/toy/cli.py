@@ -111,7 +111,11 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
                    chain_render: float = typer.Option(
                        0.0, "--chain-render",
                        help="Share of chains starting from the clean render of their own caption's scene: the CLIP "
-                            "learns that nothing the search drifts to from a right answer beats it.")
+                            "learns that nothing the search drifts to from a right answer beats it."),
+                   fade: float = typer.Option(
+                       0.0, "--fade",
+                       help="Share of scenes also shown faded towards their background (8-60% contrast): faint right "
+                            "objects must beat faint wrong ones on the caption, and lose to full contrast.")
                    ) -> None:
     """Train the toy CLIP with hard negatives; writes OUT/clip.pt and OUT/clip.log.jsonl.
 
@@ -133,7 +137,7 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
         raise PixgenError(f"--chains and --roundtrip need the toy VQGAN, and {out / 'vqgan.ckpt'} does not exist",
                           f"run `pixgen toy train vqgan --out {out}` first")
     for flag, share in (("--roundtrip", roundtrip), ("--chain-flat", chain_flat), ("--cut", cut),
-                        ("--chain-render", chain_render)):
+                        ("--chain-render", chain_render), ("--fade", fade)):
         if not 0.0 <= share <= 1.0:
             raise PixgenError(f"{flag} {share} is not a share between 0 and 1", f"use e.g. {flag} 0.3")
     colours = parse_colours(chain_flat_colours, "--chain-flat-colours") if chain_flat_colours else None
@@ -143,7 +147,8 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
                hard_weight=hard_weight, init=init, chains=chains, chain_weight=chain_weight, chain_flat=chain_flat,
                roundtrip_p=roundtrip, chain_cutouts=chain_cutouts, cut_p=cut,
                chain_flat_colours=colours, kinds=kind_weights, aux_layout=aux_layout,
-               aux_relation=aux_relation, lock_image=lock_image, lock_text=lock_text, chain_render=chain_render)
+               aux_relation=aux_relation, lock_image=lock_image, lock_text=lock_text, chain_render=chain_render,
+               fade=fade)
     typer.echo(str(out / "clip.pt"))
 
 

@@ -34,7 +34,7 @@ from pixgen.toy.adversarial import AdversarialChains
 from pixgen.toy.captions import RELATIONS, Spec, hard_negative, holds, sample_pair, spec_text
 from pixgen.toy.training import (TrainLog, batch_images, load_state, load_toy_vqgan, pick_device, reconstruct,
                                  release_freed_memory, restore, save_state, seed_everything)
-from pixgen.toy.world import CANVAS, COLOUR_NAMES, SHAPES, Scene, render
+from pixgen.toy.world import BACKGROUNDS, CANVAS, COLOUR_NAMES, SHAPES, Scene, render
 
 __all__ = ["CLIP_NAME", "CONFIG_DIR", "create_toy_clip", "tokenize", "encode_text_fast", "augment", "train_clip", "save_clip",
            "export_image_tower"]
@@ -157,6 +157,19 @@ def cut_variant(scene: Scene, spec: Spec, rng: np.random.Generator,
         cy = CANVAS - inside
     moved = replace(obj, cx=float(cx), cy=float(cy))
     return Scene(scene.background, [moved if o is obj else o for o in scene.objects])
+
+
+def fade_to_background(images: torch.Tensor, backgrounds: list[str], contrast: tuple[float, float],
+                       gen: torch.Generator) -> torch.Tensor:
+    """``images`` (B, 3, H, W in [0, 1]) blended towards their flat background colour, each keeping a share of
+    its contrast drawn uniformly from ``contrast``: the faint objects a search from a flat canvas passes through."""
+    if not len(images):
+        return images.clone()
+    bg = torch.tensor([BACKGROUNDS[name] for name in backgrounds], dtype=images.dtype, device=images.device)
+    bg = (bg / 255).view(-1, 3, 1, 1)
+    lo, hi = contrast
+    keep = (lo + (hi - lo) * torch.rand(len(images), generator=gen)).to(images.device).view(-1, 1, 1, 1)
+    return bg + keep * (images - bg)
 
 
 def make_batch(rng: np.random.Generator, batch: int, negatives: int, canonical_p: float = 0.3,
@@ -395,7 +408,8 @@ def train_clip(
     init: str | Path | None = None, chain_cutouts: int = 1, cut_p: float = 0.0,
     chain_flat_colours: list[tuple[int, int, int]] | None = None, kinds: dict[str, float] | None = None,
     aux_layout: float = 0.0, aux_relation: float = 0.0, lock_image: bool = False, lock_text: bool = False,
-    chain_render: float = 0.0,
+    chain_render: float = 0.0, fade: float = 0.0, fade_range: tuple[float, float] = (0.08, 0.6),
+    fade_weight: float = 1.0,
 ) -> torch.nn.Module:
     """Train (or resume) the toy CLIP; writes ``clip.pt``, a resumable state and ``clip.log.jsonl``.
 
@@ -419,6 +433,11 @@ def train_clip(
     stay put while the image tower learns, e.g. against chains). A resumed run must be given the same locks.
     ``chain_render`` is the share of chains that start from their own scene's clean render (VQGAN-encoded);
     for those the decoded start, not the clean render, is the positive the chain's image must not beat.
+    ``fade`` is the share of scenes also shown faded towards their background (objects at a contrast drawn from
+    ``fade_range``), as a search from a flat canvas first sees them: the faded image must still pick its own
+    caption over the others and over its hard negatives, and rank below its full-contrast render on that
+    caption (weighed by ``fade_weight``), so that faint right content already outscores faint wrong content
+    while full contrast still scores best (:func:`fade_to_background`).
     """
     set_threads(threads)
     dev = pick_device(device)
@@ -489,10 +508,16 @@ def train_clip(
             fixed = list(zip(runs.scenes, runs.specs, runs.texts))
         scenes, images, texts, specs, owners = make_batch(rng, batch, negatives, fixed=fixed, kinds=kinds)
         x = batch_images(images, dev)
+        fade_of = [i for i in range(len(scenes)) if fade and rng.random() < fade]
+        faded = fade_to_background(x[fade_of], [scenes[i].background for i in fade_of], fade_range, gen)
         if vq is not None and roundtrip_p:
             pick = (torch.rand(len(x), generator=gen) < roundtrip_p).to(dev)
             if pick.any():
                 x[pick] = reconstruct(vq, x[pick])
+            if len(faded):  # drawn only when there are faded images, so runs without --fade stay as they were
+                pick = (torch.rand(len(faded), generator=gen) < roundtrip_p).to(dev)
+                if pick.any():
+                    faded[pick] = reconstruct(vq, faded[pick])
         if runs is not None and runs.from_render.any():  # a chain that started right: its start is its positive
             sel = runs.from_render.nonzero().flatten().to(dev)
             x[sel] = runs.start_images[sel]
@@ -516,6 +541,8 @@ def train_clip(
                         cut_images.append(render(variant))
             if cut_images:
                 x = torch.cat([x, batch_images(cut_images, dev)])
+        fade_start = len(x)
+        x = torch.cat([x, faded])
         truth = truth_matrix(all_scenes, specs).to(dev)
         img_all = F.normalize(embed_images(augment(x, size, gen)), dim=-1)
         img = img_all[:len(all_scenes)]
@@ -537,6 +564,21 @@ def train_clip(
             cut_logits = scale * (img_all[len(all_scenes):] * txt[own]).sum(-1)
             cut_gap = (logits[own, own] - cut_logits).detach()
             loss = loss + hard_weight * F.softplus(cut_logits - logits[own, own]).mean()
+        fade_hn = fade_rank = None
+        if fade_of:  # faint right content must beat faint wrong captions, and lose to its own full contrast
+            own = torch.tensor(fade_of, device=dev)
+            f_logits = scale * img_all[fade_start:] @ txt.T
+            loss = loss + fade_weight * soft_ce(f_logits, truth[own])
+            rows = [(r, j) for r, i in enumerate(fade_of) for j in range(nb, len(specs))
+                    if owners[j] == i and not truth[i, j]]
+            if rows:
+                r_idx, j_idx = (torch.tensor(v, device=dev) for v in zip(*rows))
+                hn_margin = f_logits[r_idx, j_idx] - f_logits[r_idx, own[r_idx]]
+                loss = loss + fade_weight * hard_weight * F.softplus(hn_margin).mean()
+                fade_hn = (hn_margin < 0).float().mean()
+            rank = f_logits[torch.arange(len(own), device=dev), own] - logits[own, own]
+            loss = loss + fade_weight * F.softplus(rank).mean()
+            fade_rank = (rank < 0).float().mean()
         aux = None
         if heads is not None:
             aux = heads.losses(img[:nb], list(scenes), txt, list(specs))
@@ -566,6 +608,10 @@ def train_clip(
             metrics = dict(loss=loss.item(), top1=top1, scale=scale.item(), lr=lr_now)
             if hn_total:
                 metrics["hard_neg_acc"] = hn_wins / hn_total
+            if fade_hn is not None:  # faded scenes whose caption beats its hard negative
+                metrics["fade_hard_neg_acc"] = fade_hn.item()
+            if fade_rank is not None:  # faded scenes their caption ranks below the full-contrast render
+                metrics["fade_rank_acc"] = fade_rank.item()
             if cut_gap is not None:  # share of cut scenes the caption ranks below the whole scene
                 metrics["cut_acc"] = (cut_gap > 0).float().mean().item()
             if aux is not None:
