@@ -17,7 +17,7 @@ from pixgen import __version__
 from pixgen import config as config_mod
 from pixgen.engine import StepState
 from pixgen.errors import PixgenError
-from pixgen.factory import Session, build_session
+from pixgen.factory import Session, build_session, weights_changes
 from pixgen.output import (CONFIG_NAME, LOG_NAME, STATE_NAME, RunWriter, atomic_write, frame_paths,
                            make_run_dir, metadata_for, to_pil, truncate_log)
 
@@ -33,6 +33,7 @@ class Result:
     config: DictConfig
     status: str = "done"  # done | interrupted
     messages: list[str] = field(default_factory=list)
+    weights: dict[str, str] = field(default_factory=dict)  # weights file name -> SHA-256 prefix (or "tag")
 
     @property
     def interrupted(self) -> bool:
@@ -156,7 +157,7 @@ def _build_config(prompt: str | None, config: str | Path | None, overrides: dict
 
 def generate(prompt: str | None = None, *, config: str | Path | None = None, overrides: list[str] | None = None,
              base: DictConfig | None = None, write: bool = True, progress: bool = True, echo: bool = True,
-             **options: Any) -> Result:
+             made_with: dict[str, str] | None = None, **options: Any) -> Result:
     """Make an image from a prompt.
 
     Args:
@@ -168,6 +169,8 @@ def generate(prompt: str | None = None, *, config: str | Path | None = None, ove
         progress: show a progress bar.
         echo: print the run's notes (a rounded size, the chosen start colour, ...) to stderr; they are in
             ``Result.messages`` either way.
+        made_with: the weights record stored with an image this run re-makes (its PNG's ``weights``); if the
+            weights now differ, the run says so in its notes, since it will not give the same image.
         **options: config keys, top-level or dotted (``iterations=50``, ``size=[64, 64]``,
             ``**{"optim.lr": 0.2}``).
 
@@ -175,7 +178,7 @@ def generate(prompt: str | None = None, *, config: str | Path | None = None, ove
         Result with the final PIL image, the run directory and the per-step losses.
     """
     cfg = _build_config(prompt, config, options, overrides, base)
-    return _execute(cfg, write=write, progress=progress, echo=echo)
+    return _execute(cfg, write=write, progress=progress, echo=echo, made_with=made_with)
 
 
 def resume(run_dir: str | Path, *, iterations: int | None = None, progress: bool = True) -> Result:
@@ -197,8 +200,12 @@ def resume(run_dir: str | Path, *, iterations: int | None = None, progress: bool
 
 
 def _execute(cfg: DictConfig, *, write: bool, progress: bool, run_dir: Path | None = None,
-             state: dict | None = None, echo: bool = True) -> Result:
+             state: dict | None = None, echo: bool = True, made_with: dict[str, str] | None = None) -> Result:
     session = build_session(cfg, state=state)
+    changes = weights_changes(made_with, session.weights) if made_with is not None else []
+    if changes:
+        session.messages.append("the weights differ from those that made the image, so this re-run will not "
+                                "reproduce it exactly: " + "; ".join(changes))
     for message in session.messages if echo else ():
         print(f"pixgen: {message}", file=sys.stderr)
     start = int(state["step"]) if state else 0
@@ -215,7 +222,8 @@ def _execute(cfg: DictConfig, *, write: bool, progress: bool, run_dir: Path | No
         if run_dir is None:
             run_dir = make_run_dir(cfg.output_dir, cfg.run_name, cfg.prompt or "image")
         atomic_write(run_dir / CONFIG_NAME, config_mod.to_yaml(cfg).encode())
-        meta = metadata_for(cfg.prompt, cfg.seed, config_mod.to_yaml(cfg, without_location=True), __version__)
+        meta = metadata_for(cfg.prompt, cfg.seed, config_mod.to_yaml(cfg, without_location=True), __version__,
+                            session.weights)
         writer = RunWriter(run_dir, meta, cfg.save_every, _state_fn(session), video=cfg.video, fps=cfg.fps)
         if start == 0:
             writer.save_frame(0, initial)
@@ -236,4 +244,5 @@ def _execute(cfg: DictConfig, *, write: bool, progress: bool, run_dir: Path | No
     with torch.no_grad():
         final = session.generator().detach()
     return Result(image=to_pil(final), initial_image=to_pil(initial) if initial is not None else None,
-                  run_dir=run_dir, losses=recorder.records, config=cfg, status=status, messages=session.messages)
+                  run_dir=run_dir, losses=recorder.records, config=cfg, status=status, messages=session.messages,
+                  weights=session.weights)

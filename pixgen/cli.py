@@ -33,6 +33,22 @@ def parse_size(text: str) -> list[int]:
     return [w, h]
 
 
+def _stored_weights(stored: dict, image: Path) -> dict[str, str] | None:
+    """The weights record in a pixgen PNG (None for images from before pixgen recorded one)."""
+    import json
+
+    if "weights" not in stored:
+        return None
+    try:
+        record = json.loads(stored["weights"])
+    except ValueError:
+        record = None
+    if not isinstance(record, dict):
+        raise ConfigError(f"{image}: its stored weights record is not readable",
+                          "re-run it with --config and the options it was made with instead of --from-image")
+    return {str(k): str(v) for k, v in record.items()}
+
+
 def _report(result) -> None:
     if result.run_dir is not None:
         image = result.run_dir / "image.png"
@@ -88,11 +104,13 @@ def generate(
     from pixgen import api
     from pixgen.output import read_png_metadata
 
-    base = None
+    base, made_with = None, None
     if from_image is not None:
         from pixgen.config import from_yaml_text
 
-        base = from_yaml_text(read_png_metadata(from_image)["config"], str(from_image))
+        stored = read_png_metadata(from_image)
+        base = from_yaml_text(stored["config"], str(from_image))
+        made_with = _stored_weights(stored, from_image)
     elif prompt is None and config is None:
         raise ConfigError("no prompt given", 'pixgen generate "a red circle above a blue square" --model toy')
     options: dict[str, Any] = {
@@ -110,7 +128,8 @@ def generate(
     if augment:
         names = [a for a in augment if a.lower() != "none"]
         options["cutouts.augments"] = [{"name": a, "kwargs": {}} for a in names]
-    result = api.generate(prompt, config=config, overrides=set_, base=base, progress=not quiet, **options)
+    result = api.generate(prompt, config=config, overrides=set_, base=base, progress=not quiet, made_with=made_with,
+                          **options)
     _report(result)
     if result.interrupted:
         raise typer.Exit(130)

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -16,7 +17,7 @@ from pixgen.generators import VQGANGenerator
 from pixgen.models.vqgan import VQGAN, VQGANConfig
 from pixgen.ops import flat_canvas
 from pixgen.output import load_image
-from pixgen.perceptor import ClipSpec, Perceptor, load_perceptor
+from pixgen.perceptor import ClipSpec, Perceptor, is_weights_file, load_perceptor, weights_files
 from pixgen.prompts import parse_prompt, parse_story
 
 log = logging.getLogger("pixgen")
@@ -65,25 +66,63 @@ def random_tiny_vqgan(seed: int = 0) -> VQGAN:
     return model.eval().requires_grad_(False)
 
 
-def load_vqgan_for(cfg: DictConfig, device: torch.device) -> VQGAN:
-    """The VQGAN named by ``cfg.model`` or the local ``vqgan_config``/``vqgan_checkpoint`` pair."""
+def load_vqgan_for(cfg: DictConfig, device: torch.device) -> tuple[VQGAN, Path | None]:
+    """The VQGAN named by ``cfg.model`` or the local ``vqgan_config``/``vqgan_checkpoint`` pair, and its weights
+    file (None for the random-tiny test model, which has none)."""
     if cfg.model == "random-tiny" and not (cfg.vqgan_config or cfg.vqgan_checkpoint):
-        return random_tiny_vqgan().to(device)
+        return random_tiny_vqgan().to(device), None
     from pixgen import checkpoints  # the registry and download code, needed only for real weights
 
     if cfg.vqgan_config or cfg.vqgan_checkpoint:
         yaml_path, ckpt = checkpoints.resolve_vqgan(config_path=cfg.vqgan_config,
                                                     checkpoint_path=cfg.vqgan_checkpoint)
-        return checkpoints.load_vqgan(yaml_path, ckpt, device=device)
-    if cfg.model == "toy":
+    elif cfg.model == "toy":
         yaml_path, ckpt = TOY_DIR / "vqgan.yaml", TOY_DIR / "vqgan.ckpt"
         if not ckpt.is_file():
             raise ModelError(f"the toy VQGAN is missing at {ckpt}",
                              "the toy weights ship with the source checkout; reinstall from it, or train them "
                              "with `pixgen toy train vqgan`")
-        return checkpoints.load_vqgan(yaml_path, ckpt, device=device)
-    yaml_path, ckpt = checkpoints.resolve_vqgan(cfg.model)
-    return checkpoints.load_vqgan(yaml_path, ckpt, device=device)
+    else:
+        yaml_path, ckpt = checkpoints.resolve_vqgan(cfg.model)
+    return checkpoints.load_vqgan(yaml_path, ckpt, device=device), Path(ckpt)
+
+
+@lru_cache(maxsize=64)
+def _digest(path: str, size: int, mtime_ns: int) -> str:  # noqa: ARG001 (size and mtime key the cache)
+    from pixgen.download import sha256_of
+
+    return sha256_of(Path(path))[:16]
+
+
+def weights_record(vqgan_file: Path | None, specs: list[ClipSpec]) -> dict[str, str]:
+    """What each weights file of a run is: file name -> the first 16 hex digits of its SHA-256.
+
+    Stored in every PNG beside the config, because a config that names a model (``model: toy``) or a file
+    does not say which weights that was; a re-run (``--from-image``) compares them. An open_clip tag is
+    recorded as itself (a tag names fixed weights)."""
+    files: list[Path] = [vqgan_file] if vqgan_file is not None else []
+    record: dict[str, str] = {}
+    for spec in specs:
+        pretrained, tower = weights_files(spec)
+        if pretrained and is_weights_file(pretrained):
+            files.append(Path(pretrained).expanduser())
+        elif pretrained:
+            record[f"{spec.model}:{pretrained}"] = "tag"
+        if tower is not None:
+            files.append(tower)
+    for path in files:
+        stat = path.stat()
+        record[path.name] = _digest(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    return record
+
+
+def weights_changes(stored: dict[str, str], now: dict[str, str]) -> list[str]:
+    """How the weights of a re-run differ from those stored with the image it re-runs (empty if the same)."""
+    changes = [f"{name} is now {now[name]}, was {stored[name]}" for name in stored
+               if name in now and now[name] != stored[name]]
+    changes += [f"{name} was used then, not now" for name in stored if name not in now]
+    changes += [f"{name} is used now, not then" for name in now if name not in stored]
+    return changes
 
 
 def clip_specs_for(cfg: DictConfig) -> list[ClipSpec]:
@@ -145,6 +184,7 @@ class Session:
     perceptors: list[Perceptor]
     engine: Engine
     messages: list[str]
+    weights: dict[str, str] = field(default_factory=dict)  # weights_record of the run
 
 
 def _embed_targets(cfg: DictConfig, perceptors: list[Perceptor], cutouts: dict[int, MakeCutouts],
@@ -214,7 +254,7 @@ def build_session(cfg: DictConfig, *, state: dict | None = None) -> Session:
     if cfg.prompt.strip():
         parse_story(cfg.prompt)  # fail on a bad prompt before loading any model
     torch.manual_seed(cfg.seed)
-    vqgan = load_vqgan_for(cfg, device)
+    vqgan, vqgan_file = load_vqgan_for(cfg, device)
     width, height = fit_size(int(cfg.size[0]), int(cfg.size[1]), vqgan.factor)
     if (width, height) != (cfg.size[0], cfg.size[1]):
         messages.append(f"size {cfg.size[0]}x{cfg.size[1]} rounded to {width}x{height} "
@@ -251,4 +291,5 @@ def build_session(cfg: DictConfig, *, state: dict | None = None) -> Session:
     engine = Engine(generator, perceptors, targets, cutouts, optimizer, total=cfg.iterations, phases=n_phases,
                     init_weight=cfg.init_weight, tv_weight=cfg.tv_weight, log_every=cfg.log_every,
                     save_every=cfg.save_every)
-    return Session(cfg, device, width, height, generator, perceptors, engine, messages)
+    return Session(cfg, device, width, height, generator, perceptors, engine, messages,
+                   weights_record(vqgan_file, specs))

@@ -224,5 +224,10 @@ def _even(path: Path) -> bool:
         return img.width % 2 == 0 and img.height % 2 == 0
 
 
-def metadata_for(prompt: str, seed: int, config_yaml: str, version: str) -> dict[str, Any]:
-    return {"prompt": prompt, "seed": str(seed), "config": config_yaml, "version": version}
+def metadata_for(prompt: str, seed: int, config_yaml: str, version: str,
+                 weights: dict[str, str] | None = None) -> dict[str, Any]:
+    """PNG text chunks: the prompt, seed and config that made the image, and which weights files it used."""
+    meta = {"prompt": prompt, "seed": str(seed), "config": config_yaml, "version": version}
+    if weights:
+        meta["weights"] = json.dumps(weights, sort_keys=True)
+    return meta

@@ -177,8 +177,8 @@ def load_perceptor(spec: str | ClipSpec, device: str | torch.device = "cpu", *, 
         raise ModelError(f"unknown CLIP model {spec.model!r}",
                          (f"did you mean {', '.join(close)}? " if close else "")
                          + "`python -c 'import open_clip; print(open_clip.list_models())'` lists them")
-    pretrained, tower = _weights_files(spec)
-    if pretrained and _is_weights_file(pretrained):
+    pretrained, tower = weights_files(spec)
+    if pretrained and is_weights_file(pretrained):
         if not Path(pretrained).expanduser().is_file():
             raise ModelError(f"CLIP weights file {pretrained!r} for {spec.model} not found",
                              "check the path, or give a pretrained tag such as 'openai'")
@@ -216,19 +216,21 @@ def _short_weights(pretrained: str | None) -> str:
     if not pretrained:
         return "random"
     parts = pretrained.split("+")
-    return "+".join(Path(x).name if _is_weights_file(x) else x for x in parts)
+    return "+".join(Path(x).name if is_weights_file(x) else x for x in parts)
 
 
 _WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 
 
-def _is_weights_file(pretrained: str) -> bool:
+def is_weights_file(pretrained: str) -> bool:
     """Whether PRETRAINED names a file (a path, or a weights file name) rather than an open_clip tag."""
     return os.sep in pretrained or pretrained.endswith(_WEIGHT_SUFFIXES)
+
+
 TOWER_KEY = "pixgen_image_tower"  # metadata key that marks a file written by save_image_tower
 
 
-def _weights_files(spec: ClipSpec) -> tuple[str | None, Path | None]:
+def weights_files(spec: ClipSpec) -> tuple[str | None, Path | None]:
     """Split PRETRAINED into the base weights and the optional image-tower file (``BASE+TOWER``)."""
     pretrained = spec.pretrained
     if not pretrained or "+" not in pretrained:

@@ -216,3 +216,38 @@ def test_generate_downloads_a_registry_model_on_first_use(tmp_path, monkeypatch)
         assert server.hits("/m/tinyreg.ckpt") == 1
     finally:
         server.stop()
+
+
+def test_images_record_their_weights_and_a_rerun_with_other_weights_says_so(tmp_path):
+    import json
+
+    import torch
+    import yaml
+
+    from pixgen.download import sha256_of
+    from pixgen.models.vqgan import VQGAN, VQGANConfig
+    from pixgen.output import read_png_metadata
+
+    cfg = VQGANConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), resolution=32,
+                      z_channels=8, embed_dim=4, n_embed=16)
+    (tmp_path / "m.yaml").write_text(yaml.safe_dump(cfg.to_taming()))
+    torch.manual_seed(0)
+    torch.save({"state_dict": VQGAN(cfg).state_dict()}, tmp_path / "m.ckpt")
+    args = ["a castle", "--vqgan-config", str(tmp_path / "m.yaml"), "--vqgan-checkpoint", str(tmp_path / "m.ckpt"),
+            "--clip", "pixgen-random-tiny", "--size", "32x32", "-i", "2", "--cutouts", "2", "-q"]
+    first = run(args, tmp_path / "out")
+    assert first.exit_code == 0, first.output
+    image = first.stdout.strip().splitlines()[-1]
+    record = json.loads(read_png_metadata(image)["weights"])
+    assert record == {"m.ckpt": sha256_of(tmp_path / "m.ckpt")[:16]}
+
+    same = runner.invoke(app, ["generate", "--from-image", image, "-q", "--output-dir", str(tmp_path / "out")])
+    assert same.exit_code == 0, same.output
+    assert "weights differ" not in same.stderr
+
+    torch.manual_seed(1)  # other weights under the same file name
+    torch.save({"state_dict": VQGAN(cfg).state_dict()}, tmp_path / "m.ckpt")
+    other = runner.invoke(app, ["generate", "--from-image", image, "-q", "--output-dir", str(tmp_path / "out")])
+    assert other.exit_code == 0, other.output
+    assert "weights differ" in other.stderr and "m.ckpt is now" in other.stderr
+    assert record["m.ckpt"] in other.stderr

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from pixgen.factory import TOY_DIR, TOY_LATE_TOWER
 from pixgen.toy.world import render, sample_scene
 
 TOY = Path(__file__).resolve().parents[1] / "checkpoints" / "toy"
@@ -149,3 +150,14 @@ def test_export_image_tower_needs_the_text_tower_of_its_base(tmp_path):
     with pytest.raises(ModelError, match="differ outside the image tower"):
         export_image_tower(tmp_path / "both.pt", tmp_path / "base.pt", tmp_path / "t2.safetensors")
     assert not (tmp_path / "t2.safetensors").exists()
+
+
+@pytest.mark.skipif(not (TOY_DIR / TOY_LATE_TOWER).is_file(), reason="toy weights not present")
+def test_a_toy_run_records_which_weights_files_made_it():
+    import pixgen
+    from pixgen.download import sha256_of
+
+    result = pixgen.generate("a red circle", model="toy", iterations=1, size=[64, 64], write=False, progress=False,
+                             echo=False)
+    assert result.weights == {name: sha256_of(TOY_DIR / name)[:16]
+                              for name in ("vqgan.ckpt", "clip.pt", TOY_LATE_TOWER)}
