@@ -156,9 +156,15 @@ def check_schedule(specs: list[ClipSpec], iterations: int) -> None:
     """Refuse CLIP step ranges that leave some step of the run with no CLIP to guide it."""
     idle = [step for step in range(iterations) if not any(s.active(step, iterations) for s in specs)]
     if idle:
+        runs: list[list[int]] = []  # the idle steps as runs of consecutive steps, counted from 1
+        for step in idle:
+            if runs and step == runs[-1][1]:
+                runs[-1][1] = step + 1
+            else:
+                runs.append([step + 1, step + 1])
+        gaps = ", ".join(f"{a}-{b}" if b > a else f"{a}" for a, b in runs)
         ranges = ", ".join(f"{s.model}@{s.steps[0]:g}-{s.steps[1]:g}" for s in specs)
-        raise ConfigError(f"no CLIP model guides steps {idle[0] + 1}-{idle[-1] + 1} of {iterations} "
-                          f"(step ranges: {ranges})",
+        raise ConfigError(f"no CLIP model guides steps {gaps} of {iterations} (step ranges: {ranges})",
                           "make the @START-END ranges of the --clip models cover 0-1 together, "
                           "e.g. --clip A@0-0.6 --clip B@0.6-1")
 

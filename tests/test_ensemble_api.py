@@ -128,6 +128,9 @@ def test_clip_step_ranges_that_leave_steps_unguided_are_refused(tiny):
         pixgen.generate("a castle", write=False, clip=["pixgen-random-tiny@0-0.3", "pixgen-random-tiny@0.7-1"],
                         **tiny)
     assert "cover 0-1" in info.value.hint
+    with pytest.raises(ConfigError, match=r"guides steps 1, 4-5, 10 of 10 \("):  # every gap is named, not one span
+        pixgen.generate("a castle", write=False, clip=["pixgen-random-tiny@0.1-0.3", "pixgen-random-tiny@0.5-0.9"],
+                        **{**tiny, "iterations": 10})
 
 
 def test_the_start_colour_is_chosen_by_every_clip_of_the_run_also_one_scheduled_later(tiny):
