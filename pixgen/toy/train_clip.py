@@ -261,7 +261,8 @@ def export_image_tower(src: str | Path, base: str | Path, out: str | Path) -> Pa
     if differ:
         raise ModelError(f"{src} and {base} differ outside the image tower ({len(differ)} tensors, e.g. {differ[0]})",
                          "export the tower of a run trained with --init BASE --lock-text, and give that BASE")
-    model = create_toy_clip(str(src))
+    model = create_toy_clip()  # the state dict already read, not the file again
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in a.items()})
     return save_image_tower(model, out, base=Path(base).name)
 
 
