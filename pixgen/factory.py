@@ -31,6 +31,7 @@ RANDOM_TINY_VQGAN = VQGANConfig(ch=32, ch_mult=(1, 1, 2), num_res_blocks=1, attn
 RANDOM_TINY_CLIP = "pixgen-random-tiny"
 DEFAULT_CLIP = "ViT-B-32:openai"
 TOY_CLIP_MODEL = "pixgen-toy-clip"
+TOY_EARLY_TOWER = "clip_early_visual.safetensors"  # the image tower for the first steps (else clip.pt's own)
 TOY_LATE_TOWER = "clip_late_visual.safetensors"
 TOY_SWITCH = 0.6  # share of the steps the toy CLIP's first image tower guides
 
@@ -138,18 +139,21 @@ def clip_specs_for(cfg: DictConfig) -> list[ClipSpec]:
 
 
 def toy_clip_specs(toy_dir: Path = TOY_DIR) -> list[ClipSpec]:
-    """The toy CLIP; with the late image tower present, it takes over the last 40% of the steps.
+    """The toy CLIP: ``clip.pt``'s text tower with an early image tower for the first 60% of the steps and, when
+    present, the late one for the rest.
 
-    Both share one text tower, so the prompt targets are the same for both; only the image side changes. The
-    late tower was trained to keep a picture that already satisfies its prompt, the early one to find one from a
-    flat canvas (benchmarks/toy_results.md, "Switching image towers").
+    All share one text tower, so the prompt targets are the same throughout; only the image side changes. The
+    early tower (``clip_early_visual.safetensors``, else ``clip.pt``'s own) was trained to read faint objects,
+    as a search from a flat canvas first draws them; the late one to keep a picture that already satisfies its
+    prompt (benchmarks/toy_results.md, "Switching image towers" and "Faint objects").
     """
     clip = str(toy_dir / "clip.pt")
-    late = toy_dir / TOY_LATE_TOWER
-    if not late.is_file():
-        return [ClipSpec(TOY_CLIP_MODEL, clip)]
-    return [ClipSpec(TOY_CLIP_MODEL, clip, 1.0, (0.0, TOY_SWITCH)),
-            ClipSpec(TOY_CLIP_MODEL, f"{clip}+{late}", 1.0, (TOY_SWITCH, 1.0))]
+    early_tower, late_tower = toy_dir / TOY_EARLY_TOWER, toy_dir / TOY_LATE_TOWER
+    early = f"{clip}+{early_tower}" if early_tower.is_file() else clip
+    if not late_tower.is_file():
+        return [ClipSpec(TOY_CLIP_MODEL, early)]
+    return [ClipSpec(TOY_CLIP_MODEL, early, 1.0, (0.0, TOY_SWITCH)),
+            ClipSpec(TOY_CLIP_MODEL, f"{clip}+{late_tower}", 1.0, (TOY_SWITCH, 1.0))]
 
 
 def check_schedule(specs: list[ClipSpec], iterations: int) -> None:

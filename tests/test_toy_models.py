@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from pixgen.factory import TOY_DIR, TOY_LATE_TOWER
+from pixgen.factory import TOY_DIR, TOY_EARLY_TOWER, TOY_LATE_TOWER
 from pixgen.toy.world import render, sample_scene
 
 TOY = Path(__file__).resolve().parents[1] / "checkpoints" / "toy"
@@ -105,7 +105,7 @@ def test_clip_prefers_true_caption_over_hard_negative():
 
 
 def test_toy_model_switches_to_the_late_image_tower_when_it_ships(tmp_path):
-    from pixgen.factory import TOY_LATE_TOWER, toy_clip_specs
+    from pixgen.factory import TOY_EARLY_TOWER, TOY_LATE_TOWER, toy_clip_specs
 
     assert [s.steps for s in toy_clip_specs(tmp_path)] == [(0.0, 1.0)]  # no tower file: the one CLIP all run
     (tmp_path / TOY_LATE_TOWER).write_bytes(b"")
@@ -113,20 +113,26 @@ def test_toy_model_switches_to_the_late_image_tower_when_it_ships(tmp_path):
     assert early.steps[1] == late.steps[0] and early.steps[0] == 0.0 and late.steps[1] == 1.0
     assert early.pretrained == str(tmp_path / "clip.pt")
     assert late.pretrained == f"{tmp_path / 'clip.pt'}+{tmp_path / TOY_LATE_TOWER}"
+    (tmp_path / TOY_EARLY_TOWER).write_bytes(b"")  # an early tower replaces clip.pt's own for the first steps
+    early, late = toy_clip_specs(tmp_path)
+    assert early.pretrained == f"{tmp_path / 'clip.pt'}+{tmp_path / TOY_EARLY_TOWER}" and early.steps == (0.0, 0.6)
+    assert late.pretrained == f"{tmp_path / 'clip.pt'}+{tmp_path / TOY_LATE_TOWER}"
 
 
 @needs
-@pytest.mark.skipif(not (TOY / "clip_late_visual.safetensors").exists(), reason="late tower not present")
-def test_shipped_late_tower_shares_the_text_tower_and_changes_the_image_side():
+@pytest.mark.parametrize("tower", [TOY_EARLY_TOWER, TOY_LATE_TOWER])
+def test_shipped_image_towers_share_the_text_tower_and_change_the_image_side(tower):
     from pixgen.perceptor import load_perceptor
 
-    early = load_perceptor(f"pixgen-toy-clip:{TOY / 'clip.pt'}")
-    late = load_perceptor(f"pixgen-toy-clip:{TOY / 'clip.pt'}+{TOY / 'clip_late_visual.safetensors'}")
+    if not (TOY / tower).exists():
+        pytest.skip(f"{tower} not present")
+    base = load_perceptor(f"pixgen-toy-clip:{TOY / 'clip.pt'}")
+    other = load_perceptor(f"pixgen-toy-clip:{TOY / 'clip.pt'}+{TOY / tower}")
     captions = ["a red circle", "a blue square above a green cross"]
-    assert torch.equal(early.encode_text(captions), late.encode_text(captions))
+    assert torch.equal(base.encode_text(captions), other.encode_text(captions))
     _, x = _images(4, seed=3)
     with torch.no_grad():
-        assert not torch.allclose(early.encode_image(x), late.encode_image(x), atol=1e-3)
+        assert not torch.allclose(base.encode_image(x), other.encode_image(x), atol=1e-3)
 
 
 def test_export_image_tower_needs_the_text_tower_of_its_base(tmp_path):
@@ -159,5 +165,6 @@ def test_a_toy_run_records_which_weights_files_made_it():
 
     result = pixgen.generate("a red circle", model="toy", iterations=1, size=[64, 64], write=False, progress=False,
                              echo=False)
-    assert result.weights == {name: sha256_of(TOY_DIR / name)[:16]
-                              for name in ("vqgan.ckpt", "clip.pt", TOY_LATE_TOWER)}
+    assert result.weights == {name: sha256_of(TOY_DIR / name)[:16] for name in
+                              ("vqgan.ckpt", "clip.pt", TOY_LATE_TOWER, TOY_EARLY_TOWER) if (TOY_DIR / name).is_file()}
+    assert len(result.weights) >= 3
