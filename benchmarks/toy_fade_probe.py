@@ -20,21 +20,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pixgen.factory import TOY_DIR, TOY_LATE_TOWER
-from pixgen.perceptor import load_image_tower
+from pixgen.factory import TOY_CLIP_MODEL, TOY_DIR, TOY_LATE_TOWER
+from pixgen.perceptor import load_perceptor
 from pixgen.toy.captions import PAIR_KINDS, hard_negative, sample_pair, spec_text
-from pixgen.toy.train_clip import create_toy_clip, normalize, tokenize
+from pixgen.toy.train_clip import normalize, tokenize
 from pixgen.toy.world import BACKGROUNDS, render
 
 CONTRASTS = (0.1, 0.25, 0.5, 1.0)
-
-
-def _load(spec: str) -> torch.nn.Module:
-    base, _, tower = spec.partition("+")
-    model = create_toy_clip(base).eval()
-    if tower:
-        load_image_tower(model, tower)
-    return model
 
 
 def _faded(scene, contrast: float) -> np.ndarray:
@@ -44,7 +36,7 @@ def _faded(scene, contrast: float) -> np.ndarray:
 
 
 def probe(spec: str, n: int, seed: int = 5) -> dict:
-    model = _load(spec)
+    model = load_perceptor(f"{TOY_CLIP_MODEL}:{spec}").model  # BASE+TOWER handled as in generation
     rng = np.random.default_rng(seed)
     items = []
     for kind in PAIR_KINDS:
