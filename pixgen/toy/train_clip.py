@@ -122,6 +122,19 @@ def truth_matrix(scenes: list[Scene | None], specs: list[Spec]) -> torch.Tensor:
     return t
 
 
+def hard_negative_margins(logits: torch.Tensor, row_of: torch.Tensor, owners: list[int], truth: torch.Tensor,
+                          nb: int) -> torch.Tensor:
+    """Logit of each hard-negative caption (columns ``nb`` on, written for scene ``owners[j]``) minus that
+    scene's own caption (column = scene index), on the scene's row of ``logits`` (``row_of[scene]``; -1: no row).
+    Negatives that happen to hold for their scene (``truth``) are left out."""
+    own = torch.tensor(owners[nb:], device=logits.device, dtype=torch.long)
+    cols = torch.arange(nb, nb + len(own), device=logits.device)
+    rows = row_of[own]
+    keep = (rows >= 0) & ~truth[own, cols]
+    rows, own, cols = rows[keep], own[keep], cols[keep]
+    return logits[rows, cols] - logits[rows, own]
+
+
 def soft_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Cross-entropy against targets spread evenly over each row's true entries (rows with none skipped)."""
     keep = target.any(1)
@@ -553,12 +566,9 @@ def train_clip(
         loss = (soft_ce(logits, truth) + soft_ce(logits.T, truth.T)) / 2
         nb = len(scenes)
         if hard_weight and len(specs) > nb:  # each scene against its own hard negatives, two-way
-            own = torch.tensor(owners[nb:], device=dev)
-            cols = torch.arange(nb, len(specs), device=dev)
-            valid = ~truth[own, cols]
-            margin = logits[own, cols] - logits[own, own]
-            if valid.any():
-                loss = loss + hard_weight * F.softplus(margin[valid]).mean()
+            margin = hard_negative_margins(logits, torch.arange(nb, device=dev), owners, truth, nb)
+            if len(margin):
+                loss = loss + hard_weight * F.softplus(margin).mean()
         cut_gap = None
         if cut_of:  # the caption must prefer its whole scene to the same scene with a named object cut
             own = torch.tensor(cut_of, device=dev)
@@ -570,11 +580,10 @@ def train_clip(
             own = torch.tensor(fade_of, device=dev)
             f_logits = scale * img_all[fade_start:] @ txt.T
             loss = loss + fade_weight * soft_ce(f_logits, truth[own])
-            rows = [(r, j) for r, i in enumerate(fade_of) for j in range(nb, len(specs))
-                    if owners[j] == i and not truth[i, j]]
-            if rows:
-                r_idx, j_idx = (torch.tensor(v, device=dev) for v in zip(*rows))
-                hn_margin = f_logits[r_idx, j_idx] - f_logits[r_idx, own[r_idx]]
+            row_of = torch.full((nb,), -1, device=dev)  # each scene's row in f_logits, -1 if not faded
+            row_of[own] = torch.arange(len(own), device=dev)
+            hn_margin = hard_negative_margins(f_logits, row_of, owners, truth, nb)
+            if len(hn_margin):
                 loss = loss + fade_weight * hard_weight * F.softplus(hn_margin).mean()
                 fade_hn = (hn_margin < 0).float().mean()
             rank = f_logits[torch.arange(len(own), device=dev), own] - logits[own, own]
