@@ -251,3 +251,16 @@ def test_images_record_their_weights_and_a_rerun_with_other_weights_says_so(tmp_
     assert other.exit_code == 0, other.output
     assert "weights differ" in other.stderr and "m.ckpt is now" in other.stderr
     assert record["m.ckpt"] in other.stderr
+
+    from PIL import Image, PngImagePlugin
+
+    from pixgen.output import META_PREFIX
+
+    info = PngImagePlugin.PngInfo()  # the same image, its weights record garbled
+    for key, value in Image.open(image).text.items():
+        info.add_text(key, "{not json" if key == META_PREFIX + "weights" else value)
+    Image.open(image).save(tmp_path / "garbled.png", pnginfo=info)
+    garbled = runner.invoke(app, ["generate", "--from-image", str(tmp_path / "garbled.png"), "-q",
+                                  "--output-dir", str(tmp_path / "out2")])
+    assert garbled.exit_code == 2 and "weights record is not readable" in garbled.stderr
+    assert not (tmp_path / "out2").exists()
