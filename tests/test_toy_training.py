@@ -172,9 +172,9 @@ def test_toy_training_refuses_a_thread_count_below_one_like_generate(tmp_path, m
 
 
 @needs
-@pytest.mark.parametrize("aux_layout,aux_relation,fade", [(0.0, 0.0, 0.0), (1.0, 1.0, 0.5)])
+@pytest.mark.parametrize("aux_layout,aux_relation,fade,robust", [(0.0, 0.0, 0.0, 0.0), (1.0, 1.0, 0.5, 0.5)])
 def test_interrupted_and_resumed_clip_training_matches_a_straight_run(tmp_path, monkeypatch, aux_layout, aux_relation,
-                                                                      fade):
+                                                                      fade, robust):
     import pixgen.toy.train_clip as tc
 
     def setup(d):
@@ -185,7 +185,7 @@ def test_interrupted_and_resumed_clip_training_matches_a_straight_run(tmp_path, 
 
     kwargs = dict(steps=3, batch=5, negatives=1, junk=2, chains=2, roundtrip_p=0.5, init=TOY / "clip.pt",
                   threads=None, log_every=1, save_every=1, progress=False, lr=1e-4, warmup=1, aux_layout=aux_layout,
-                  aux_relation=aux_relation, fade=fade)
+                  aux_relation=aux_relation, fade=fade, robust=robust)
     straight = setup(tmp_path / "straight")
     tc.train_clip(straight, **kwargs)
 
@@ -252,6 +252,53 @@ def test_clip_training_with_fade_scores_faded_copies_of_the_batch_scenes(tmp_pat
         assert 0.08 - 1e-4 <= keep.min() and keep.max() <= 0.6 + 1e-4 and keep.std() < 1e-3
     row = json.loads((tmp_path / "clip_finetune.log.jsonl").read_text().splitlines()[0])
     assert 0.0 <= row["fade_rank_acc"] <= 1.0 and 0.0 <= row["fade_hard_neg_acc"] <= 1.0
+
+
+def test_l2_worst_case_stays_in_its_ball_and_lowers_the_score_more_than_a_random_push():
+    from pixgen.toy.train_clip import perturb_l2
+
+    torch.manual_seed(0)
+    proj = torch.nn.Linear(3 * 8 * 8, 16)
+    embed = lambda x: proj(x.flatten(1))  # noqa: E731
+    x = torch.rand(4, 3, 8, 8) * 0.6 + 0.2  # away from 0 and 1, so clamping plays no part
+    targets = F.normalize(torch.randn(4, 16), dim=-1)
+    score = lambda im: (F.normalize(embed(im), dim=-1) * targets).sum(-1)  # noqa: E731
+    out = perturb_l2(embed, x, targets, eps=0.5, steps=3)
+    norms = (out - x).flatten(1).norm(dim=1)
+    assert torch.all(norms <= 0.5 + 1e-5) and torch.all(norms > 0.25)
+    assert out.min() >= 0 and out.max() <= 1 and not out.requires_grad
+    noise = torch.randn_like(x)
+    push = x + 0.5 * noise / noise.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    assert torch.all(score(out) < score(push) - 1e-3) and torch.all(score(out) < score(x) - 1e-3)
+    assert torch.equal(perturb_l2(embed, x, targets, eps=0.0, steps=3), x)  # no radius, no change
+    edge = torch.ones(1, 3, 8, 8)  # a white image can only get darker
+    assert perturb_l2(embed, edge, targets[:1], eps=0.5, steps=2).max() <= 1
+
+
+@needs
+def test_clip_training_with_robust_shows_each_picked_scene_as_its_worst_case_for_its_own_caption(tmp_path,
+                                                                                                monkeypatch):
+    import pixgen.toy.train_clip as tc
+
+    calls, batches = [], []
+    real_perturb, real_batch = tc.perturb_l2, tc.make_batch
+    monkeypatch.setattr(tc, "make_batch", lambda *a, **k: (batches.append(real_batch(*a, **k)), batches[-1])[1])
+
+    def spy(embed, images, targets, eps, steps):
+        out = real_perturb(embed, images, targets, eps, steps)
+        calls.append((images, targets, out, eps, steps))
+        return out
+
+    monkeypatch.setattr(tc, "perturb_l2", spy)
+    tc.train_clip(tmp_path, steps=1, batch=6, negatives=1, junk=0, robust=1.0, robust_eps=0.7, robust_steps=2,
+                  init=TOY / "clip.pt", threads=None, progress=False, lr=1e-4, warmup=1, save_every=1, log_every=1)
+    (images, targets, out, eps, steps), = calls
+    scenes, texts = batches[0][0], batches[0][2]
+    assert (eps, steps) == (0.7, 2) and len(images) == len(scenes)  # every scene, as robust=1.0 asks
+    model = tc.create_toy_clip(str(TOY / "clip.pt"))
+    own = F.normalize(tc.encode_text_fast(model, tc.tokenize(texts[:len(scenes)])), dim=-1)
+    assert torch.allclose(targets, own, atol=1e-4)  # each image is pushed away from its own caption
+    assert torch.all((out - images).flatten(1).norm(dim=1) <= 0.7 + 1e-4)
 
 
 def test_relation_head_labels_each_colour_pair_by_row_and_column():

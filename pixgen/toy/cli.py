@@ -115,7 +115,16 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
                    fade: float = typer.Option(
                        0.0, "--fade",
                        help="Share of scenes also shown faded towards their background (8-60% contrast): faint right "
-                            "objects must beat faint wrong ones on the caption, and lose to full contrast.")
+                            "objects must beat faint wrong ones on the caption, and lose to full contrast."),
+                   robust: float = typer.Option(
+                       0.0, "--robust", min=0.0, max=1.0,
+                       help="Share of scenes shown as their worst case within a small L2 ball (adversarial "
+                            "training), so that the image tower's gradients point at objects, not pixel noise."),
+                   robust_eps: float = typer.Option(
+                       1.0, "--robust-eps", min=0.0,
+                       help="L2 radius of those perturbations, per image at the CLIP's input size, in [0, 1] units."),
+                   robust_steps: int = typer.Option(2, "--robust-steps", min=1,
+                                                    help="Gradient steps that find each worst case."),
                    ) -> None:
     """Train the toy CLIP with hard negatives; writes OUT/clip.pt and OUT/clip.log.jsonl.
 
@@ -148,7 +157,7 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
                roundtrip_p=roundtrip, chain_cutouts=chain_cutouts, cut_p=cut,
                chain_flat_colours=colours, kinds=kind_weights, aux_layout=aux_layout,
                aux_relation=aux_relation, lock_image=lock_image, lock_text=lock_text, chain_render=chain_render,
-               fade=fade)
+               fade=fade, robust=robust, robust_eps=robust_eps, robust_steps=robust_steps)
     typer.echo(str(out / "clip.pt"))
 
 

@@ -185,6 +185,32 @@ def fade_to_background(images: torch.Tensor, backgrounds: list[str], contrast: t
     return bg + keep * (images - bg)
 
 
+def perturb_l2(embed, images: torch.Tensor, targets: torch.Tensor, eps: float, steps: int) -> torch.Tensor:
+    """``images`` (B, 3, H, W in [0, 1]) moved within an L2 ball of radius ``eps`` (per image) to lower the cosine
+    between ``embed(image)`` and its row of ``targets`` (B, D, unit length), by ``steps`` of normalised gradient
+    descent (projected gradient descent). Training on these teaches the image tower a loss surface without
+    small-pixel shortcuts, whose gradients look like the objects ("perceptually aligned gradients")."""
+    if not len(images) or eps <= 0 or steps <= 0:
+        return images.detach().clone()
+    x = images.detach()
+    targets = targets.detach()
+    delta = torch.zeros_like(x)
+    step_size = 2.5 * eps / steps
+
+    def l2(t: torch.Tensor) -> torch.Tensor:
+        return t.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        score = (F.normalize(embed(x + delta), dim=-1) * targets).sum()
+        (grad,) = torch.autograd.grad(score, delta)
+        with torch.no_grad():
+            delta = delta - step_size * grad / l2(grad)
+            delta = delta * (eps / l2(delta)).clamp(max=1.0)
+            delta = (x + delta).clamp(0, 1) - x
+    return (x + delta).detach()
+
+
 def make_batch(rng: np.random.Generator, batch: int, negatives: int, canonical_p: float = 0.3,
                fixed: list[tuple[Scene, Spec, str]] = (), kinds: dict[str, float] | None = None):
     """Scenes, their images, caption texts and specs (positives first, then hard negatives), and for each
@@ -423,7 +449,7 @@ def train_clip(
     chain_flat_colours: list[tuple[int, int, int]] | None = None, kinds: dict[str, float] | None = None,
     aux_layout: float = 0.0, aux_relation: float = 0.0, lock_image: bool = False, lock_text: bool = False,
     chain_render: float = 0.0, fade: float = 0.0, fade_range: tuple[float, float] = (0.08, 0.6),
-    fade_weight: float = 1.0,
+    fade_weight: float = 1.0, robust: float = 0.0, robust_eps: float = 1.0, robust_steps: int = 2,
 ) -> torch.nn.Module:
     """Train (or resume) the toy CLIP; writes ``clip.pt``, a resumable state and ``clip.log.jsonl``.
 
@@ -452,6 +478,9 @@ def train_clip(
     caption over the others and over its hard negatives, and rank below its full-contrast render on that
     caption (weighed by ``fade_weight``), so that faint right content already outscores faint wrong content
     while full contrast still scores best (:func:`fade_to_background`).
+    ``robust`` is the share of scenes whose (augmented) image is replaced by its worst case within an L2 ball of
+    radius ``robust_eps`` against its own caption (:func:`perturb_l2`, ``robust_steps`` steps), so that the image
+    tower's gradients point at real objects rather than at invisible pixel patterns; it needs no chains.
     """
     set_threads(threads)
     dev = pick_device(device)
@@ -558,9 +587,15 @@ def train_clip(
         fade_start = len(x)
         x = torch.cat([x, faded])
         truth = truth_matrix(all_scenes, specs).to(dev)
-        img_all = F.normalize(embed_images(augment(x, size, gen)), dim=-1)
-        img = img_all[:len(all_scenes)]
+        x = augment(x, size, gen)
         txt = F.normalize(encode_text_fast(model, tokenize(texts).to(dev)), dim=-1)
+        robust_of = [i for i in range(len(scenes)) if robust and rng.random() < robust]
+        if robust_of:  # each picked scene's view becomes its worst case for its own caption
+            own = torch.tensor(robust_of, device=dev)
+            x = x.clone()
+            x[own] = perturb_l2(embed_images, x[own], txt[own], robust_eps, robust_steps)
+        img_all = F.normalize(embed_images(x), dim=-1)
+        img = img_all[:len(all_scenes)]
         scale = model.logit_scale.exp().clamp(max=100)
         logits = scale * img @ txt.T
         loss = (soft_ce(logits, truth) + soft_ce(logits.T, truth.T)) / 2
