@@ -30,6 +30,16 @@ from pixgen.toy.world import BACKGROUND_NAMES, render
 CATEGORIES = ["single object", "position", "two objects", "colour attribution"]
 
 
+def right_render(item, seed: int) -> np.ndarray:
+    """A clean render (H, W, 3 uint8) of a scene that satisfies the suite item's prompt, fixed by ``seed``."""
+    rng = np.random.default_rng(1000 + seed)
+    scene = None
+    while scene is None:
+        bg = item.spec.background or BACKGROUND_NAMES[int(rng.integers(len(BACKGROUND_NAMES)))]
+        scene = _build(rng, list(item.spec.refs), bg, 0.5)
+    return render(scene)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clip", default=None, help="a toy clip.pt (default: the shipped one)")
@@ -51,12 +61,7 @@ def main() -> None:
         start_png = Path(tmp) / "start.png"
         for item in (it for it in suite() if it.category in CATEGORIES):
             for seed in seeds:
-                rng = np.random.default_rng(1000 + seed)
-                scene = None
-                while scene is None:
-                    bg = item.spec.background or BACKGROUND_NAMES[int(rng.integers(len(BACKGROUND_NAMES)))]
-                    scene = _build(rng, list(item.spec.refs), bg, 0.5)
-                Image.fromarray(render(scene)).save(start_png)
+                Image.fromarray(right_render(item, seed)).save(start_png)
                 common = dict(model="toy", seed=seed, init_image=str(start_png), write=False, progress=False,
                               echo=False, **options)
                 first = pixgen.generate(item.prompt, **{**common, "iterations": 1})
