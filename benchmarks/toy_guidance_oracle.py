@@ -40,20 +40,20 @@ PIXEL_WEIGHT = 50.0  # MSE of a flat start against a render is about 0.02-0.05; 
 
 
 def pixel_search(prompt: str, seed: int, target: np.ndarray, options: dict) -> torch.Tensor:
-    """The preset's start (chosen by the prompt, as usual), optimiser and TV term, with MSE to ``target`` as the loss."""
+    """The preset's run (its start, chosen by the prompt as usual, optimiser, steps and TV term) with MSE to
+    ``target`` in place of the CLIP terms: the engine's own loop, only its losses swapped."""
     cfg = _build_config(prompt, None, {"model": "toy", "seed": seed, **options}, None)
     session = build_session(cfg)
-    gen, opt = session.generator, session.engine.optimizer
     want = torch.from_numpy(target).permute(2, 0, 1)[None].float().div(255)
-    for _ in range(cfg.iterations):
-        opt.zero_grad(set_to_none=True)
-        image = gen()
-        loss = PIXEL_WEIGHT * (image - want).pow(2).mean() + cfg.tv_weight * total_variation(image)
-        loss.backward()
-        opt.step()
-        gen.project_()
+
+    def losses(image: torch.Tensor, _targets) -> tuple[list[str], torch.Tensor]:
+        return ["pixel", "tv"], torch.stack([PIXEL_WEIGHT * (image - want).pow(2).mean(),
+                                             cfg.tv_weight * total_variation(image)])
+
+    session.engine.losses = losses
+    session.engine.run(0, [], lambda: False)
     with torch.no_grad():
-        return gen().detach()
+        return session.generator().detach()
 
 
 def main() -> None:
