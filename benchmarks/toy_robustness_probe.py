@@ -25,9 +25,9 @@ RADII = (0.0, 0.25, 0.5, 1.0)
 
 
 def probe(path: str, scenes, images, texts, specs) -> dict:
-    model = load_perceptor(f"{TOY_CLIP_MODEL}:{path}").model.float().eval()  # BASE+TOWER as in generation
-    size = model.visual.image_size[0] if isinstance(model.visual.image_size, tuple) else model.visual.image_size
-    views = tc.augment(tc.batch_images(images, "cpu"), size, torch.Generator().manual_seed(1))
+    perceptor = load_perceptor(f"{TOY_CLIP_MODEL}:{path}")  # BASE+TOWER as in generation
+    model = perceptor.model.float().eval()
+    views = tc.augment(tc.batch_images(images, "cpu"), perceptor.input_size, torch.Generator().manual_seed(1))
     with torch.no_grad():
         txt = F.normalize(tc.encode_text_fast(model, tc.tokenize(texts)), dim=-1)
     truth = tc.truth_matrix(list(scenes), specs)
