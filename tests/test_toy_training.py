@@ -454,3 +454,17 @@ def test_image_tower_command_refuses_missing_files_and_other_formats(tmp_path, a
     assert result.exit_code == 2, result.output
     assert says in result.output
     assert not list(tmp_path.iterdir())
+
+
+@needs
+def test_cut_and_fade_together_score_each_cut_image_against_its_own_caption(tmp_path, monkeypatch):
+    import pixgen.toy.train_clip as tc
+
+    seen = []
+    real_augment = tc.augment
+    monkeypatch.setattr(tc, "augment", lambda x, size, g: (seen.append(len(x)), real_augment(x, size, g))[1])
+    tc.train_clip(tmp_path, steps=1, batch=6, negatives=1, junk=0, cut_p=1.0, fade=1.0, init=TOY / "clip.pt",
+                  threads=None, progress=False, lr=1e-4, warmup=1, save_every=1, log_every=1)
+    row = json.loads((tmp_path / "clip_finetune.log.jsonl").read_text().splitlines()[0])
+    assert seen[0] > 2 * 6  # scenes, their cut variants and their faded copies were all in one batch
+    assert 0.0 <= row["cut_acc"] <= 1.0 and 0.0 <= row["fade_rank_acc"] <= 1.0

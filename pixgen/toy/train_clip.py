@@ -607,7 +607,7 @@ def train_clip(
         cut_gap = None
         if cut_of:  # the caption must prefer its whole scene to the same scene with a named object cut
             own = torch.tensor(cut_of, device=dev)
-            cut_logits = scale * (img_all[len(all_scenes):] * txt[own]).sum(-1)
+            cut_logits = scale * (img_all[len(all_scenes):fade_start] * txt[own]).sum(-1)
             cut_gap = (logits[own, own] - cut_logits).detach()
             loss = loss + hard_weight * F.softplus(cut_logits - logits[own, own]).mean()
         fade_hn = fade_rank = None
