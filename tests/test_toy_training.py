@@ -172,9 +172,10 @@ def test_toy_training_refuses_a_thread_count_below_one_like_generate(tmp_path, m
 
 
 @needs
-@pytest.mark.parametrize("aux_layout,aux_relation,fade,robust", [(0.0, 0.0, 0.0, 0.0), (1.0, 1.0, 0.5, 0.5)])
+@pytest.mark.parametrize("aux_layout,aux_relation,fade,robust,warp",
+                         [(0.0, 0.0, 0.0, 0.0, 0.0), (1.0, 1.0, 0.5, 0.5, 0.5)])
 def test_interrupted_and_resumed_clip_training_matches_a_straight_run(tmp_path, monkeypatch, aux_layout, aux_relation,
-                                                                      fade, robust):
+                                                                      fade, robust, warp):
     import pixgen.toy.train_clip as tc
 
     def setup(d):
@@ -185,7 +186,7 @@ def test_interrupted_and_resumed_clip_training_matches_a_straight_run(tmp_path, 
 
     kwargs = dict(steps=3, batch=5, negatives=1, junk=2, chains=2, roundtrip_p=0.5, init=TOY / "clip.pt",
                   threads=None, log_every=1, save_every=1, progress=False, lr=1e-4, warmup=1, aux_layout=aux_layout,
-                  aux_relation=aux_relation, fade=fade, robust=robust)
+                  aux_relation=aux_relation, fade=fade, robust=robust, warp=warp)
     straight = setup(tmp_path / "straight")
     tc.train_clip(straight, **kwargs)
 
@@ -252,6 +253,66 @@ def test_clip_training_with_fade_scores_faded_copies_of_the_batch_scenes(tmp_pat
         assert 0.08 - 1e-4 <= keep.min() and keep.max() <= 0.6 + 1e-4 and keep.std() < 1e-3
     row = json.loads((tmp_path / "clip_finetune.log.jsonl").read_text().splitlines()[0])
     assert 0.0 <= row["fade_rank_acc"] <= 1.0 and 0.0 <= row["fade_hard_neg_acc"] <= 1.0
+
+
+def test_warped_scenes_keep_their_exact_colours_and_flat_background_but_lose_their_shapes():
+    from pixgen.toy.train_clip import warp_field, warp_shapes
+    from pixgen.toy.world import COLOURS, Obj, Scene, render
+
+    scene = Scene("gray", [Obj("square", "red", "large", 1, 1, 32.0, 32.0, 24.0),
+                           Obj("cross", "blue", "small", 0, 0, 10.0, 10.0, 12.0)])
+    x = torch.from_numpy(render(scene)).permute(2, 0, 1)[None].float() / 255
+    field = warp_field(1, 64, 64, torch.Generator().manual_seed(3))
+    assert field.shape == (1, 2, 64, 64) and abs(field.pow(2).mean().sqrt().item() - 1.0) < 1e-4
+    assert torch.equal(warp_shapes(x, field * 0), x)  # no displacement, no change
+    mild, strong = warp_shapes(x, field * 1.5), warp_shapes(x, field * 3.0)
+    palette = {tuple(v) for v in (x[0].flatten(1).T * 255).round().int().tolist()}
+    for bent in (mild, strong):
+        assert {tuple(v) for v in (bent[0].flatten(1).T * 255).round().int().tolist()} <= palette  # no new colours
+        assert torch.equal(bent[0, :, 63, 63], x[0, :, 63, 63])  # far from the objects: still background
+    red = torch.tensor(COLOURS["red"]).float().view(3, 1, 1) / 255
+    masks = [(im[0] - red).abs().sum(0) < 1e-3 for im in (x, mild, strong)]
+    changed = [(masks[0] ^ m).sum().item() for m in masks[1:]]
+    assert 0 < changed[0] < changed[1]  # bent twice as far along the same field: further from the square
+    assert abs(masks[1].sum().item() - masks[0].sum().item()) < 0.5 * masks[0].sum().item()  # still a red object
+
+
+@needs
+def test_clip_training_with_warp_ranks_each_scene_above_its_mild_and_strong_blob(tmp_path, monkeypatch):
+    import pixgen.toy.train_clip as tc
+
+    seen, batches, warps = [], [], []
+    real_augment, real_batch, real_warp = tc.augment, tc.make_batch, tc.warp_shapes
+    monkeypatch.setattr(tc, "augment", lambda x, size, g: (seen.append(x.detach().clone()), real_augment(x, size, g))[1])
+    monkeypatch.setattr(tc, "make_batch", lambda *a, **k: (batches.append(real_batch(*a, **k)), batches[-1])[1])
+    monkeypatch.setattr(tc, "warp_shapes", lambda x, f: (warps.append(f.clone()), real_warp(x, f))[1])
+    tc.train_clip(tmp_path, steps=1, batch=6, negatives=1, junk=0, warp=1.0, warp_amplitude=(1.0, 2.0),
+                  init=TOY / "clip.pt", threads=None, progress=False, lr=1e-4, warmup=1, save_every=1, log_every=1)
+    scenes, images = batches[0][0], batches[0][1]
+    n, x = len(scenes), seen[0]
+    assert len(x) == 3 * n  # every scene, then a mild and a strong blob of each
+    mild_field, strong_field = warps
+    assert torch.allclose(strong_field, 2 * mild_field)  # the same field, twice as far
+    rms = mild_field.pow(2).mean(dim=(1, 2, 3)).sqrt()
+    assert torch.all((rms >= 1.0 - 1e-4) & (rms <= 2.0 + 1e-4))
+    for i in range(n):
+        clean = torch.from_numpy(images[i]).permute(2, 0, 1).float() / 255
+        assert torch.equal(x[n + i], real_warp(clean[None], mild_field[i:i + 1])[0])
+        assert torch.equal(x[2 * n + i], real_warp(clean[None], strong_field[i:i + 1])[0])
+    row = json.loads((tmp_path / "clip_finetune.log.jsonl").read_text().splitlines()[0])
+    assert 0.0 <= row["warp_acc"] <= 1.0
+
+
+def test_clip_training_refuses_a_bad_warp_amplitude_before_training(tmp_path):
+    from typer.testing import CliRunner
+
+    from pixgen.cli import app
+
+    for bad, why in (("2", "is not two numbers"), ("3,1", "needs 0 < LO <= HI")):
+        result = CliRunner().invoke(app, ["toy", "train", "clip", "--out", str(tmp_path), "--warp", "0.5",
+                                          "--warp-amplitude", bad, "--steps", "1"])
+        assert result.exit_code == 2 and why in result.output
+    assert not (tmp_path / "state").exists()
 
 
 def test_l2_worst_case_stays_in_its_ball_and_lowers_the_score_more_than_a_random_push():

@@ -125,6 +125,13 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
                        help="L2 radius of those perturbations, per image at the CLIP's input size, in [0, 1] units."),
                    robust_steps: int = typer.Option(2, "--robust-steps", min=1,
                                                     help="Gradient steps that find each worst case."),
+                   warp: float = typer.Option(
+                       0.0, "--warp", min=0.0, max=1.0,
+                       help="Share of scenes also shown bent into blobs (same colours and places, shapes lost), "
+                            "mildly and twice as far: the caption must rank clean > mild > strong."),
+                   warp_amplitude: str = typer.Option(
+                       "1.0,2.5", "--warp-amplitude",
+                       help="LO,HI: RMS displacement of the mild blobs in pixels, drawn between LO and HI."),
                    ) -> None:
     """Train the toy CLIP with hard negatives; writes OUT/clip.pt and OUT/clip.log.jsonl.
 
@@ -149,6 +156,13 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
                         ("--chain-render", chain_render), ("--fade", fade)):
         if not 0.0 <= share <= 1.0:
             raise PixgenError(f"{flag} {share} is not a share between 0 and 1", f"use e.g. {flag} 0.3")
+    try:
+        amp_lo, amp_hi = (float(v) for v in warp_amplitude.split(","))
+    except ValueError:
+        raise PixgenError(f"--warp-amplitude {warp_amplitude!r} is not two numbers LO,HI",
+                          "use e.g. --warp-amplitude 1.0,2.5") from None
+    if not 0 < amp_lo <= amp_hi:
+        raise PixgenError(f"--warp-amplitude {warp_amplitude!r} needs 0 < LO <= HI", "use e.g. --warp-amplitude 1.0,2.5")
     colours = parse_colours(chain_flat_colours, "--chain-flat-colours") if chain_flat_colours else None
     kind_weights = parse_kinds(kinds) if kinds else None
     train_clip(out, steps=steps, seed=seed, batch=batch, negatives=negatives, resume=resume, device=device,
@@ -157,7 +171,8 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
                roundtrip_p=roundtrip, chain_cutouts=chain_cutouts, cut_p=cut,
                chain_flat_colours=colours, kinds=kind_weights, aux_layout=aux_layout,
                aux_relation=aux_relation, lock_image=lock_image, lock_text=lock_text, chain_render=chain_render,
-               fade=fade, robust=robust, robust_eps=robust_eps, robust_steps=robust_steps)
+               fade=fade, robust=robust, robust_eps=robust_eps, robust_steps=robust_steps,
+               warp=warp, warp_amplitude=(amp_lo, amp_hi))
     typer.echo(str(out / "clip.pt"))
 
 

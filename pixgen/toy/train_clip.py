@@ -185,6 +185,35 @@ def fade_to_background(images: torch.Tensor, backgrounds: list[str], contrast: t
     return bg + keep * (images - bg)
 
 
+def warp_field(b: int, h: int, w: int, gen: torch.Generator, spacing: int = 8) -> torch.Tensor:
+    """(B, 2, H, W) smooth random displacements (x, y) with an RMS of one pixel per image: Gaussian noise on a
+    grid of control points ``spacing`` pixels apart, upsampled bicubically."""
+    ctrl = torch.randn(b, 2, h // spacing + 1, w // spacing + 1, generator=gen)
+    field = F.interpolate(ctrl, size=(h, w), mode="bicubic", align_corners=True)
+    return field / field.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt().clamp_min(1e-6)
+
+
+def warp_shapes(images: torch.Tensor, field: torch.Tensor) -> torch.Tensor:
+    """``images`` (B, 3, H, W in [0, 1]) bent by ``field`` (B, 2, H, W, in pixels; see :func:`warp_field`): the
+    objects keep their colours, places and hard edges but lose their shapes, becoming the coloured blobs a
+    search drifts to. Sampling is nearest-neighbour with a replicated border, so every pixel keeps an exact
+    colour of the scene and flat backgrounds stay flat.
+
+    Shape:
+        - images: (B, 3, H, W); field: (B, 2, H, W); returns (B, 3, H, W)
+    """
+    b, _, h, w = images.shape
+    if not b:
+        return images.clone()
+    field = field.to(images.device, images.dtype)
+    ys, xs = torch.meshgrid(torch.arange(h, device=images.device), torch.arange(w, device=images.device),
+                            indexing="ij")
+    px = xs[None] + 0.5 + field[:, 0]
+    py = ys[None] + 0.5 + field[:, 1]
+    grid = torch.stack([px / w * 2 - 1, py / h * 2 - 1], dim=-1)
+    return F.grid_sample(images, grid, mode="nearest", padding_mode="border", align_corners=False)
+
+
 def perturb_l2(embed, images: torch.Tensor, targets: torch.Tensor, eps: float, steps: int) -> torch.Tensor:
     """``images`` (B, 3, H, W in [0, 1]) moved within an L2 ball of radius ``eps`` (per image) to lower the cosine
     between ``embed(image)`` and its row of ``targets`` (B, D, unit length), by ``steps`` of normalised gradient
@@ -450,6 +479,7 @@ def train_clip(
     aux_layout: float = 0.0, aux_relation: float = 0.0, lock_image: bool = False, lock_text: bool = False,
     chain_render: float = 0.0, fade: float = 0.0, fade_range: tuple[float, float] = (0.08, 0.6),
     fade_weight: float = 1.0, robust: float = 0.0, robust_eps: float = 1.0, robust_steps: int = 2,
+    warp: float = 0.0, warp_amplitude: tuple[float, float] = (1.0, 2.5),
 ) -> torch.nn.Module:
     """Train (or resume) the toy CLIP; writes ``clip.pt``, a resumable state and ``clip.log.jsonl``.
 
@@ -481,6 +511,11 @@ def train_clip(
     ``robust`` is the share of scenes whose (augmented) image is replaced by its worst case within an L2 ball of
     radius ``robust_eps`` against its own caption (:func:`perturb_l2`, ``robust_steps`` steps), so that the image
     tower's gradients point at real objects rather than at invisible pixel patterns; it needs no chains.
+    ``warp`` is the share of scenes also shown bent into blobs by a smooth random displacement field
+    (:func:`warp_field`, :func:`warp_shapes`), twice along the same field: at an RMS amplitude drawn from
+    ``warp_amplitude`` pixels and at double that. The caption must rank the clean scene above the mild blob and
+    the mild blob above the strong one (weighed like the hard negatives), so the score climbs along the way from
+    a blob of the right colour to the right shape, the way a search has to go.
     """
     set_threads(threads)
     dev = pick_device(device)
@@ -553,6 +588,13 @@ def train_clip(
         x = batch_images(images, dev)
         fade_of = [i for i in range(len(scenes)) if fade and rng.random() < fade]
         faded = fade_to_background(x[fade_of], [scenes[i].background for i in fade_of], fade_range, gen)
+        warp_of = [i for i in range(len(scenes)) if warp and rng.random() < warp]
+        bent = torch.zeros(0, *x.shape[1:], device=dev)
+        if warp_of:  # the same field twice: a mild blob and one bent twice as far
+            field = warp_field(len(warp_of), x.shape[2], x.shape[3], gen)
+            lo, hi = warp_amplitude
+            amp = (lo + (hi - lo) * torch.rand(len(warp_of), generator=gen)).view(-1, 1, 1, 1)
+            bent = torch.cat([warp_shapes(x[warp_of], field * amp), warp_shapes(x[warp_of], field * amp * 2)])
         if vq is not None and roundtrip_p:
             pick = (torch.rand(len(x), generator=gen) < roundtrip_p).to(dev)
             if pick.any():
@@ -561,6 +603,10 @@ def train_clip(
                 pick = (torch.rand(len(faded), generator=gen) < roundtrip_p).to(dev)
                 if pick.any():
                     faded[pick] = reconstruct(vq, faded[pick])
+            if len(bent):  # as above: drawn only with --warp, and decoder blur is no cue against a blob
+                pick = (torch.rand(len(bent), generator=gen) < roundtrip_p).to(dev)
+                if pick.any():
+                    bent[pick] = reconstruct(vq, bent[pick])
         if runs is not None and runs.from_render.any():  # a chain that started right: its start is its positive
             sel = runs.from_render.nonzero().flatten().to(dev)
             x[sel] = runs.start_images[sel]
@@ -586,6 +632,8 @@ def train_clip(
                 x = torch.cat([x, batch_images(cut_images, dev)])
         fade_start = len(x)
         x = torch.cat([x, faded])
+        warp_start = len(x)
+        x = torch.cat([x, bent])
         truth = truth_matrix(all_scenes, specs).to(dev)
         x = augment(x, size, gen)
         txt = F.normalize(encode_text_fast(model, tokenize(texts).to(dev)), dim=-1)
@@ -613,7 +661,7 @@ def train_clip(
         fade_hn = fade_rank = None
         if fade_of:  # faint right content must beat faint wrong captions, and lose to its own full contrast
             own = torch.tensor(fade_of, device=dev)
-            f_logits = scale * img_all[fade_start:] @ txt.T
+            f_logits = scale * img_all[fade_start:warp_start] @ txt.T
             loss = loss + fade_weight * soft_ce(f_logits, truth[own])
             row_of = torch.full((nb,), -1, device=dev)  # each scene's row in f_logits, -1 if not faded
             row_of[own] = torch.arange(len(own), device=dev)
@@ -624,6 +672,14 @@ def train_clip(
             rank = f_logits[torch.arange(len(own), device=dev), own] - logits[own, own]
             loss = loss + fade_weight * F.softplus(rank).mean()
             fade_rank = (rank < 0).float().mean()
+        warp_rank = None
+        if warp_of:  # clean scene above its mild blob, mild blob above the strong one, on the scene's caption
+            own = torch.tensor(warp_of, device=dev)
+            k = len(warp_of)
+            mild = scale * (img_all[warp_start:warp_start + k] * txt[own]).sum(-1)
+            strong = scale * (img_all[warp_start + k:warp_start + 2 * k] * txt[own]).sum(-1)
+            loss = loss + hard_weight * (F.softplus(mild - logits[own, own]) + F.softplus(strong - mild)).mean()
+            warp_rank = (logits[own, own] > mild).float().mean()
         aux = None
         if heads is not None:
             aux = heads.losses(img[:nb], list(scenes), txt, list(specs))
@@ -657,6 +713,8 @@ def train_clip(
                 metrics["fade_hard_neg_acc"] = fade_hn.item()
             if fade_rank is not None:  # faded scenes their caption ranks below the full-contrast render
                 metrics["fade_rank_acc"] = fade_rank.item()
+            if warp_rank is not None:  # bent scenes their caption ranks below the clean one
+                metrics["warp_acc"] = warp_rank.item()
             if cut_gap is not None:  # share of cut scenes the caption ranks below the whole scene
                 metrics["cut_acc"] = (cut_gap > 0).float().mean().item()
             if aux is not None:
