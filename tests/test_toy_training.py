@@ -517,6 +517,57 @@ def test_image_tower_command_refuses_missing_files_and_other_formats(tmp_path, a
     assert not list(tmp_path.iterdir())
 
 
+def test_scrambled_code_grids_swap_a_drawn_share_of_cells_for_codes_of_the_batch():
+    from pixgen.toy.train_vqgan import scramble_codes
+
+    idx = torch.arange(4 * 16 * 16).view(4, 16, 16) % 300
+    out = scramble_codes(idx, (0.2, 0.4), torch.Generator().manual_seed(0))
+    assert out.shape == idx.shape
+    share = (out != idx).flatten(1).float().mean(1)
+    assert torch.all((share > 0.1) & (share < 0.45))  # about 20-40% of each grid, less the swaps that drew the same
+    assert set(out.unique().tolist()) <= set(idx.unique().tolist())  # only codes the batch already uses
+    assert torch.equal(scramble_codes(idx, (0.0, 0.0), torch.Generator().manual_seed(0)), idx)
+
+
+@needs
+def test_decoder_fine_tune_keeps_encoder_and_codebook_and_resumes_exactly(tmp_path, monkeypatch):
+    from pixgen.toy.train_vqgan import train_decoder_gan
+    import pixgen.toy.train_vqgan as tv
+
+    kwargs = dict(steps=3, batch=2, critic_warmup=1, save_every=1, log_every=1, progress=False, threads=None)
+    train_decoder_gan(TOY, tmp_path / "straight", **kwargs)
+    real_tqdm = tv.tqdm
+    monkeypatch.setattr(tv, "tqdm", lambda it, **kw: real_tqdm(list(it)[:2], **kw))  # cut off after two steps
+    train_decoder_gan(TOY, tmp_path / "stopped", **kwargs)
+    monkeypatch.setattr(tv, "tqdm", real_tqdm)
+    train_decoder_gan(TOY, tmp_path / "stopped", resume=True, **kwargs)
+
+    base = torch.load(TOY / "vqgan.ckpt", weights_only=False)["state_dict"]
+    a = torch.load(tmp_path / "straight" / "vqgan.ckpt", weights_only=False)["state_dict"]
+    b = torch.load(tmp_path / "stopped" / "vqgan.ckpt", weights_only=False)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the resumed run is the straight one
+    for k in a:
+        if k.startswith(("encoder.", "quant_conv.", "quantize.")):
+            assert torch.equal(a[k], base[k].to(a[k].dtype)), k  # latents keep their meaning
+    assert any(not torch.equal(a[k], base[k]) for k in a if k.startswith("decoder."))
+    rows = [json.loads(x) for x in (tmp_path / "stopped" / "vqgan_gan.log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1, 2] and "l1" not in rows[0] and "l1" in rows[1]  # warm-up: critic only
+
+
+def test_decoder_fine_tune_refuses_bad_options_before_training(tmp_path):
+    from typer.testing import CliRunner
+
+    from pixgen.cli import app
+
+    runner = CliRunner()
+    for args, says in ((["--init", str(tmp_path)], "has no vqgan.yaml"),
+                       (["--init", str(TOY), "--scramble", "0.5"], "is not two numbers"),
+                       (["--init", str(TOY), "--scramble", "0.4,0.1"], "needs 0 <= LO <= HI <= 1")):
+        result = runner.invoke(app, ["toy", "train", "decoder", "--out", str(tmp_path / "o"), *args, "--steps", "1"])
+        assert result.exit_code == 2 and says in result.output, result.output
+    assert not (tmp_path / "o").exists()
+
+
 @needs
 def test_cut_and_fade_together_score_each_cut_image_against_its_own_caption(tmp_path, monkeypatch):
     import pixgen.toy.train_clip as tc

@@ -39,6 +39,40 @@ def train_vqgan_cmd(out: Path = _OUT, steps: int = typer.Option(900, "--steps"),
     typer.echo(str(out / "vqgan.ckpt"))
 
 
+@train_app.command("decoder")
+def train_decoder_cmd(init: Path = typer.Option(Path("checkpoints/toy"), "--init",
+                                               help="Directory with the vqgan.yaml + vqgan.ckpt to start from."),
+                      out: Path = typer.Option(..., "--out", "-o", help="Directory for the new VQGAN, state and log."),
+                      steps: int = typer.Option(900, "--steps"), seed: int = _SEED,
+                      batch: int = typer.Option(16, "--batch"), lr: float = typer.Option(1e-4, "--lr"),
+                      gan_weight: float = typer.Option(0.5, "--gan-weight", min=0.0,
+                                                       help="Weight of the critic's term (times the adaptive weight)."),
+                      scramble: str = typer.Option("0.05,0.3", "--scramble",
+                                                   help="LO,HI: share of code cells swapped in the scrambled grids."),
+                      critic_warmup: int = typer.Option(100, "--critic-warmup", min=0,
+                                                        help="Steps in which only the critic learns."),
+                      resume: bool = _RESUME, device: Optional[str] = _DEVICE, threads: int = _THREADS) -> None:
+    """Fine-tune the toy VQGAN's decoder against a patch critic (encoder and codebook kept, so latents keep their
+    meaning); writes OUT/vqgan.ckpt, OUT/vqgan.yaml and OUT/vqgan_gan.log.jsonl."""
+    from pixgen.toy.train_vqgan import train_decoder_gan
+
+    _check_out(out)
+    if out.resolve() == init.resolve():
+        raise PixgenError(f"--out {out} is the --init directory", "write the fine-tuned VQGAN to another directory")
+    for name in ("vqgan.yaml", "vqgan.ckpt"):
+        if not (init / name).is_file():
+            raise PixgenError(f"--init {init} has no {name}", "give the directory of a `pixgen toy train vqgan` run")
+    try:
+        lo, hi = (float(v) for v in scramble.split(","))
+    except ValueError:
+        raise PixgenError(f"--scramble {scramble!r} is not two numbers LO,HI", "use e.g. --scramble 0.05,0.3") from None
+    if not 0 <= lo <= hi <= 1:
+        raise PixgenError(f"--scramble {scramble!r} needs 0 <= LO <= HI <= 1", "use e.g. --scramble 0.05,0.3")
+    train_decoder_gan(init, out, steps=steps, seed=seed, batch=batch, lr=lr, gan_weight=gan_weight,
+                      scramble=(lo, hi), critic_warmup=critic_warmup, resume=resume, device=device, threads=threads)
+    typer.echo(str(out / "vqgan.ckpt"))
+
+
 def parse_kinds(text: str) -> dict[str, float]:
     """``"relation=0.4,position=0.2"`` -> the default caption-kind weights with those replaced."""
     from pixgen.toy.captions import PAIR_KIND_NAMES, PAIR_KINDS

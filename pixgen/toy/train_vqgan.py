@@ -18,11 +18,11 @@ from tqdm import tqdm
 
 from pixgen.cli_util import set_threads
 from pixgen.models.vqgan import VQGAN, VQGANConfig
-from pixgen.toy.training import (TrainLog, batch_images, load_state, pick_device, restore, save_state,
-                                 seed_everything)
+from pixgen.toy.training import (TrainLog, batch_images, load_state, pick_device, release_freed_memory, restore,
+                                 save_state, seed_everything)
 from pixgen.toy.world import CANVAS, render, sample_scene
 
-__all__ = ["TOY_VQGAN", "train_vqgan", "save_taming"]
+__all__ = ["TOY_VQGAN", "train_vqgan", "save_taming", "PatchCritic", "scramble_codes", "train_decoder_gan"]
 
 TOY_VQGAN = VQGANConfig(
     ch=32, ch_mult=(1, 1, 2), num_res_blocks=1, attn_resolutions=(), resolution=CANVAS,
@@ -117,6 +117,132 @@ def train_vqgan(
         if (step + 1) % save_every == 0 or step == steps - 1:
             save_state(state_path, model=model.state_dict(), opt=opt.state_dict(), rng=rng.bit_generator.state,
                        torch_rng=torch.get_rng_state(), step=step + 1, usage=usage.cpu())
+            save_taming(model, out, step + 1)
+    save_taming(model, out, steps)
+    return model
+
+
+class PatchCritic(torch.nn.Module):
+    """A small PatchGAN critic: one score per overlapping patch (about 34 px across) of a (B, 3, H, W) image
+    in [-1, 1]. Spectral norm on every layer keeps the hinge game stable without tuning."""
+
+    def __init__(self, ch: int = 32):
+        super().__init__()
+        sn = torch.nn.utils.parametrizations.spectral_norm
+        self.net = torch.nn.Sequential(
+            sn(torch.nn.Conv2d(3, ch, 4, 2, 1)), torch.nn.LeakyReLU(0.2),
+            sn(torch.nn.Conv2d(ch, 2 * ch, 4, 2, 1)), torch.nn.LeakyReLU(0.2),
+            sn(torch.nn.Conv2d(2 * ch, 2 * ch, 3, 1, 1)), torch.nn.LeakyReLU(0.2),
+            sn(torch.nn.Conv2d(2 * ch, 1, 3, 1, 1)),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def scramble_codes(idx: torch.Tensor, share: tuple[float, float], gen: torch.Generator) -> torch.Tensor:
+    """Code grids (B, h, w) with a share of cells (drawn per grid from ``share``) replaced by codes taken from
+    random cells of the whole batch: code arrangements no real scene encodes to, like the ones a search visits."""
+    b = idx.shape[0]
+    lo, hi = share
+    p = (lo + (hi - lo) * torch.rand(b, 1, 1, generator=gen)).to(idx.device)
+    swap = torch.rand(idx.shape, generator=gen).to(idx.device) < p
+    pool = idx.flatten()
+    donors = pool[torch.randint(len(pool), idx.shape, generator=gen).to(idx.device)]
+    return torch.where(swap, donors, idx)
+
+
+def train_decoder_gan(
+    init: str | Path, out: str | Path, steps: int = 600, seed: int = 0, batch: int = 16, lr: float = 2e-4,
+    gan_weight: float = 0.5, scramble: tuple[float, float] = (0.05, 0.3), critic_warmup: int = 100,
+    resume: bool = False,
+    device: str | None = None, threads: int | None = 1, log_every: int = 25, save_every: int = 100,
+    progress: bool = True,
+) -> VQGAN:
+    """Fine-tune the toy VQGAN's decoder (and post-quant conv) against a patch critic; the encoder and codebook
+    stay as they are, so every latent keeps its meaning for the CLIP and the search.
+
+    Each step encodes a batch of whole canvases, decodes their code grids (reconstructions, held to the scenes by
+    L1 + MSE) and the same grids with a share of cells swapped (``scramble_codes``: arrangements no scene
+    encodes to, as a search visits). The critic learns to tell real renders from both (hinge loss); the decoder
+    learns to make both look real, weighted by ``gan_weight`` times taming's adaptive weight (the ratio of
+    the reconstruction and adversarial gradient norms at the decoder's last layer). The aim is a decoder whose
+    every output has the world's flat colours and hard edges, so that the search cannot settle on soft blobs.
+    For the first ``critic_warmup`` steps only the critic learns, so that the decoder's first adversarial
+    gradients come from a critic that already tells renders from decodes.
+    Writes ``vqgan.ckpt``/``vqgan.yaml`` (taming format), ``state/vqgan_gan_state.pt`` and ``vqgan_gan.log.jsonl``.
+    """
+    from pixgen.checkpoints import load_vqgan
+
+    set_threads(threads)
+    dev = pick_device(device)
+    out = Path(out)
+    rng = seed_everything(seed)
+    gen = torch.Generator().manual_seed(seed)
+    init = Path(init)
+    model = load_vqgan(init / "vqgan.yaml", init / "vqgan.ckpt", device=dev, cache=False)
+    model.train()
+    model.requires_grad_(False)
+    trained = list(model.decoder.parameters()) + list(model.post_quant_conv.parameters())
+    for p in trained:
+        p.requires_grad_(True)
+    critic = PatchCritic().to(dev)
+    opt = torch.optim.Adam(trained, lr=lr, betas=(0.5, 0.9))
+    opt_d = torch.optim.Adam(critic.parameters(), lr=lr, betas=(0.5, 0.9))
+    state_path = out / "state" / "vqgan_gan_state.pt"
+    state = load_state(state_path) if resume else None
+    start = 0
+    if state is not None:
+        start = restore(state, model, opt, rng, gen)
+        critic.load_state_dict(state["critic"])
+        opt_d.load_state_dict(state["opt_d"])
+    log = TrainLog(out / "vqgan_gan.log.jsonl", resume=state is not None)
+    last = model.decoder.conv_out.weight
+    bar = tqdm(range(start, steps), initial=start, total=steps, desc="decoder", disable=not progress)
+    for step in bar:
+        x = _batch(rng, batch, CANVAS, dev)
+        with torch.no_grad():
+            _, _, idx = _quantize(model, model.encode(x))
+            idx = idx.view(x.shape[0], x.shape[2] // 4, x.shape[3] // 4)
+            mixed = scramble_codes(idx, scramble, gen)
+            book = model.codebook
+            zq = book[idx].movedim(-1, 1)
+            zq_mixed = book[mixed].movedim(-1, 1)
+        warm = step < critic_warmup
+        with torch.set_grad_enabled(not warm):
+            rec = model.decode(zq)
+            fake = model.decode(zq_mixed)
+        # critic: real renders against reconstructions and scrambled decodes (hinge)
+        d_loss = (F.relu(1 - critic(x)).mean()
+                  + 0.5 * F.relu(1 + critic(rec.detach())).mean() + 0.5 * F.relu(1 + critic(fake.detach())).mean())
+        opt_d.zero_grad(set_to_none=True)
+        d_loss.backward()
+        opt_d.step()
+        metrics = {"d_loss": d_loss.item()}
+        if not warm:  # decoder: reconstruct the scenes, and make both kinds of output pass the critic
+            l1 = (rec - x).abs().mean()
+            mse = F.mse_loss(rec, x)
+            rec_loss = l1 + mse
+            g_loss = -(critic(rec).mean() + critic(fake).mean()) / 2
+            g_rec = torch.autograd.grad(rec_loss, last, retain_graph=True)[0]
+            g_gan = torch.autograd.grad(g_loss, last, retain_graph=True)[0]
+            adaptive = (g_rec.norm() / (g_gan.norm() + 1e-4)).clamp(0, 1e4).detach()
+            loss = rec_loss + gan_weight * adaptive * g_loss
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            metrics.update(l1=l1.item(), g_loss=g_loss.item(), adaptive=adaptive.item())
+        if step % 10 == 0:
+            release_freed_memory()
+        if step % log_every == 0 or step == steps - 1:
+            with torch.no_grad():
+                mse = F.mse_loss(rec, x)
+            metrics["psnr"] = float(10 * torch.log10(4.0 / mse.clamp_min(1e-10)))
+            log.write(step, **metrics)
+            bar.set_postfix(psnr=f"{metrics['psnr']:.1f}", d=f"{d_loss.item():.2f}")
+        if (step + 1) % save_every == 0 or step == steps - 1:
+            save_state(state_path, model=model.state_dict(), opt=opt.state_dict(), rng=rng.bit_generator.state,
+                       gen=gen.get_state(), step=step + 1, critic=critic.state_dict(), opt_d=opt_d.state_dict())
             save_taming(model, out, step + 1)
     save_taming(model, out, steps)
     return model
