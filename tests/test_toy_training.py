@@ -554,6 +554,21 @@ def test_decoder_fine_tune_keeps_encoder_and_codebook_and_resumes_exactly(tmp_pa
     assert [r["step"] for r in rows] == [0, 1, 2] and "l1" not in rows[0] and "l1" in rows[1]  # warm-up: critic only
 
 
+@needs
+def test_decoder_fine_tune_gives_the_critic_its_own_learning_rate(tmp_path, monkeypatch):
+    import pixgen.toy.train_vqgan as tv
+
+    made = []
+    real_adam = torch.optim.Adam
+    monkeypatch.setattr(tv.torch.optim, "Adam", lambda params, **kw: (made.append(kw["lr"]), real_adam(params, **kw))[1])
+    tv.train_decoder_gan(TOY, tmp_path, steps=1, batch=1, lr=1e-4, critic_lr=4e-4, critic_warmup=0, progress=False,
+                         threads=None)
+    assert made == [1e-4, 4e-4]  # the decoder's optimiser, then the critic's
+    made.clear()
+    tv.train_decoder_gan(TOY, tmp_path / "b", steps=1, batch=1, lr=1e-4, critic_warmup=0, progress=False, threads=None)
+    assert made == [1e-4, 1e-4]
+
+
 def test_decoder_fine_tune_refuses_bad_options_before_training(tmp_path):
     from typer.testing import CliRunner
 

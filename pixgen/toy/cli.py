@@ -51,6 +51,8 @@ def train_decoder_cmd(init: Path = typer.Option(Path("checkpoints/toy"), "--init
                                                    help="LO,HI: share of code cells swapped in the scrambled grids."),
                       critic_warmup: int = typer.Option(100, "--critic-warmup", min=0,
                                                         help="Steps in which only the critic learns."),
+                      critic_lr: Optional[float] = typer.Option(None, "--critic-lr", min=0.0,
+                                                                help="The critic's learning rate (default: --lr)."),
                       resume: bool = _RESUME, device: Optional[str] = _DEVICE, threads: int = _THREADS) -> None:
     """Fine-tune the toy VQGAN's decoder against a patch critic (encoder and codebook kept, so latents keep their
     meaning); writes OUT/vqgan.ckpt, OUT/vqgan.yaml and OUT/vqgan_gan.log.jsonl."""
@@ -69,7 +71,7 @@ def train_decoder_cmd(init: Path = typer.Option(Path("checkpoints/toy"), "--init
     if not 0 <= lo <= hi <= 1:
         raise PixgenError(f"--scramble {scramble!r} needs 0 <= LO <= HI <= 1", "use e.g. --scramble 0.05,0.3")
     train_decoder_gan(init, out, steps=steps, seed=seed, batch=batch, lr=lr, gan_weight=gan_weight,
-                      scramble=(lo, hi), critic_warmup=critic_warmup, resume=resume, device=device, threads=threads)
+                      scramble=(lo, hi), critic_warmup=critic_warmup, critic_lr=critic_lr, resume=resume, device=device, threads=threads)
     typer.echo(str(out / "vqgan.ckpt"))
 
 

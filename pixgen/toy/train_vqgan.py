@@ -155,6 +155,7 @@ def scramble_codes(idx: torch.Tensor, share: tuple[float, float], gen: torch.Gen
 def train_decoder_gan(
     init: str | Path, out: str | Path, steps: int = 600, seed: int = 0, batch: int = 16, lr: float = 2e-4,
     gan_weight: float = 0.5, scramble: tuple[float, float] = (0.05, 0.3), critic_warmup: int = 100,
+    critic_lr: float | None = None,
     resume: bool = False,
     device: str | None = None, threads: int | None = 1, log_every: int = 25, save_every: int = 100,
     progress: bool = True,
@@ -169,7 +170,8 @@ def train_decoder_gan(
     the reconstruction and adversarial gradient norms at the decoder's last layer). The aim is a decoder whose
     every output has the world's flat colours and hard edges, so that the search cannot settle on soft blobs.
     For the first ``critic_warmup`` steps only the critic learns, so that the decoder's first adversarial
-    gradients come from a critic that already tells renders from decodes.
+    gradients come from a critic that already tells renders from decodes. ``critic_lr`` (default ``lr``) lets the
+    critic learn faster than the decoder (two time-scale updates).
     Writes ``vqgan.ckpt``/``vqgan.yaml`` (taming format), ``state/vqgan_gan_state.pt`` and ``vqgan_gan.log.jsonl``.
     """
     from pixgen.checkpoints import load_vqgan
@@ -188,7 +190,7 @@ def train_decoder_gan(
         p.requires_grad_(True)
     critic = PatchCritic().to(dev)
     opt = torch.optim.Adam(trained, lr=lr, betas=(0.5, 0.9))
-    opt_d = torch.optim.Adam(critic.parameters(), lr=lr, betas=(0.5, 0.9))
+    opt_d = torch.optim.Adam(critic.parameters(), lr=lr if critic_lr is None else critic_lr, betas=(0.5, 0.9))
     state_path = out / "state" / "vqgan_gan_state.pt"
     state = load_state(state_path) if resume else None
     start = 0
