@@ -22,6 +22,15 @@ _DEVICE = typer.Option(None, "--device", help="cpu or cuda (default: cuda when p
 _THREADS = typer.Option(1, "--threads", help="CPU threads for torch (default 1: lean and repeatable; 2 or more may be faster).")
 
 
+def _parse_pair(text: str, flag: str, example: str) -> tuple[float, float]:
+    """``"LO,HI"`` -> (LO, HI) as floats, or a clear error naming ``flag``; the caller checks the bounds."""
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise PixgenError(f"{flag} {text!r} is not two numbers LO,HI", f"use e.g. {flag} {example}") from None
+    return lo, hi
+
+
 def _check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise PixgenError(f"--out {out} is a file, not a directory", "give a directory for the weights and logs")
@@ -64,14 +73,12 @@ def train_decoder_cmd(init: Path = typer.Option(Path("checkpoints/toy"), "--init
     for name in ("vqgan.yaml", "vqgan.ckpt"):
         if not (init / name).is_file():
             raise PixgenError(f"--init {init} has no {name}", "give the directory of a `pixgen toy train vqgan` run")
-    try:
-        lo, hi = (float(v) for v in scramble.split(","))
-    except ValueError:
-        raise PixgenError(f"--scramble {scramble!r} is not two numbers LO,HI", "use e.g. --scramble 0.05,0.3") from None
+    lo, hi = _parse_pair(scramble, "--scramble", "0.05,0.3")
     if not 0 <= lo <= hi <= 1:
         raise PixgenError(f"--scramble {scramble!r} needs 0 <= LO <= HI <= 1", "use e.g. --scramble 0.05,0.3")
     train_decoder_gan(init, out, steps=steps, seed=seed, batch=batch, lr=lr, gan_weight=gan_weight,
-                      scramble=(lo, hi), critic_warmup=critic_warmup, critic_lr=critic_lr, resume=resume, device=device, threads=threads)
+                      scramble=(lo, hi), critic_warmup=critic_warmup, critic_lr=critic_lr, resume=resume,
+                      device=device, threads=threads)
     typer.echo(str(out / "vqgan.ckpt"))
 
 
@@ -192,11 +199,7 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
                         ("--chain-render", chain_render), ("--fade", fade)):
         if not 0.0 <= share <= 1.0:
             raise PixgenError(f"{flag} {share} is not a share between 0 and 1", f"use e.g. {flag} 0.3")
-    try:
-        amp_lo, amp_hi = (float(v) for v in warp_amplitude.split(","))
-    except ValueError:
-        raise PixgenError(f"--warp-amplitude {warp_amplitude!r} is not two numbers LO,HI",
-                          "use e.g. --warp-amplitude 1.0,2.5") from None
+    amp_lo, amp_hi = _parse_pair(warp_amplitude, "--warp-amplitude", "1.0,2.5")
     if not 0 < amp_lo <= amp_hi:
         raise PixgenError(f"--warp-amplitude {warp_amplitude!r} needs 0 < LO <= HI", "use e.g. --warp-amplitude 1.0,2.5")
     colours = parse_colours(chain_flat_colours, "--chain-flat-colours") if chain_flat_colours else None

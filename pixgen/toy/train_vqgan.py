@@ -204,8 +204,9 @@ def train_decoder_gan(
     for step in bar:
         x = _batch(rng, batch, CANVAS, dev)
         with torch.no_grad():
-            _, _, idx = _quantize(model, model.encode(x))
-            idx = idx.view(x.shape[0], x.shape[2] // 4, x.shape[3] // 4)
+            z = model.encode(x)
+            _, _, idx = _quantize(model, z)
+            idx = idx.view(z.shape[0], z.shape[2], z.shape[3])  # one code per latent cell
             mixed = scramble_codes(idx, scramble, gen)
             book = model.codebook
             zq = book[idx].movedim(-1, 1)
