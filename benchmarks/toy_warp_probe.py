@@ -1,10 +1,14 @@
-"""Whether a toy CLIP prefers a scene's true shapes to the same scene bent into blobs.
+"""Whether a toy CLIP prefers a scene's true shapes to the same scene bent into blobs, and whether its gradient
+points the way back.
 
 Failed generations have the right colours in roughly the right places, as blobs. This probe takes rendered
 scenes with their captions and bends each by a smooth random displacement field (``train_clip.warp_field`` and
 ``warp_shapes``: same colours, places and hard edges, shapes lost) at several RMS amplitudes in pixels. It
 reports how often the true caption scores the clean render above the bent one, and the mean cosine gap. A
-tower that does not mind blobs gives the search no reason to draw shapes.
+tower that does not mind blobs gives the search no reason to draw shapes. It also reports the gradient
+alignment (``train_clip.gradient_alignment``): the mean cosine between the gradient of the caption's score at a
+faded, bent, or bent and faded copy and the way back to the clean render. Pixel guidance, which reaches a right
+picture in 52 of 60 searches, has cosine 1 by construction; a tower near 0 leads the search anywhere.
 
     python benchmarks/toy_warp_probe.py [--clip SPEC ...] [--n 40] [--out FILE.json]
 
@@ -23,7 +27,7 @@ import torch.nn.functional as F
 from pixgen.factory import TOY_CLIP_MODEL, TOY_DIR, TOY_EARLY_TOWER, TOY_LATE_TOWER
 from pixgen.perceptor import load_perceptor
 from pixgen.toy.captions import PAIR_KINDS, sample_pair, spec_text
-from pixgen.toy.train_clip import normalize, tokenize, warp_field, warp_shapes
+from pixgen.toy.train_clip import fade_to_background, gradient_alignment, normalize, tokenize, warp_field, warp_shapes
 from pixgen.toy.world import CANVAS, render
 
 AMPLITUDES = (1.0, 2.0, 3.0)
@@ -49,6 +53,14 @@ def probe(spec: str, n: int, seed: int = 7) -> dict:
             bent = (embed(warp_shapes(clean, field * amp)) * text).sum(-1)
             out[str(amp)] = {"clean_wins": float((true > bent).float().mean()),
                              "gap": float((true - bent).mean())}
+    text, bgs = text.detach(), [s.background for s, _ in pairs]
+    view = lambda x: F.interpolate(x, size=model.visual.image_size[0], mode="area")  # noqa: E731
+    spoilt = {"faded to 30%": fade_to_background(clean, bgs, (0.3, 0.3), gen),
+              "bent 2 px": warp_shapes(clean, field * 2.0)}
+    spoilt["bent 2 px, faded to 30%"] = fade_to_background(spoilt["bent 2 px"], bgs, (0.3, 0.3), gen)
+    out["align"] = {name: float(gradient_alignment(lambda v: model.encode_image(normalize(v, model)), wrong, clean,
+                                                   text, view, create_graph=False).mean())
+                    for name, wrong in spoilt.items()}
     return {"pairs": len(pairs), **out}
 
 
@@ -65,7 +77,8 @@ def main() -> None:
     for spec, row in report.items():
         cells = "  ".join(f"amp {a}: wins {row[str(a)]['clean_wins']:.2f} gap {row[str(a)]['gap']:+.3f}"
                           for a in AMPLITUDES)
-        print(f"{Path(spec.split('+')[-1]).name}: {cells}")
+        aligned = "  ".join(f"{name}: {cos:+.3f}" for name, cos in row["align"].items())
+        print(f"{Path(spec.split('+')[-1]).name}: {cells}\n    gradient alignment  {aligned}")
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
 

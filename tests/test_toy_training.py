@@ -172,10 +172,10 @@ def test_toy_training_refuses_a_thread_count_below_one_like_generate(tmp_path, m
 
 
 @needs
-@pytest.mark.parametrize("aux_layout,aux_relation,fade,robust,warp",
-                         [(0.0, 0.0, 0.0, 0.0, 0.0), (1.0, 1.0, 0.5, 0.5, 0.5)])
+@pytest.mark.parametrize("aux_layout,aux_relation,fade,robust,warp,align",
+                         [(0.0, 0.0, 0.0, 0.0, 0.0, 0.0), (1.0, 1.0, 0.5, 0.5, 0.5, 0.5)])
 def test_interrupted_and_resumed_clip_training_matches_a_straight_run(tmp_path, monkeypatch, aux_layout, aux_relation,
-                                                                      fade, robust, warp):
+                                                                      fade, robust, warp, align):
     import pixgen.toy.train_clip as tc
 
     def setup(d):
@@ -186,7 +186,7 @@ def test_interrupted_and_resumed_clip_training_matches_a_straight_run(tmp_path, 
 
     kwargs = dict(steps=3, batch=5, negatives=1, junk=2, chains=2, roundtrip_p=0.5, init=TOY / "clip.pt",
                   threads=None, log_every=1, save_every=1, progress=False, lr=1e-4, warmup=1, aux_layout=aux_layout,
-                  aux_relation=aux_relation, fade=fade, robust=robust, warp=warp)
+                  aux_relation=aux_relation, fade=fade, robust=robust, warp=warp, align=align)
     straight = setup(tmp_path / "straight")
     tc.train_clip(straight, **kwargs)
 
@@ -301,6 +301,65 @@ def test_clip_training_with_warp_ranks_each_scene_above_its_mild_and_strong_blob
         assert torch.equal(x[2 * n + i], real_warp(clean[None], strong_field[i:i + 1])[0])
     row = json.loads((tmp_path / "clip_finetune.log.jsonl").read_text().splitlines()[0])
     assert 0.0 <= row["warp_acc"] <= 1.0
+
+
+def test_alignment_pairs_fade_bend_or_both_and_keep_the_background():
+    from pixgen.toy.train_clip import alignment_pairs
+    from pixgen.toy.world import BACKGROUNDS, Obj, Scene, render
+
+    scene = Scene("black", [Obj("square", "red", "large", 1, 1, 32.0, 32.0, 24.0)])
+    clean = torch.from_numpy(render(scene)).permute(2, 0, 1).float().div(255).expand(60, 3, 64, 64).contiguous()
+    out = alignment_pairs(clean, ["black"] * 60, (0.1, 0.5), torch.Generator().manual_seed(0))
+    again = alignment_pairs(clean, ["black"] * 60, (0.1, 0.5), torch.Generator().manual_seed(0))
+    assert torch.equal(out, again) and out.shape == clean.shape
+    bg = torch.tensor(BACKGROUNDS["black"]).float().view(3, 1, 1) / 255
+    assert torch.allclose(out[:, :, 0, 0], bg.view(1, 3).expand(60, 3))  # the corner stays background in every kind
+    red = torch.tensor([220, 30, 30]).float().view(3, 1, 1) / 255
+    full_red = ((out - red).abs().sum(1) < 1e-3).flatten(1).sum(1)  # pixels still at full contrast
+    square = ((clean[0] - red).abs().sum(0) < 1e-3).sum()
+    faded = full_red == 0
+    bent = (full_red > 0) & ~torch.all((out == clean).flatten(1), dim=1)
+    assert faded.sum() >= 10 and bent.sum() >= 10  # all three kinds come up; bent-only ones keep full red
+    assert torch.all(full_red[bent] < square + 200)
+    assert not torch.any(torch.all((out == clean).flatten(1), dim=1))  # none is left unspoilt
+
+
+@needs
+def test_gradient_alignment_trains_the_image_tower_to_point_at_the_clean_render():
+    import torch.nn.functional as F
+
+    from pixgen.toy.train_clip import alignment_pairs, augment, create_toy_clip, gradient_alignment, normalize
+    from pixgen.toy.world import Obj, Scene, render
+
+    torch.manual_seed(0)
+    model = create_toy_clip()
+    scenes = [Scene("gray", [Obj(shape, colour, "large", 1, 1, 32.0, 32.0, 24.0)])
+              for shape, colour in (("circle", "red"), ("square", "blue"), ("cross", "green"), ("triangle", "pink"))]
+    clean = torch.stack([torch.from_numpy(render(s)).permute(2, 0, 1).float() / 255 for s in scenes])
+    gen = torch.Generator().manual_seed(1)
+    wrong = alignment_pairs(clean, ["gray"] * 4, (0.1, 0.5), gen)
+    targets = F.normalize(torch.randn(4, model.text_projection.shape[1], generator=gen), dim=-1)
+
+    def embed(x):
+        return model.encode_image(normalize(x, model))
+
+    def cosine(create_graph):
+        return gradient_alignment(embed, wrong, clean, targets, lambda im: augment(im, 48, torch.Generator().manual_seed(2)),
+                                  create_graph=create_graph)
+
+    before = cosine(False)
+    assert before.shape == (4,) and torch.all(before.abs() <= 1)
+    # the same gradient against the opposite way: exactly the opposite cosine
+    opposite = gradient_alignment(embed, wrong, 2 * wrong - clean, targets,
+                                  lambda im: augment(im, 48, torch.Generator().manual_seed(2)), create_graph=False)
+    assert torch.allclose(opposite, -before, atol=1e-5)
+    opt = torch.optim.Adam(model.visual.parameters(), lr=1e-3)
+    for _ in range(15):  # the second derivative reaches the tower's weights and lifts the cosine
+        opt.zero_grad()
+        (1 - cosine(True)).mean().backward()
+        opt.step()
+    after = cosine(False)
+    assert after.mean() > before.mean() + 0.2
 
 
 def test_clip_training_refuses_a_bad_warp_amplitude_before_training(tmp_path):

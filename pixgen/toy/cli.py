@@ -175,6 +175,12 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
                    warp_amplitude: str = typer.Option(
                        "1.0,2.5", "--warp-amplitude",
                        help="LO,HI: RMS displacement of the mild blobs in pixels, drawn between LO and HI."),
+                   align: float = typer.Option(
+                       0.0, "--align", min=0.0, max=1.0,
+                       help="Share of scenes also shown faded and/or bent into blobs, whose caption's gradient "
+                            "must point at the clean render (perceptually aligned gradients; a second backward)."),
+                   align_weight: float = typer.Option(1.0, "--align-weight", min=0.0,
+                                                      help="Weight of that alignment term."),
                    ) -> None:
     """Train the toy CLIP with hard negatives; writes OUT/clip.pt and OUT/clip.log.jsonl.
 
@@ -211,7 +217,7 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
                chain_flat_colours=colours, kinds=kind_weights, aux_layout=aux_layout,
                aux_relation=aux_relation, lock_image=lock_image, lock_text=lock_text, chain_render=chain_render,
                fade=fade, robust=robust, robust_eps=robust_eps, robust_steps=robust_steps,
-               warp=warp, warp_amplitude=(amp_lo, amp_hi))
+               warp=warp, warp_amplitude=(amp_lo, amp_hi), align=align, align_weight=align_weight)
     typer.echo(str(out / "clip.pt"))
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import open_clip
 import torch
+import torch.nn.attention
 import torch.nn.functional as F
 from tqdm import tqdm
 
@@ -238,6 +239,37 @@ def perturb_l2(embed, images: torch.Tensor, targets: torch.Tensor, eps: float, s
             delta = delta * (eps / l2(delta)).clamp(max=1.0)
             delta = (x + delta).clamp(0, 1) - x
     return (x + delta).detach()
+
+
+def alignment_pairs(clean: torch.Tensor, backgrounds: list[str], contrast: tuple[float, float],
+                    gen: torch.Generator, max_warp: float = 3.0) -> torch.Tensor:
+    """Spoilt copies of ``clean`` renders (B, 3, H, W in [0, 1]), as a search's picture looks before it is right:
+    a third faded towards the background (contrast drawn from ``contrast``), a third bent into blobs (RMS
+    displacement up to ``max_warp`` px), a third both bent and faded."""
+    b = len(clean)
+    if not b:
+        return clean.clone()
+    kind = torch.randint(0, 3, (b,), generator=gen).to(clean.device)
+    amp = (0.5 + (max_warp - 0.5) * torch.rand(b, generator=gen)).to(clean.device).view(-1, 1, 1, 1)
+    bent = warp_shapes(clean, warp_field(b, clean.shape[2], clean.shape[3], gen) * amp)
+    out = torch.where((kind >= 1).view(-1, 1, 1, 1), bent, clean)
+    faded = fade_to_background(out, backgrounds, contrast, gen)
+    return torch.where((kind != 1).view(-1, 1, 1, 1), faded, out)
+
+
+def gradient_alignment(embed, wrong: torch.Tensor, right: torch.Tensor, targets: torch.Tensor, view,
+                       create_graph: bool = True) -> torch.Tensor:
+    """Per image, the cosine between the way the caption score climbs at ``wrong`` (its gradient with respect to
+    the (B, 3, H, W) picture, through ``view``, the crops the tower sees) and the way to ``right``, the picture
+    it should become: ``right - wrong``. ``targets`` (B, D, unit length) are the captions' embeddings. A tower
+    trained to raise this ("perceptually aligned gradients") leads a search the way pixel guidance does, from a
+    faint or bent object to its true shape; ``create_graph`` keeps the graph so the cosine can be trained."""
+    w = wrong.detach().requires_grad_(True)
+    # the fused attention kernels have no second derivative; the plain one does
+    with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
+        score = (F.normalize(embed(view(w)), dim=-1) * targets.detach()).sum()
+    (grad,) = torch.autograd.grad(score, w, create_graph=create_graph)
+    return F.cosine_similarity(grad.flatten(1), (right - wrong).detach().flatten(1), dim=1, eps=1e-12)
 
 
 def make_batch(rng: np.random.Generator, batch: int, negatives: int, canonical_p: float = 0.3,
@@ -479,7 +511,8 @@ def train_clip(
     aux_layout: float = 0.0, aux_relation: float = 0.0, lock_image: bool = False, lock_text: bool = False,
     chain_render: float = 0.0, fade: float = 0.0, fade_range: tuple[float, float] = (0.08, 0.6),
     fade_weight: float = 1.0, robust: float = 0.0, robust_eps: float = 1.0, robust_steps: int = 2,
-    warp: float = 0.0, warp_amplitude: tuple[float, float] = (1.0, 2.5),
+    warp: float = 0.0, warp_amplitude: tuple[float, float] = (1.0, 2.5), align: float = 0.0,
+    align_weight: float = 1.0,
 ) -> torch.nn.Module:
     """Train (or resume) the toy CLIP; writes ``clip.pt``, a resumable state and ``clip.log.jsonl``.
 
@@ -516,6 +549,11 @@ def train_clip(
     ``warp_amplitude`` pixels and at double that. The caption must rank the clean scene above the mild blob and
     the mild blob above the strong one (weighed like the hard negatives), so the score climbs along the way from
     a blob of the right colour to the right shape, the way a search has to go.
+    ``align`` is the share of scenes also shown spoilt the way a search's picture is on its way (faded towards the
+    background, bent into blobs by a field of up to 3 px RMS, or both; see :func:`alignment_pairs`); for each,
+    the gradient of its caption's score with respect to the spoilt picture must point at the clean render
+    (:func:`gradient_alignment`, ``align_weight`` times one minus the cosine). This shapes the input gradient
+    that guides generation directly, at the cost of a second backward pass through the image tower.
     """
     set_threads(threads)
     dev = pick_device(device)
@@ -595,6 +633,9 @@ def train_clip(
             lo, hi = warp_amplitude
             amp = (lo + (hi - lo) * torch.rand(len(warp_of), generator=gen)).view(-1, 1, 1, 1)
             bent = torch.cat([warp_shapes(x[warp_of], field * amp), warp_shapes(x[warp_of], field * amp * 2)])
+        align_of = [i for i in range(len(scenes)) if align and rng.random() < align]
+        align_right = x[align_of].clone()
+        align_wrong = alignment_pairs(align_right, [scenes[i].background for i in align_of], fade_range, gen)
         if vq is not None and roundtrip_p:
             pick = (torch.rand(len(x), generator=gen) < roundtrip_p).to(dev)
             if pick.any():
@@ -680,6 +721,12 @@ def train_clip(
             strong = scale * (img_all[warp_start + k:warp_start + 2 * k] * txt[own]).sum(-1)
             loss = loss + hard_weight * (F.softplus(mild - logits[own, own]) + F.softplus(strong - mild)).mean()
             warp_rank = (logits[own, own] > mild).float().mean()
+        align_cos = None
+        if align_of:  # the caption's gradient at a spoilt picture must point at the clean render
+            own = torch.tensor(align_of, device=dev)
+            align_cos = gradient_alignment(embed_images, align_wrong, align_right, txt[own],
+                                           lambda im: augment(im, size, gen))
+            loss = loss + align_weight * (1 - align_cos).mean()
         aux = None
         if heads is not None:
             aux = heads.losses(img[:nb], list(scenes), txt, list(specs))
@@ -715,6 +762,8 @@ def train_clip(
                 metrics["fade_rank_acc"] = fade_rank.item()
             if warp_rank is not None:  # bent scenes their caption ranks below the clean one
                 metrics["warp_acc"] = warp_rank.item()
+            if align_cos is not None:  # mean cosine between the caption's gradient and the way to the render
+                metrics["align_cos"] = align_cos.mean().item()
             if cut_gap is not None:  # share of cut scenes the caption ranks below the whole scene
                 metrics["cut_acc"] = (cut_gap > 0).float().mean().item()
             if aux is not None:
