@@ -172,10 +172,10 @@ def test_toy_training_refuses_a_thread_count_below_one_like_generate(tmp_path, m
 
 
 @needs
-@pytest.mark.parametrize("aux_layout,aux_relation,fade,robust,warp,align",
-                         [(0.0, 0.0, 0.0, 0.0, 0.0, 0.0), (1.0, 1.0, 0.5, 0.5, 0.5, 0.5)])
+@pytest.mark.parametrize("aux_layout,aux_relation,fade,robust,warp,align,align_clutter",
+                         [(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0), (1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.5)])
 def test_interrupted_and_resumed_clip_training_matches_a_straight_run(tmp_path, monkeypatch, aux_layout, aux_relation,
-                                                                      fade, robust, warp, align):
+                                                                      fade, robust, warp, align, align_clutter):
     import pixgen.toy.train_clip as tc
 
     def setup(d):
@@ -186,7 +186,8 @@ def test_interrupted_and_resumed_clip_training_matches_a_straight_run(tmp_path, 
 
     kwargs = dict(steps=3, batch=5, negatives=1, junk=2, chains=2, roundtrip_p=0.5, init=TOY / "clip.pt",
                   threads=None, log_every=1, save_every=1, progress=False, lr=1e-4, warmup=1, aux_layout=aux_layout,
-                  aux_relation=aux_relation, fade=fade, robust=robust, warp=warp, align=align)
+                  aux_relation=aux_relation, fade=fade, robust=robust, warp=warp, align=align,
+                  align_clutter=align_clutter)
     straight = setup(tmp_path / "straight")
     tc.train_clip(straight, **kwargs)
 
@@ -324,6 +325,36 @@ def test_alignment_pairs_fade_bend_or_both_and_keep_the_background():
     assert not torch.any(torch.all((out == clean).flatten(1), dim=1))  # none is left unspoilt
 
 
+def test_alignment_clutter_pastes_strays_on_the_background_only():
+    from pixgen.toy.train_clip import alignment_pairs
+    from pixgen.toy.world import BACKGROUNDS, Obj, Scene, render
+
+    def image(scene):
+        return torch.from_numpy(render(scene)).permute(2, 0, 1).float().div(255)
+
+    scene = Scene("white", [Obj("square", "red", "large", 0, 0, 14.0, 14.0, 24.0)])
+    donor = Scene("black", [Obj("circle", "blue", "large", 2, 2, 50.0, 50.0, 24.0),
+                            Obj("cross", "green", "large", 0, 0, 14.0, 14.0, 24.0)])
+    clean = image(scene).expand(16, 3, 64, 64).contiguous()
+    donors = (torch.stack([image(donor)]), ["black"])
+    plain = alignment_pairs(clean, ["white"] * 16, (0.1, 0.5), torch.Generator().manual_seed(3))
+    # clutter 0 draws no extra random numbers: the same spoilt pictures as before the option existed
+    assert torch.equal(plain, alignment_pairs(clean, ["white"] * 16, (0.1, 0.5), torch.Generator().manual_seed(3),
+                                              clutter=0.0, donors=donors))
+    out = alignment_pairs(clean, ["white"] * 16, (0.1, 0.5), torch.Generator().manual_seed(3), clutter=1.0,
+                          donors=donors)
+    white = torch.tensor(BACKGROUNDS["white"]).float().view(1, 3, 1, 1) / 255
+    own = (clean - white).abs().amax(1) > 0.02  # the red square's pixels
+    assert torch.equal(out.permute(0, 2, 3, 1)[own], clean.permute(0, 2, 3, 1)[own])  # the scene itself is kept
+    stray = ((out - white).abs().amax(1) > 0.02) & ~own
+    assert torch.all(stray[:, 32:, 32:].flatten(1).sum(1) > 30)  # every picture gets the donor's blue circle
+    near = torch.nn.functional.max_pool2d(own.float()[:, None], 3, stride=1, padding=1)[:, 0] > 0
+    assert not (stray & near).any()  # strays keep clear of the scene's own object (the donor's cross sits there)
+    blue = torch.tensor([30, 70, 220]).float().view(1, 3, 1, 1) / 255
+    towards = ((out - white) * (blue - white)).sum(1)[stray]  # strays are the donor's colour, faded to the white
+    assert torch.all(towards > 0)
+
+
 @needs
 def test_gradient_alignment_trains_the_image_tower_to_point_at_the_clean_render():
     import torch.nn.functional as F
@@ -371,6 +402,17 @@ def test_clip_training_refuses_a_bad_warp_amplitude_before_training(tmp_path):
         result = CliRunner().invoke(app, ["toy", "train", "clip", "--out", str(tmp_path), "--warp", "0.5",
                                           "--warp-amplitude", bad, "--steps", "1"])
         assert result.exit_code == 2 and why in result.output
+    assert not (tmp_path / "state").exists()
+
+
+def test_clip_training_refuses_clutter_without_align_before_training(tmp_path):
+    from typer.testing import CliRunner
+
+    from pixgen.cli import app
+
+    result = CliRunner().invoke(app, ["toy", "train", "clip", "--out", str(tmp_path), "--align-clutter", "0.3",
+                                      "--steps", "1"])
+    assert result.exit_code == 2 and "--align is 0" in result.output and "--align 0.5" in result.output
     assert not (tmp_path / "state").exists()
 
 

@@ -181,6 +181,10 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
                             "must point at the clean render (perceptually aligned gradients; a second backward)."),
                    align_weight: float = typer.Option(1.0, "--align-weight", min=0.0,
                                                       help="Weight of that alignment term."),
+                   align_clutter: float = typer.Option(
+                       0.0, "--align-clutter", min=0.0, max=1.0,
+                       help="Share of those spoilt scenes shown instead with stray objects pasted on the "
+                            "background, whose gradient must paint them out."),
                    ) -> None:
     """Train the toy CLIP with hard negatives; writes OUT/clip.pt and OUT/clip.log.jsonl.
 
@@ -208,6 +212,9 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
     amp_lo, amp_hi = _parse_pair(warp_amplitude, "--warp-amplitude", "1.0,2.5")
     if not 0 < amp_lo <= amp_hi:
         raise PixgenError(f"--warp-amplitude {warp_amplitude!r} needs 0 < LO <= HI", "use e.g. --warp-amplitude 1.0,2.5")
+    if align_clutter and not align:
+        raise PixgenError("--align-clutter shares out the scenes that --align spoils, and --align is 0",
+                          "give --align too, e.g. --align 0.5 --align-clutter 0.3")
     colours = parse_colours(chain_flat_colours, "--chain-flat-colours") if chain_flat_colours else None
     kind_weights = parse_kinds(kinds) if kinds else None
     train_clip(out, steps=steps, seed=seed, batch=batch, negatives=negatives, resume=resume, device=device,
@@ -217,7 +224,8 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
                chain_flat_colours=colours, kinds=kind_weights, aux_layout=aux_layout,
                aux_relation=aux_relation, lock_image=lock_image, lock_text=lock_text, chain_render=chain_render,
                fade=fade, robust=robust, robust_eps=robust_eps, robust_steps=robust_steps,
-               warp=warp, warp_amplitude=(amp_lo, amp_hi), align=align, align_weight=align_weight)
+               warp=warp, warp_amplitude=(amp_lo, amp_hi), align=align, align_weight=align_weight,
+               align_clutter=align_clutter)
     typer.echo(str(out / "clip.pt"))
 
 

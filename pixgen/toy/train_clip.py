@@ -242,10 +242,18 @@ def perturb_l2(embed, images: torch.Tensor, targets: torch.Tensor, eps: float, s
 
 
 def alignment_pairs(clean: torch.Tensor, backgrounds: list[str], contrast: tuple[float, float],
-                    gen: torch.Generator, max_warp: float = 3.0) -> torch.Tensor:
+                    gen: torch.Generator, max_warp: float = 3.0, clutter: float = 0.0,
+                    donors: tuple[torch.Tensor, list[str]] | None = None) -> torch.Tensor:
     """Spoilt copies of ``clean`` renders (B, 3, H, W in [0, 1]), as a search's picture looks before it is right:
     a third faded towards the background (contrast drawn from ``contrast``), a third bent into blobs (RMS
-    displacement up to ``max_warp`` px), a third both bent and faded."""
+    displacement up to ``max_warp`` px), a third both bent and faded.
+
+    With ``clutter`` > 0, that share of them is instead the clean scene with stray objects added: the objects of
+    random ``donors`` render (a pair: B' images, 3 x H x W, e.g. the whole batch, and their background names),
+    bent and faded to a random contrast, pasted wherever the clean scene shows its background (2 px clear of its
+    objects). Searches draw such strays in their first steps and keep them; the way back to the clean render is
+    to paint them out.
+    """
     b = len(clean)
     if not b:
         return clean.clone()
@@ -254,7 +262,24 @@ def alignment_pairs(clean: torch.Tensor, backgrounds: list[str], contrast: tuple
     bent = warp_shapes(clean, warp_field(b, clean.shape[2], clean.shape[3], gen) * amp)
     out = torch.where((kind >= 1).view(-1, 1, 1, 1), bent, clean)
     faded = fade_to_background(out, backgrounds, contrast, gen)
-    return torch.where((kind != 1).view(-1, 1, 1, 1), faded, out)
+    out = torch.where((kind != 1).view(-1, 1, 1, 1), faded, out)
+    if clutter and donors is not None and len(donors[0]):
+        pick = torch.rand(b, generator=gen) < clutter
+        which = torch.randint(len(donors[0]), (b,), generator=gen)
+        src = warp_shapes(donors[0][which].to(clean), warp_field(b, clean.shape[2], clean.shape[3], gen) * amp)
+
+        def flat(names: list[str]) -> torch.Tensor:
+            rgb = torch.tensor([BACKGROUNDS[n] for n in names], dtype=clean.dtype, device=clean.device)
+            return (rgb / 255).view(-1, 3, 1, 1)
+
+        bg, donor_bg = flat(backgrounds), flat([donors[1][int(i)] for i in which])
+        is_obj = (src - donor_bg).abs().amax(1, keepdim=True) > 0.02
+        free = (clean - bg).abs().amax(1, keepdim=True) <= 0.02
+        free = -F.max_pool2d(-free.float(), 5, stride=1, padding=2) > 0.5  # keep 2 px clear of the scene's objects
+        keep = (0.25 + 0.75 * torch.rand(b, generator=gen)).to(clean.device).view(-1, 1, 1, 1)
+        strays = torch.where(is_obj & free, bg + keep * (src - bg), clean)
+        out = torch.where(pick.to(clean.device).view(-1, 1, 1, 1), strays, out)
+    return out
 
 
 def gradient_alignment(embed, wrong: torch.Tensor, right: torch.Tensor, targets: torch.Tensor, view,
@@ -512,7 +537,7 @@ def train_clip(
     chain_render: float = 0.0, fade: float = 0.0, fade_range: tuple[float, float] = (0.08, 0.6),
     fade_weight: float = 1.0, robust: float = 0.0, robust_eps: float = 1.0, robust_steps: int = 2,
     warp: float = 0.0, warp_amplitude: tuple[float, float] = (1.0, 2.5), align: float = 0.0,
-    align_weight: float = 1.0,
+    align_weight: float = 1.0, align_clutter: float = 0.0,
 ) -> torch.nn.Module:
     """Train (or resume) the toy CLIP; writes ``clip.pt``, a resumable state and ``clip.log.jsonl``.
 
@@ -554,6 +579,8 @@ def train_clip(
     the gradient of its caption's score with respect to the spoilt picture must point at the clean render
     (:func:`gradient_alignment`, ``align_weight`` times one minus the cosine). This shapes the input gradient
     that guides generation directly, at the cost of a second backward pass through the image tower.
+    ``align_clutter`` is the share of those spoilt pictures that are instead the clean scene with stray objects
+    from other scenes of the batch pasted on its background, so that the gradient also paints strays out.
     """
     set_threads(threads)
     dev = pick_device(device)
@@ -635,7 +662,8 @@ def train_clip(
             bent = torch.cat([warp_shapes(x[warp_of], field * amp), warp_shapes(x[warp_of], field * amp * 2)])
         align_of = [i for i in range(len(scenes)) if align and rng.random() < align]
         align_right = x[align_of].clone()
-        align_wrong = alignment_pairs(align_right, [scenes[i].background for i in align_of], fade_range, gen)
+        align_wrong = alignment_pairs(align_right, [scenes[i].background for i in align_of], fade_range, gen,
+                                      clutter=align_clutter, donors=(x, [s.background for s in scenes]))
         if vq is not None and roundtrip_p:
             pick = (torch.rand(len(x), generator=gen) < roundtrip_p).to(dev)
             if pick.any():
