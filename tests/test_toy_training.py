@@ -405,6 +405,33 @@ def test_clip_training_refuses_a_bad_warp_amplitude_before_training(tmp_path):
     assert not (tmp_path / "state").exists()
 
 
+@needs
+def test_clip_training_can_start_from_a_base_with_an_image_tower_file(tmp_path):
+    from typer.testing import CliRunner
+
+    from pixgen.cli import app
+    from pixgen.toy.train_clip import create_toy_clip, load_init, split_tower
+
+    tower = TOY / "clip_early_visual.safetensors"
+    assert split_tower(TOY / "clip.pt") == (TOY / "clip.pt", None)
+    assert split_tower(f"{TOY / 'clip.pt'}+{tower}") == (TOY / "clip.pt", tower)
+    model, plain = create_toy_clip(), create_toy_clip()
+    load_init(model, f"{TOY / 'clip.pt'}+{tower}")
+    load_init(plain, TOY / "clip.pt")
+    from safetensors.torch import load_file
+
+    want = load_file(str(tower))
+    got = model.visual.state_dict()
+    assert all(torch.equal(got[k].half(), want[k]) for k in want)  # the tower file's weights, not clip.pt's
+    assert not all(torch.equal(plain.visual.state_dict()[k].half(), want[k]) for k in want)
+    text = {k: v for k, v in plain.state_dict().items() if not k.startswith("visual.")}
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in text.items())  # text side is clip.pt's
+    result = CliRunner().invoke(app, ["toy", "train", "clip", "--out", str(tmp_path), "--lock-text", "--steps", "1",
+                                      "--init", f"{TOY / 'clip.pt'}+{tmp_path / 'nope.safetensors'}"])
+    assert result.exit_code == 2 and "nope.safetensors not found" in result.output
+    assert not (tmp_path / "state").exists()
+
+
 def test_clip_training_refuses_clutter_without_align_before_training(tmp_path):
     from typer.testing import CliRunner
 

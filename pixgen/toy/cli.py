@@ -114,7 +114,8 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
                    warmup: int = typer.Option(150, "--warmup", help="Linear warm-up steps."),
                    hard_weight: float = typer.Option(1.0, "--hard-weight", help="Weight of the hard-negative term."),
                    init: Optional[Path] = typer.Option(
-                       None, "--init", help="Start from the weights in this clip.pt (fine-tune) instead of random."),
+                       None, "--init", help="Start from the weights in this clip.pt (fine-tune) instead of random; "
+                                            "CLIP.pt+TOWER.safetensors puts an image tower file on it first."),
                    chains: int = typer.Option(
                        0, "--chains", help="Generations run against the CLIP while it trains; their images are negatives."),
                    chain_weight: float = typer.Option(1.0, "--chain-weight", help="Weight of the chain term."),
@@ -194,8 +195,15 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
     from pixgen.toy.train_clip import train_clip
 
     _check_out(out)
-    if init is not None and not init.is_file():
-        raise PixgenError(f"--init {init} not found", "give the clip.pt of an earlier `pixgen toy train clip` run")
+    if init is not None:
+        from pixgen.toy.train_clip import split_tower
+
+        for part in (p for p in split_tower(init) if p is not None):
+            if not part.is_file():
+                raise PixgenError(f"--init {init}: {part} not found",
+                                  "give the clip.pt of an earlier `pixgen toy train clip` run, or CLIP.pt+TOWER."
+                                  "safetensors (e.g. checkpoints/toy/clip.pt+checkpoints/toy/clip_early_visual."
+                                  "safetensors)")
     if lock_image and lock_text:
         raise PixgenError("--lock-image and --lock-text together leave nothing to train", "give one of them")
     for flag, locked in (("--lock-image", lock_image), ("--lock-text", lock_text)):

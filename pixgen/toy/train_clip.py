@@ -391,6 +391,27 @@ def export_image_tower(src: str | Path, base: str | Path, out: str | Path) -> Pa
     return save_image_tower(model, out, base=Path(base).name)
 
 
+def split_tower(init: str | Path) -> tuple[Path, Path | None]:
+    """``clip.pt`` -> (clip.pt, None); ``clip.pt+tower.safetensors`` -> (clip.pt, tower.safetensors), the way
+    generation reads ``BASE+TOWER`` (a file whose own name holds a '+' stays one file)."""
+    text = str(init)
+    base, plus, tower = text.rpartition("+")
+    if not plus or not tower.endswith(".safetensors") or Path(text).is_file():
+        return Path(text), None
+    return Path(base), Path(tower)
+
+
+def load_init(model: torch.nn.Module, init: str | Path) -> None:
+    """Fill ``model`` from a ``clip.pt``, or from ``clip.pt+tower.safetensors`` (that image tower on it)."""
+    base, tower = split_tower(init)
+    weights = torch.load(base, map_location="cpu", weights_only=True)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
+    if tower is not None:  # a shipped image tower on its clip.pt, as generation loads BASE+TOWER
+        from pixgen.perceptor import load_image_tower
+
+        load_image_tower(model, tower)
+
+
 def save_clip(model: torch.nn.Module, path: str | Path) -> Path:
     """The open_clip / OpenAI-format state dict in float16 (loads into float32 models unchanged)."""
     path = Path(path)
@@ -589,8 +610,7 @@ def train_clip(
     gen = torch.Generator().manual_seed(seed)
     model = create_toy_clip().to(dev)
     if init is not None:
-        weights = torch.load(init, map_location="cpu", weights_only=True)
-        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
+        load_init(model, init)
     if lock_image and lock_text:
         raise PixgenError("lock_image and lock_text together would leave nothing to train", "lock one tower at most")
     if lock_image:
