@@ -7,8 +7,9 @@ scenes with their captions and bends each by a smooth random displacement field 
 reports how often the true caption scores the clean render above the bent one, and the mean cosine gap. A
 tower that does not mind blobs gives the search no reason to draw shapes. It also reports the gradient
 alignment (``train_clip.gradient_alignment``): the mean cosine between the gradient of the caption's score at a
-faded, bent, or bent and faded copy and the way back to the clean render. Pixel guidance, which reaches a right
-picture in 52 of 60 searches, has cosine 1 by construction; a tower near 0 leads the search anywhere.
+faded, bent, or bent and faded copy, or one with stray objects added, and the way back to the clean render.
+Pixel guidance, which reaches a right picture in 52 of 60 searches, has cosine 1 by construction; a tower near 0
+leads the search anywhere.
 
     python benchmarks/toy_warp_probe.py [--clip SPEC ...] [--n 40] [--out FILE.json]
 
@@ -27,7 +28,8 @@ import torch.nn.functional as F
 from pixgen.factory import TOY_CLIP_MODEL, TOY_DIR, TOY_EARLY_TOWER, TOY_LATE_TOWER
 from pixgen.perceptor import load_perceptor
 from pixgen.toy.captions import PAIR_KINDS, sample_pair, spec_text
-from pixgen.toy.train_clip import fade_to_background, gradient_alignment, normalize, tokenize, warp_field, warp_shapes
+from pixgen.toy.train_clip import (alignment_pairs, fade_to_background, gradient_alignment, normalize, tokenize,
+                                   warp_field, warp_shapes)
 from pixgen.toy.world import CANVAS, render
 
 AMPLITUDES = (1.0, 2.0, 3.0)
@@ -58,6 +60,9 @@ def probe(spec: str, n: int, seed: int = 7) -> dict:
     spoilt = {"faded to 30%": fade_to_background(clean, bgs, (0.3, 0.3), gen),
               "bent 2 px": warp_shapes(clean, field * 2.0)}
     spoilt["bent 2 px, faded to 30%"] = fade_to_background(spoilt["bent 2 px"], bgs, (0.3, 0.3), gen)
+    # the next scene's objects pasted on each scene's background as strays
+    spoilt["with strays"] = alignment_pairs(clean, bgs, (0.3, 0.3), gen, clutter=1.0,
+                                            donors=(clean.roll(1, 0), bgs[-1:] + bgs[:-1]))
     out["align"] = {name: float(gradient_alignment(lambda v: model.encode_image(normalize(v, model)), wrong, clean,
                                                    text, view, create_graph=False).mean())
                     for name, wrong in spoilt.items()}
