@@ -230,14 +230,23 @@ def is_weights_file(pretrained: str) -> bool:
 TOWER_KEY = "pixgen_image_tower"  # metadata key that marks a file written by save_image_tower
 
 
+def split_tower(pretrained: str) -> tuple[str, str | None]:
+    """``BASE+TOWER.safetensors`` -> (BASE, TOWER.safetensors); anything else -> (pretrained, None), also a file
+    whose own name holds a '+'. Only splits; :func:`weights_files` checks the parts."""
+    base, plus, tower = pretrained.rpartition("+")
+    if not plus or not tower.endswith(".safetensors") or Path(pretrained).expanduser().is_file():
+        return pretrained, None
+    return base, tower
+
+
 def weights_files(spec: ClipSpec) -> tuple[str | None, Path | None]:
     """Split PRETRAINED into the base weights and the optional image-tower file (``BASE+TOWER``)."""
     pretrained = spec.pretrained
-    if not pretrained or "+" not in pretrained:
+    if not pretrained:
         return pretrained, None
-    base, _, tower = pretrained.rpartition("+")
-    if not tower.endswith(".safetensors") or Path(pretrained).expanduser().is_file():
-        return pretrained, None  # a file name that happens to contain '+'
+    base, tower = split_tower(pretrained)
+    if tower is None:
+        return pretrained, None
     tower_path = Path(tower).expanduser()
     if not tower_path.is_file():
         raise ModelError(f"image tower file {tower!r} for {spec.model} not found",

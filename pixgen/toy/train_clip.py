@@ -173,14 +173,19 @@ def cut_variant(scene: Scene, spec: Spec, rng: np.random.Generator,
     return Scene(scene.background, [moved if o is obj else o for o in scene.objects])
 
 
+def background_rgb(names: list[str], like: torch.Tensor) -> torch.Tensor:
+    """(B, 3, 1, 1) flat colours in [0, 1] of the named backgrounds, in ``like``'s dtype and device."""
+    rgb = torch.tensor([BACKGROUNDS[name] for name in names], dtype=like.dtype, device=like.device)
+    return (rgb / 255).view(-1, 3, 1, 1)
+
+
 def fade_to_background(images: torch.Tensor, backgrounds: list[str], contrast: tuple[float, float],
                        gen: torch.Generator) -> torch.Tensor:
     """``images`` (B, 3, H, W in [0, 1]) blended towards their flat background colour, each keeping a share of
     its contrast drawn uniformly from ``contrast``: the faint objects a search from a flat canvas passes through."""
     if not len(images):
         return images.clone()
-    bg = torch.tensor([BACKGROUNDS[name] for name in backgrounds], dtype=images.dtype, device=images.device)
-    bg = (bg / 255).view(-1, 3, 1, 1)
+    bg = background_rgb(backgrounds, images)
     lo, hi = contrast
     keep = (lo + (hi - lo) * torch.rand(len(images), generator=gen)).to(images.device).view(-1, 1, 1, 1)
     return bg + keep * (images - bg)
@@ -267,12 +272,7 @@ def alignment_pairs(clean: torch.Tensor, backgrounds: list[str], contrast: tuple
         pick = torch.rand(b, generator=gen) < clutter
         which = torch.randint(len(donors[0]), (b,), generator=gen)
         src = warp_shapes(donors[0][which].to(clean), warp_field(b, clean.shape[2], clean.shape[3], gen) * amp)
-
-        def flat(names: list[str]) -> torch.Tensor:
-            rgb = torch.tensor([BACKGROUNDS[n] for n in names], dtype=clean.dtype, device=clean.device)
-            return (rgb / 255).view(-1, 3, 1, 1)
-
-        bg, donor_bg = flat(backgrounds), flat([donors[1][int(i)] for i in which])
+        bg, donor_bg = background_rgb(backgrounds, clean), background_rgb([donors[1][int(i)] for i in which], clean)
         is_obj = (src - donor_bg).abs().amax(1, keepdim=True) > 0.02
         free = (clean - bg).abs().amax(1, keepdim=True) <= 0.02
         free = -F.max_pool2d(-free.float(), 5, stride=1, padding=2) > 0.5  # keep 2 px clear of the scene's objects
@@ -392,13 +392,12 @@ def export_image_tower(src: str | Path, base: str | Path, out: str | Path) -> Pa
 
 
 def split_tower(init: str | Path) -> tuple[Path, Path | None]:
-    """``clip.pt`` -> (clip.pt, None); ``clip.pt+tower.safetensors`` -> (clip.pt, tower.safetensors), the way
-    generation reads ``BASE+TOWER`` (a file whose own name holds a '+' stays one file)."""
-    text = str(init)
-    base, plus, tower = text.rpartition("+")
-    if not plus or not tower.endswith(".safetensors") or Path(text).is_file():
-        return Path(text), None
-    return Path(base), Path(tower)
+    """``clip.pt`` -> (clip.pt, None); ``clip.pt+tower.safetensors`` -> (clip.pt, tower.safetensors), as
+    generation reads ``BASE+TOWER`` (:func:`pixgen.perceptor.split_tower`)."""
+    from pixgen.perceptor import split_tower as split
+
+    base, tower = split(str(init))
+    return Path(base).expanduser(), None if tower is None else Path(tower).expanduser()
 
 
 def load_init(model: torch.nn.Module, init: str | Path) -> None:
