@@ -39,6 +39,10 @@ def test_eval_smoke_run_writes_table_json_and_contact_sheet(tmp_path):
     assert {"summary", "timing", "rows", "machine"} <= set(data)
     assert (tmp_path / "contact_sheet.png").stat().st_size > 0
     assert "| single object | 1 |" in (tmp_path / "table.md").read_text()
+    assert "strict reader" in (tmp_path / "table.md").read_text()
+    for row in data["rows"]:  # two steps from a flat canvas draw nothing: the strict reader sees no object
+        assert row["strict_pass"] is False and row["strict_read"].endswith("(nothing)")
+    assert report["summary"]["overall"]["strict"] == 0.0
 
 
 def test_eval_command_refuses_other_models():
