@@ -55,6 +55,13 @@ class CutoutConfig:
 
 
 @dataclass
+class PriorConfig:
+    path: Optional[str] = None  # a scene-prior file written by `pixgen toy train prior`
+    weight: float = 0.0
+    steps: list[float] = field(default_factory=lambda: [0.0, 1.0])  # share of the run it acts in
+
+
+@dataclass
 class RunConfig:
     prompt: str = ""
     image_prompts: list[str] = field(default_factory=list)
@@ -79,6 +86,7 @@ class RunConfig:
     clip: list[str] = field(default_factory=list)
     optim: OptimConfig = field(default_factory=OptimConfig)
     cutouts: CutoutConfig = field(default_factory=CutoutConfig)
+    prior: PriorConfig = field(default_factory=PriorConfig)
 
 
 # Keys that say where a run is written, not what it makes: left out of the config embedded in images.
@@ -206,6 +214,20 @@ def init_colors(value: Any) -> list[list[int]]:
     return colours
 
 
+def _check_prior(prior: DictConfig) -> None:
+    if not math.isfinite(prior.weight) or prior.weight < 0:
+        raise ConfigError(f"prior.weight must be a finite number >= 0, got {prior.weight}",
+                          "e.g. --set prior.weight=30 (0 turns the prior off)")
+    steps = list(prior.steps)
+    if len(steps) != 2 or not 0.0 <= steps[0] < steps[1] <= 1.0:
+        raise ConfigError(f"prior.steps must be [START, END] with 0 <= START < END <= 1, got {steps}",
+                          "give the share of the run the prior acts in, e.g. --set prior.steps=[0.3,1.0]")
+    if prior.weight and not prior.path:
+        raise ConfigError("prior.weight is set but prior.path names no prior",
+                          "give the file with --set prior.path=DIR/prior.safetensors "
+                          "(`pixgen toy train prior --out DIR` writes one)")
+
+
 def validate(cfg: DictConfig) -> None:
     """Check values that the schema's types cannot; raise ConfigError saying what to change."""
     size = list(cfg.size)
@@ -244,6 +266,7 @@ def validate(cfg: DictConfig) -> None:
                               "drop one (a preset may set init_color: use --set init_color=null)")
     if not math.isfinite(cfg.init_weight) or not math.isfinite(cfg.tv_weight):
         raise ConfigError("init_weight and tv_weight must be finite numbers", "e.g. --init-weight 0.5")
+    _check_prior(cfg.prior)
     if not cfg.prompt.strip() and not cfg.image_prompts and not cfg.noise_prompts:
         raise ConfigError("the prompt is empty", 'give a text prompt, e.g. pixgen generate "a red circle"')
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from pixgen.cutouts import MakeCutouts
 from pixgen.errors import NonFiniteLossError
-from pixgen.losses import latent_anchor_loss, prompt_loss, total_variation
+from pixgen.losses import latent_anchor_loss, prior_loss, prompt_loss, total_variation
 from pixgen.perceptor import Perceptor, step_in_range
 
 
@@ -84,12 +84,14 @@ class Engine:
     def __init__(self, generator: nn.Module, perceptors: list[Perceptor], targets: list[Target],
                  cutouts: dict[int, MakeCutouts], optimizer: torch.optim.Optimizer | None, *, total: int,
                  phases: int = 1, init_weight: float = 0.0, tv_weight: float = 0.0, log_every: int = 10,
-                 save_every: int | None = None):
+                 save_every: int | None = None, prior: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                 prior_weight: float = 0.0, prior_steps: tuple[float, float] = (0.0, 1.0)):
         self.generator, self.perceptors, self.targets = generator, perceptors, targets
         self.cutouts, self.optimizer = cutouts, optimizer
         self.total, self.phases = total, max(1, phases)
         self.init_weight, self.tv_weight, self.log_every = init_weight, tv_weight, log_every
         self.save_every = save_every or total
+        self.prior, self.prior_weight, self.prior_steps = prior, prior_weight, tuple(prior_steps)
 
     def phase_at(self, step: int) -> int:
         """The story phase active while computing step ``step`` (0-based)."""
@@ -101,8 +103,10 @@ class Engine:
         on = [step_in_range(p.steps, step, self.total) for p in self.perceptors]
         return [t for t in self.targets if (t.phase is None or t.phase == phase) and on[t.perceptor]]
 
-    def losses(self, image: torch.Tensor, targets: list[Target]) -> tuple[list[str], torch.Tensor]:
-        """Per-term losses (K,) for ``image`` and their labels."""
+    def losses(self, image: torch.Tensor, targets: list[Target], step: int | None = None
+               ) -> tuple[list[str], torch.Tensor]:
+        """Per-term losses (K,) for ``image`` and their labels; the prior term counts only at a ``step`` (0-based)
+        inside its range."""
         labels: list[str] = []
         terms: list[torch.Tensor] = []
         by_perceptor: dict[int, list[Target]] = {}
@@ -126,7 +130,11 @@ class Engine:
         if self.tv_weight:
             labels.append("tv")
             terms.append(self.tv_weight * total_variation(image))
-        return labels, torch.stack(terms)
+        if (self.prior is not None and self.prior_weight and step is not None
+                and step_in_range(self.prior_steps, step, self.total)):
+            labels.append("prior")
+            terms.append(self.prior_weight * prior_loss(image, self.prior))
+        return labels, torch.stack(terms) if terms else image.new_zeros(0)
 
     def step(self, step: int) -> tuple[list[str], torch.Tensor]:
         """One optimisation step (0-based index); returns labels and detached per-term losses."""
@@ -134,7 +142,7 @@ class Engine:
             raise RuntimeError("this Engine was built without an optimizer; it can only score images (losses)")
         self.optimizer.zero_grad(set_to_none=True)
         image = self.generator()
-        labels, terms = self.losses(image, self.active_targets(step))
+        labels, terms = self.losses(image, self.active_targets(step), step)
         terms.sum().backward()
         self.optimizer.step()
         self.generator.project_()

@@ -95,13 +95,13 @@ def _digest(path: str, size: int, mtime_ns: int) -> str:  # noqa: ARG001 (size a
     return sha256_of(Path(path))[:16]
 
 
-def weights_record(vqgan_file: Path | None, specs: list[ClipSpec]) -> dict[str, str]:
+def weights_record(vqgan_file: Path | None, specs: list[ClipSpec], extra: list[Path] = ()) -> dict[str, str]:
     """What each weights file of a run is: file name -> the first 16 hex digits of its SHA-256.
 
     Stored in every PNG beside the config, because a config that names a model (``model: toy``) or a file
     does not say which weights that was; a re-run (``--from-image``) compares them. An open_clip tag is
     recorded as itself (a tag names fixed weights)."""
-    files: list[Path] = [vqgan_file] if vqgan_file is not None else []
+    files: list[Path] = ([vqgan_file] if vqgan_file is not None else []) + list(extra)
     record: dict[str, str] = {}
     for spec in specs:
         pretrained, tower = weights_files(spec)
@@ -154,6 +154,25 @@ def toy_clip_specs(toy_dir: Path = TOY_DIR) -> list[ClipSpec]:
         return [ClipSpec(TOY_CLIP_MODEL, early)]
     return [ClipSpec(TOY_CLIP_MODEL, early, 1.0, (0.0, TOY_SWITCH)),
             ClipSpec(TOY_CLIP_MODEL, f"{clip}+{late_tower}", 1.0, (TOY_SWITCH, 1.0))]
+
+
+def load_prior_for(cfg: DictConfig, device: torch.device):
+    """The scene prior's ``restore`` function and its file, or (None, None) when the prior is off (weight 0)."""
+    if not cfg.prior.weight:
+        return None, None
+    from pixgen.toy.prior import load_prior
+
+    path = Path(cfg.prior.path).expanduser()
+    if not path.is_file():
+        raise ModelError(f"the scene prior {path} does not exist",
+                         "train one with `pixgen toy train prior --out DIR` and give DIR/prior.safetensors, "
+                         "or turn the prior off with --set prior.weight=0")
+    try:
+        model = load_prior(path, device)
+    except Exception as exc:  # a wrong or damaged file: say which, not where deep inside safetensors it broke
+        raise ModelError(f"could not read the scene prior {path}: {str(exc).splitlines()[0] if str(exc) else exc!r}",
+                         "give a file written by `pixgen toy train prior`") from None
+    return model.restore, path
 
 
 def check_schedule(specs: list[ClipSpec], iterations: int) -> None:
@@ -298,8 +317,10 @@ def build_session(cfg: DictConfig, *, state: dict | None = None) -> Session:
             generator.z.copy_(state["z"].to(device))
             generator.z_init.copy_(state["z_init"].to(device))
         optimizer.load_state_dict(state["optimizer"])
+    prior, prior_file = load_prior_for(cfg, device)
     engine = Engine(generator, perceptors, targets, cutouts, optimizer, total=cfg.iterations, phases=n_phases,
                     init_weight=cfg.init_weight, tv_weight=cfg.tv_weight, log_every=cfg.log_every,
-                    save_every=cfg.save_every)
+                    save_every=cfg.save_every, prior=prior, prior_weight=float(cfg.prior.weight),
+                    prior_steps=tuple(cfg.prior.steps))
     return Session(cfg, device, width, height, generator, perceptors, engine, messages,
-                   weights_record(vqgan_file, specs))
+                   weights_record(vqgan_file, specs, extra=[prior_file] if prior_file else []))

@@ -38,3 +38,12 @@ def total_variation(image: torch.Tensor) -> torch.Tensor:
     dx = image[..., :, 1:] - image[..., :, :-1]
     dy = image[..., 1:, :] - image[..., :-1, :]
     return dx.pow(2).mean() + dy.pow(2).mean()
+
+
+def prior_loss(image: torch.Tensor, restore) -> torch.Tensor:
+    """Regularisation by denoising: half the mean squared distance from ``image`` to ``restore(image)``, with the
+    restored image held fixed, so the gradient is ``(image - restore(image)) / N``: a pull towards the nearest
+    picture the prior believes in, without differentiating the prior itself."""
+    with torch.no_grad():
+        target = restore(image.detach())
+    return (image - target).pow(2).mean() / 2

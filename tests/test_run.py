@@ -140,8 +140,8 @@ def test_resume_can_extend_a_finished_run(tiny):
 def test_nan_loss_stops_keeps_last_good_image_and_says_so(tiny, monkeypatch):
     real_losses = engine_mod.Engine.losses
 
-    def poisoned(self, image, targets):
-        labels, terms = real_losses(self, image, targets)
+    def poisoned(self, image, targets, step=None):
+        labels, terms = real_losses(self, image, targets, step)
         self.calls = getattr(self, "calls", 0) + 1
         return labels, terms * float("nan") if self.calls >= 5 else terms
 

@@ -265,6 +265,29 @@ def train_evaluator_cmd(out: Path = _OUT, steps: int = typer.Option(600, "--step
     typer.echo((out / "evaluator_heldout.json").read_text())
 
 
+@train_app.command("prior")
+def train_prior_cmd(out: Path = _OUT, steps: int = typer.Option(2500, "--steps", min=1), seed: int = _SEED,
+                    batch: int = typer.Option(32, "--batch", min=1),
+                    lr: float = typer.Option(2e-3, "--lr", min=0.0, help="Peak learning rate (cosine schedule)."),
+                    roundtrip: float = typer.Option(
+                        0.3, "--roundtrip", min=0.0, max=1.0,
+                        help="Share of spoilt scenes also passed through OUT/vqgan.ckpt, as generated images are."),
+                    resume: bool = _RESUME, device: Optional[str] = _DEVICE, threads: int = _THREADS) -> None:
+    """Train the scene prior (a restorer from spoilt scenes to clean renders) that pulls generated images towards
+    flat-coloured shapes; writes OUT/prior.safetensors and OUT/prior.log.jsonl and prints its held-out error."""
+    import json
+
+    from safetensors import safe_open
+
+    from pixgen.toy.prior import train_prior
+
+    _check_out(out)
+    train_prior(out, steps=steps, seed=seed, batch=batch, lr=lr, roundtrip=roundtrip, resume=resume, device=device,
+                threads=threads)
+    with safe_open(str(out / "prior.safetensors"), "pt") as f:
+        typer.echo(json.dumps(json.loads(f.metadata()["meta"]), indent=2))
+
+
 def eval_command(
     model: str = typer.Option("toy", "--model", "-m", help="Only 'toy' can be judged (the evaluator knows its world)."),
     seeds: int = typer.Option(3, "--seeds", help="Seeds per prompt (0..N-1)."),
