@@ -43,6 +43,11 @@ def test_eval_smoke_run_writes_table_json_and_contact_sheet(tmp_path):
     for row in data["rows"]:  # two steps from a flat canvas draw nothing: the strict reader sees no object
         assert row["strict_pass"] is False and row["strict_read"].endswith("(nothing)")
     assert report["summary"]["overall"]["strict"] == 0.0
+    from PIL import Image
+
+    for row in data["rows"]:  # every image is kept, named in its row, and reads back as the run's picture
+        with Image.open(tmp_path / row["image"]) as im:
+            assert im.size == (64, 64) and im.info["prompt"] == row["prompt"]
 
 
 def test_eval_command_refuses_other_models():

@@ -293,7 +293,7 @@ def eval_command(
     seeds: int = typer.Option(3, "--seeds", help="Seeds per prompt (0..N-1)."),
     iterations: Optional[int] = typer.Option(None, "--iterations", "-i", help="Steps per image (default: the toy preset)."),
     size: int = typer.Option(64, "--size", help="Square image side in pixels."),
-    out: Path = typer.Option(Path("outputs/toy_eval"), "--out", "-o", help="Directory for results.json, table.md, contact_sheet.png."),
+    out: Path = typer.Option(Path("outputs/toy_eval"), "--out", "-o", help="Directory for results.json, table.md, contact_sheet.png, images/."),
     quick: bool = typer.Option(False, "--quick", help="One seed and two prompts per category (a smoke test)."),
     category: Optional[List[str]] = typer.Option(None, "--category", help="Only these categories (repeat)."),
     threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
@@ -317,4 +317,4 @@ def eval_command(
     t = report["timing"]
     typer.echo(f"\n{t['images']} images, {t['cpu_s_per_image_mean']:.2f} s CPU per image (mean), "
                f"{t['wall_s_total']:.0f} s wall in all")
-    typer.echo(f"wrote {out / 'results.json'}, {out / 'table.md'}, {out / 'contact_sheet.png'}")
+    typer.echo(f"wrote {out / 'results.json'}, {out / 'table.md'}, {out / 'contact_sheet.png'}, {out / 'images'}/")

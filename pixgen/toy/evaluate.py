@@ -112,6 +112,18 @@ def describe(scene: Scene) -> str:
     return f"{scene.background}: {objs or '(nothing)'}"
 
 
+def _save_images(rows: list[dict], images: list, folder: Path) -> None:
+    """Every generated image as its own PNG, named by its row (``000_s0.png``), so that any other checker can
+    judge the same pictures; each row of ``results.json`` names its file."""
+    from pixgen.output import atomic_write, png_bytes
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (row, image) in enumerate(zip(rows, images)):
+        name = f"{i:03d}_s{row['seed']}.png"
+        atomic_write(folder / name, png_bytes(image, {"prompt": row["prompt"], "seed": str(row["seed"])}))
+        row["image"] = f"images/{name}"
+
+
 def _contact_sheet(rows: list[dict], images: list, baselines: list, path: Path, tile: int = 128) -> None:
     from PIL import Image, ImageDraw, ImageFont
 
@@ -174,7 +186,8 @@ def run_suite(
     progress: bool = True,
     **overrides,
 ) -> dict:
-    """Generate every suite prompt for every seed, judge it, and write ``results.json`` and ``contact_sheet.png``.
+    """Generate every suite prompt for every seed, judge it, and write ``results.json``, ``table.md``,
+    ``contact_sheet.png`` and every image under ``images/``.
 
     Returns a dict with ``summary`` (per category accuracy and baseline), ``rows`` (one per image) and
     ``timing``.
@@ -254,6 +267,8 @@ def run_suite(
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
+        if rows:
+            _save_images(rows, images, out / "images")
         (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
         (out / "table.md").write_text(table(summary) + "\n")
         if rows:
