@@ -7,7 +7,9 @@ shape, size and cell, and the background), the shape each true shape is read as,
 same for the clean renders themselves (which must read exactly). Generation cannot pass the strict reader
 more often than its own decoder allows, so this is the ceiling of the strict column of ``pixgen eval``.
 
-    python benchmarks/toy_strict_ceiling.py [--n 300] [--seed 12345] [--out FILE.json]
+    python benchmarks/toy_strict_ceiling.py [--n 300] [--seed 12345] [--vqgan DIR] [--out FILE.json]
+
+DIR holds a vqgan.yaml + vqgan.ckpt (default: the shipped toy VQGAN), e.g. a `pixgen toy train decoder` run.
 """
 from __future__ import annotations
 
@@ -50,17 +52,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--seed", type=int, default=12345)
+    ap.add_argument("--vqgan", type=Path, default=TOY_DIR)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
     rng = np.random.default_rng(args.seed)
     scenes = [sample_scene(rng) for _ in range(args.n)]
     clean = [render(s) for s in scenes]
-    vqgan = load_toy_vqgan(TOY_DIR)
+    vqgan = load_toy_vqgan(args.vqgan)
     x = batch_images(clean, torch.device("cpu"))
     decoded = torch.cat([reconstruct(vqgan, x[i:i + 64]) for i in range(0, len(x), 64)])
     round_trips = list((decoded.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8))
-    report = {"n": args.n, "seed": args.seed, "clean_renders": _summary(clean, scenes),
+    report = {"n": args.n, "seed": args.seed, "vqgan": "checkpoints/toy" if args.vqgan == TOY_DIR else str(args.vqgan), "clean_renders": _summary(clean, scenes),
               "vqgan_round_trips": _summary(round_trips, scenes)}
     text = json.dumps(report, indent=2)
     print(text)

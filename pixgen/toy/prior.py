@@ -21,8 +21,8 @@ from tqdm import tqdm
 from pixgen.cli_util import set_threads
 from pixgen.output import atomic_write
 from pixgen.toy.train_clip import fade_to_background, warp_field, warp_shapes
-from pixgen.toy.training import (TrainLog, batch_images, load_state, load_toy_vqgan, pick_device, reconstruct,
-                                 restore, save_state, seed_everything)
+from pixgen.toy.training import (TrainLog, batch_images, load_state, load_toy_vqgan, log_and_save, pick_device,
+                                 reconstruct, restore, seed_everything)
 from pixgen.toy.world import CANVAS, render, sample_scene
 
 __all__ = ["SceneRestorer", "corrupt", "heldout_error", "load_prior", "save_prior", "train_prior", "PRIOR_CONFIG"]
@@ -216,12 +216,8 @@ def train_prior(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if step % log_every == 0 or step == steps - 1:
-            log.write(step, loss=loss.item())
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-        if (step + 1) % save_every == 0 or step == steps - 1:
-            save_state(state_path, model=model.state_dict(), opt=opt.state_dict(), rng=rng.bit_generator.state,
-                       gen=gen.get_state(), step=step + 1)
+        log_and_save(step, steps, loss, log=log, bar=bar, log_every=log_every, save_every=save_every,
+                     state_path=state_path, model=model, opt=opt, rng=rng, gen=gen)
         done = step + 1
     if done < steps:  # stopped early: the state is saved, and --resume finishes the run
         return model

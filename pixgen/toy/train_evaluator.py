@@ -17,8 +17,8 @@ from tqdm import tqdm
 
 from pixgen.cli_util import set_threads
 from pixgen.toy.evaluator import Evaluator, save_evaluator, scene_targets
-from pixgen.toy.training import (TrainLog, batch_images, load_state, load_toy_vqgan, pick_device, reconstruct,
-                                 restore, save_state, seed_everything)
+from pixgen.toy.training import (TrainLog, batch_images, load_state, load_toy_vqgan, log_and_save, pick_device,
+                                 reconstruct, restore, seed_everything)
 from pixgen.toy.world import Scene, render, sample_scene
 
 __all__ = ["train_evaluator", "heldout_accuracy"]
@@ -134,12 +134,8 @@ def train_evaluator(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if step % log_every == 0 or step == steps - 1:
-            log.write(step, loss=loss.item())
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-        if (step + 1) % save_every == 0 or step == steps - 1:
-            save_state(state_path, model=model.state_dict(), opt=opt.state_dict(), rng=rng.bit_generator.state,
-                       gen=gen.get_state(), step=step + 1)
+        if log_and_save(step, steps, loss, log=log, bar=bar, log_every=log_every, save_every=save_every,
+                        state_path=state_path, model=model, opt=opt, rng=rng, gen=gen):
             save_evaluator(model, out / "evaluator.safetensors")
     model.eval()
     report = {"clean": heldout_accuracy(model.cpu())}

@@ -94,6 +94,21 @@ def save_state(path: str | os.PathLike, **state: Any) -> None:
     os.replace(tmp, path)
 
 
+def log_and_save(step: int, steps: int, loss: torch.Tensor, *, log: "TrainLog", bar, log_every: int,
+                 save_every: int, state_path: str | os.PathLike, model: torch.nn.Module,
+                 opt: torch.optim.Optimizer, rng: np.random.Generator, gen: torch.Generator) -> bool:
+    """End of a one-loss training step: log the loss every ``log_every`` steps (and at the last), save the
+    resumable state every ``save_every`` steps (and at the last). Returns whether the state was saved."""
+    if step % log_every == 0 or step == steps - 1:
+        log.write(step, loss=loss.item())
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+    if (step + 1) % save_every == 0 or step == steps - 1:
+        save_state(state_path, model=model.state_dict(), opt=opt.state_dict(), rng=rng.bit_generator.state,
+                   gen=gen.get_state(), step=step + 1)
+        return True
+    return False
+
+
 def load_state(path: str | os.PathLike) -> dict[str, Any] | None:
     path = Path(path)
     if not path.exists():
