@@ -57,7 +57,7 @@ def test_saved_prior_loads_with_its_widths_and_weights(tmp_path):
     assert torch.allclose(back(x), model(x), atol=1e-3)  # float16 on disk
 
 
-def test_corrupt_spoils_most_scenes_leaves_some_clean_and_is_seeded():
+def test_corrupt_spoils_nearly_every_scene_within_range_and_is_seeded():
     rng = np.random.default_rng(3)
     scenes = [sample_scene(rng) for _ in range(64)]
     clean = batch_images([render(s) for s in scenes], torch.device("cpu"))
@@ -67,7 +67,7 @@ def test_corrupt_spoils_most_scenes_leaves_some_clean_and_is_seeded():
     c = corrupt(clean, bgs, torch.Generator().manual_seed(2))
     assert torch.equal(a, b) and not torch.equal(a, c)
     changed = (a - clean).abs().amax(dim=(1, 2, 3)) > 1e-6
-    assert 40 <= int(changed.sum()) < 64  # most spoilt, a few left as they were
+    assert int(changed.sum()) >= 56  # each kind of damage is drawn on its own; few scenes escape them all
     assert a.min() >= 0 and a.max() <= 1
 
 
