@@ -227,7 +227,7 @@ def run_suite(
         row = {
             "category": item.category, "prompt": item.prompt, "seed": seed,
             "pass": judge(item, got), "baseline_pass": judge(item, base),
-            "strict_pass": strict_pass(item.spec, strict, colour_only=item.category == "colour"),
+            "strict_pass": strict_pass(item.spec, strict, holds_for=lambda scene: judge(item, scene)),
             "read": describe(got), "baseline_read": describe(base), "strict_read": describe(strict.scene),
             "cpu_s": round(cpu, 3), "wall_s": round(wall, 3),
             "final_loss": result.losses[-1]["loss"] if result.losses else None,

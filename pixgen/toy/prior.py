@@ -119,12 +119,12 @@ def corrupt(clean: torch.Tensor, backgrounds: list[str], gen: torch.Generator) -
     x = torch.where(pick(0.35).view(-1, 1, 1, 1), fade_to_background(x, backgrounds, (0.2, 0.9), gen), x)
     # specks: 1-4 small squares of random colours, the debris a search leaves
     specks = pick(0.3)
+    ys = torch.arange(CANVAS, device=dev).view(1, -1, 1)
+    xs = torch.arange(CANVAS, device=dev).view(1, 1, -1)
     for _ in range(3):
         pos = torch.randint(0, CANVAS - 4, (b, 2), generator=gen)
         side = torch.randint(1, 5, (b,), generator=gen)
         colour = torch.rand(b, 3, generator=gen).to(dev)
-        ys = torch.arange(CANVAS, device=dev).view(1, -1, 1)
-        xs = torch.arange(CANVAS, device=dev).view(1, 1, -1)
         p0, p1, s = pos[:, 0].to(dev).view(-1, 1, 1), pos[:, 1].to(dev).view(-1, 1, 1), side.to(dev).view(-1, 1, 1)
         mask = (ys >= p0) & (ys < p0 + s) & (xs >= p1) & (xs < p1 + s) & specks.view(-1, 1, 1)
         x = torch.where(mask[:, None], colour.view(-1, 3, 1, 1), x)

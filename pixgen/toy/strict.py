@@ -13,10 +13,11 @@ pixels.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
-from pixgen.toy.captions import Spec
+from pixgen.toy.captions import Spec, holds
 from pixgen.toy.world import (BACKGROUND_NAMES, BACKGROUNDS, CANVAS, CELL_CENTRES, COLOUR_NAMES, COLOURS, SHAPES,
                               Obj, Scene, shape_mask)
 
@@ -117,25 +118,19 @@ def strict_read(image, tol: float = 60.0, min_area: int = 24, min_iou: float = 0
     return StrictReading(Scene(background, objs), fits, specks, float((label == -1).mean()))
 
 
-def strict_pass(spec: Spec, reading: StrictReading, colour_only: bool = False, max_speck_px: int = 40,
-                max_unclear: float = 0.1) -> bool:
+def strict_pass(spec: Spec, reading: StrictReading, holds_for: Callable[[Scene], bool] | None = None,
+                max_speck_px: int = 40, max_unclear: float = 0.1) -> bool:
     """Whether the strict reading shows exactly what ``spec`` asks and nothing else.
 
-    The scene must satisfy the caption (``colour_only``: only the named colour must be there, as the suite's
-    colour category asks); hold exactly as many objects as the caption names (its count for counting captions)
-    and no blobs; and have at most ``max_speck_px`` pixels of specks and ``max_unclear`` of its pixels in no
-    world colour.
+    The read scene must pass ``holds_for`` (default: the caption holds of it; the eval suite passes its own
+    ``judge``, whose colour category asks only for the colour); hold exactly as many objects as the caption
+    names (its count for counting captions) and no blobs; and have at most ``max_speck_px`` pixels of specks and
+    ``max_unclear`` of its pixels in no world colour.
     """
-    from pixgen.toy.captions import holds
-
     scene = reading.scene
     wanted = spec.count if spec.kind == "count" else len(spec.refs)
     if len(scene.objects) != wanted or any(o.shape == BLOB for o in scene.objects):
         return False
     if reading.speck_px > max_speck_px or reading.unclear_share > max_unclear:
         return False
-    if spec.background is not None and scene.background != spec.background:
-        return False
-    if colour_only:
-        return any(o.colour == spec.refs[0].colour for o in scene.objects)
-    return holds(spec, scene)
+    return holds_for(scene) if holds_for is not None else holds(spec, scene)
