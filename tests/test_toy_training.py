@@ -723,3 +723,25 @@ def test_cut_and_fade_together_score_each_cut_image_against_its_own_caption(tmp_
     row = json.loads((tmp_path / "clip_finetune.log.jsonl").read_text().splitlines()[0])
     assert seen[0] > 2 * 6  # scenes, their cut variants and their faded copies were all in one batch
     assert 0.0 <= row["cut_acc"] <= 1.0 and 0.0 <= row["fade_rank_acc"] <= 1.0
+
+
+def test_vqgan_training_takes_its_latent_grid_and_codebook_size_and_refuses_a_mismatched_resume(tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from pixgen.checkpoints import load_vqgan
+    from pixgen.cli import app
+    from pixgen.toy.train_vqgan import train_vqgan
+
+    train_vqgan(tmp_path, steps=1, batch=4, factor=2, n_embed=64, progress=False, threads=None)
+    cfg = yaml.safe_load((tmp_path / "vqgan.yaml").read_text())["model"]["params"]
+    assert cfg["ddconfig"]["ch_mult"] == [1, 2] and cfg["n_embed"] == 64
+    model = load_vqgan(tmp_path / "vqgan.yaml", tmp_path / "vqgan.ckpt", cache=False)
+    assert model.encode(torch.zeros(1, 3, 64, 64)).shape == (1, 32, 32, 32)  # 2 px per latent cell
+    with pytest.raises(ValueError, match="started with factor 2 and n_embed 64"):
+        train_vqgan(tmp_path, steps=2, batch=4, resume=True, progress=False, threads=None)
+    runner = CliRunner()
+    for args, says in ((["--factor", "3"], "--factor 3 is not supported"), (["--n-embed", "1"], "--n-embed 1 is too small"),
+                       (["--resume", "--steps", "2"], "started with factor 2")):
+        result = runner.invoke(app, ["toy", "train", "vqgan", "--out", str(tmp_path), *args])
+        assert result.exit_code == 2 and says in result.output, result.output

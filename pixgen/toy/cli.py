@@ -39,12 +39,23 @@ def _check_out(out: Path) -> None:
 @train_app.command("vqgan")
 def train_vqgan_cmd(out: Path = _OUT, steps: int = typer.Option(900, "--steps"), seed: int = _SEED,
                     batch: int = typer.Option(32, "--batch"), resume: bool = _RESUME,
-                    device: Optional[str] = _DEVICE, threads: int = _THREADS) -> None:
+                    device: Optional[str] = _DEVICE, threads: int = _THREADS,
+                    factor: int = typer.Option(4, "--factor", help="Pixels per latent cell along each side: 2, 4 "
+                                               "(the shipped model) or 8."),
+                    n_embed: int = typer.Option(512, "--n-embed", help="Codebook size.")) -> None:
     """Train the toy VQGAN; writes OUT/vqgan.ckpt, OUT/vqgan.yaml and OUT/vqgan.log.jsonl."""
     from pixgen.toy.train_vqgan import train_vqgan
 
     _check_out(out)
-    train_vqgan(out, steps=steps, seed=seed, batch=batch, resume=resume, device=device, threads=threads)
+    if factor not in (2, 4, 8):
+        raise PixgenError(f"--factor {factor} is not supported", "use --factor 2, 4 or 8")
+    if n_embed < 2:
+        raise PixgenError(f"--n-embed {n_embed} is too small", "use a codebook of 2 codes or more, e.g. 512")
+    try:
+        train_vqgan(out, steps=steps, seed=seed, batch=batch, resume=resume, device=device, threads=threads,
+                    factor=factor, n_embed=n_embed)
+    except ValueError as e:
+        raise PixgenError(str(e), "see `pixgen toy train vqgan --help`") from None
     typer.echo(str(out / "vqgan.ckpt"))
 
 

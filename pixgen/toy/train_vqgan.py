@@ -7,6 +7,7 @@ convolutional, so this is 4x cheaper per sample); the last fifth sees whole 64x6
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -22,13 +23,24 @@ from pixgen.toy.training import (TrainLog, batch_images, load_state, pick_device
                                  save_state, seed_everything)
 from pixgen.toy.world import CANVAS, render, sample_scene
 
-__all__ = ["TOY_VQGAN", "train_vqgan", "save_taming", "PatchCritic", "scramble_codes", "train_decoder_gan"]
+__all__ = ["TOY_VQGAN", "toy_vqgan_config", "train_vqgan", "save_taming", "PatchCritic", "scramble_codes", "train_decoder_gan"]
 
 TOY_VQGAN = VQGANConfig(
     ch=32, ch_mult=(1, 1, 2), num_res_blocks=1, attn_resolutions=(), resolution=CANVAS,
     z_channels=64, embed_dim=32, n_embed=512, dropout=0.0,
 )
 BETA = 0.25  # commitment weight, as in taming
+_CH_MULT = {2: (1, 2), 4: (1, 1, 2), 8: (1, 1, 2, 2)}  # latent cell size (pixels per side) -> ch_mult
+
+
+def toy_vqgan_config(factor: int = 4, n_embed: int = 512) -> VQGANConfig:
+    """The toy VQGAN's architecture with ``factor`` pixels per latent cell (2, 4 or 8) and ``n_embed`` codes.
+    The shipped one is ``factor=4, n_embed=512`` (``TOY_VQGAN``)."""
+    if factor not in _CH_MULT:
+        raise ValueError(f"factor {factor} is not one of {sorted(_CH_MULT)}")
+    if n_embed < 2:
+        raise ValueError(f"n_embed {n_embed} must be at least 2")
+    return dataclasses.replace(TOY_VQGAN, ch_mult=_CH_MULT[factor], n_embed=n_embed)
 
 
 def _batch(rng: np.random.Generator, n: int, crop: int, device: torch.device) -> torch.Tensor:
@@ -67,24 +79,33 @@ def save_taming(model: VQGAN, out_dir: str | Path, step: int) -> tuple[Path, Pat
 def train_vqgan(
     out: str | Path = "checkpoints/toy", steps: int = 1500, seed: int = 0, batch: int = 32, lr: float = 1e-3,
     resume: bool = False, device: str | None = None, threads: int | None = 1, log_every: int = 25,
-    save_every: int = 250, progress: bool = True,
+    save_every: int = 250, progress: bool = True, factor: int = 4, n_embed: int = 512,
 ) -> VQGAN:
-    """Train (or resume) the toy VQGAN; returns the model and writes checkpoint, YAML, state and log."""
+    """Train (or resume) the toy VQGAN; returns the model and writes checkpoint, YAML, state and log.
+
+    ``factor`` (pixels per latent cell) and ``n_embed`` (codebook size) pick the architecture
+    (``toy_vqgan_config``); a resumed run must use the ones it started with.
+    """
+    cfg = toy_vqgan_config(factor, n_embed)
     set_threads(threads)
     dev = pick_device(device)
     out = Path(out)
     rng = seed_everything(seed)
-    model = VQGAN(TOY_VQGAN).to(dev)
+    model = VQGAN(cfg).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.5, 0.9))
     state_path = out / "state" / "vqgan_state.pt"
     start = 0
     usage_state = None
     state = load_state(state_path) if resume else None
     if state is not None:
+        arch = state.get("arch", {"factor": 4, "n_embed": TOY_VQGAN.n_embed})
+        if arch != {"factor": factor, "n_embed": n_embed}:
+            raise ValueError(f"the run in {out} was started with factor {arch['factor']} and n_embed "
+                             f"{arch['n_embed']}; resume it with those, or train into a new directory")
         start = restore(state, model, opt, rng)
         usage_state = state.get("usage")
     log = TrainLog(out / "vqgan.log.jsonl", resume=state is not None)
-    usage = torch.zeros(TOY_VQGAN.n_embed, device=dev) if usage_state is None else usage_state.to(dev)
+    usage = torch.zeros(cfg.n_embed, device=dev) if usage_state is None else usage_state.to(dev)
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="vqgan", disable=not progress)
     for step in bar:
         full = step >= int(0.8 * steps)
@@ -116,7 +137,8 @@ def train_vqgan(
             bar.set_postfix(l1=f"{l1.item():.4f}", psnr=f"{psnr:.1f}", codes=used)
         if (step + 1) % save_every == 0 or step == steps - 1:
             save_state(state_path, model=model.state_dict(), opt=opt.state_dict(), rng=rng.bit_generator.state,
-                       torch_rng=torch.get_rng_state(), step=step + 1, usage=usage.cpu())
+                       torch_rng=torch.get_rng_state(), step=step + 1, usage=usage.cpu(),
+                       arch={"factor": factor, "n_embed": n_embed})
             save_taming(model, out, step + 1)
     save_taming(model, out, steps)
     return model
