@@ -7,7 +7,10 @@ shape, size and cell, and the background), the shape each true shape is read as,
 same for the clean renders themselves (which must read exactly). Generation cannot pass the strict reader
 more often than its own decoder allows, so this is the ceiling of the strict column of ``pixgen eval``.
 
-    python benchmarks/toy_strict_ceiling.py [--n 300] [--seed 12345] [--vqgan DIR] [--out FILE.json]
+    python benchmarks/toy_strict_ceiling.py [--n 300] [--seed 12345] [--vqgan DIR] [--unquantized] [--out FILE.json]
+
+``--unquantized`` also decodes the encoder's output as it is, skipping the codebook, to tell a codebook that
+loses shapes from an encoder and decoder that do.
 
 DIR holds a vqgan.yaml + vqgan.ckpt (default: the shipped toy VQGAN), e.g. a `pixgen toy train decoder` run.
 """
@@ -48,11 +51,17 @@ def _summary(images, scenes) -> dict:
     }
 
 
+def _uint8(images: torch.Tensor) -> list[np.ndarray]:
+    """(B, 3, H, W) in [0, 1] -> B arrays (H, W, 3) of uint8, as a saved PNG would hold them."""
+    return list((images.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--seed", type=int, default=12345)
     ap.add_argument("--vqgan", type=Path, default=TOY_DIR)
+    ap.add_argument("--unquantized", action="store_true", help="also decode the encoder output without quantizing")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -62,9 +71,12 @@ def main() -> None:
     vqgan = load_toy_vqgan(args.vqgan)
     x = batch_images(clean, torch.device("cpu"))
     decoded = torch.cat([reconstruct(vqgan, x[i:i + 64]) for i in range(0, len(x), 64)])
-    round_trips = list((decoded.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8))
-    report = {"n": args.n, "seed": args.seed, "vqgan": "checkpoints/toy" if args.vqgan == TOY_DIR else str(args.vqgan), "clean_renders": _summary(clean, scenes),
-              "vqgan_round_trips": _summary(round_trips, scenes)}
+    report = {"n": args.n, "seed": args.seed, "vqgan": "checkpoints/toy" if args.vqgan == TOY_DIR else str(args.vqgan),
+              "clean_renders": _summary(clean, scenes), "vqgan_round_trips": _summary(_uint8(decoded), scenes)}
+    if args.unquantized:
+        with torch.no_grad():
+            raw = torch.cat([vqgan.decode(vqgan.encode(x[i:i + 64] * 2 - 1)) for i in range(0, len(x), 64)])
+        report["unquantized_round_trips"] = _summary(_uint8(((raw + 1) / 2).clamp(0, 1)), scenes)
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:
