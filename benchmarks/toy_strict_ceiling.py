@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from pixgen.factory import TOY_DIR
+from pixgen.output import to_pil
 from pixgen.toy.strict import strict_read
 from pixgen.toy.training import batch_images, load_toy_vqgan, reconstruct
 from pixgen.toy.world import render, sample_scene
@@ -53,7 +54,7 @@ def _summary(images, scenes) -> dict:
 
 def _uint8(images: torch.Tensor) -> list[np.ndarray]:
     """(B, 3, H, W) in [0, 1] -> B arrays (H, W, 3) of uint8, as a saved PNG would hold them."""
-    return list((images.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8))
+    return [np.asarray(to_pil(image)) for image in images]
 
 
 def main() -> None:

@@ -44,11 +44,11 @@ def train_vqgan_cmd(out: Path = _OUT, steps: int = typer.Option(900, "--steps"),
                                                "(the shipped model) or 8."),
                     n_embed: int = typer.Option(512, "--n-embed", help="Codebook size.")) -> None:
     """Train the toy VQGAN; writes OUT/vqgan.ckpt, OUT/vqgan.yaml and OUT/vqgan.log.jsonl."""
-    from pixgen.toy.train_vqgan import train_vqgan
+    from pixgen.toy.train_vqgan import FACTORS, train_vqgan
 
     _check_out(out)
-    if factor not in (2, 4, 8):
-        raise PixgenError(f"--factor {factor} is not supported", "use --factor 2, 4 or 8")
+    if factor not in FACTORS:
+        raise PixgenError(f"--factor {factor} is not supported", f"use --factor {', '.join(map(str, FACTORS))}")
     if n_embed < 2:
         raise PixgenError(f"--n-embed {n_embed} is too small", "use a codebook of 2 codes or more, e.g. 512")
     try:

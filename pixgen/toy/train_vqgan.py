@@ -23,7 +23,8 @@ from pixgen.toy.training import (TrainLog, batch_images, load_state, pick_device
                                  save_state, seed_everything)
 from pixgen.toy.world import CANVAS, render, sample_scene
 
-__all__ = ["TOY_VQGAN", "toy_vqgan_config", "train_vqgan", "save_taming", "PatchCritic", "scramble_codes", "train_decoder_gan"]
+__all__ = ["TOY_VQGAN", "FACTORS", "toy_vqgan_config", "train_vqgan", "save_taming", "PatchCritic", "scramble_codes",
+           "train_decoder_gan"]
 
 TOY_VQGAN = VQGANConfig(
     ch=32, ch_mult=(1, 1, 2), num_res_blocks=1, attn_resolutions=(), resolution=CANVAS,
@@ -31,13 +32,14 @@ TOY_VQGAN = VQGANConfig(
 )
 BETA = 0.25  # commitment weight, as in taming
 _CH_MULT = {2: (1, 2), 4: (1, 1, 2), 8: (1, 1, 2, 2)}  # latent cell size (pixels per side) -> ch_mult
+FACTORS = tuple(sorted(_CH_MULT))  # the latent cell sizes toy_vqgan_config can build
 
 
 def toy_vqgan_config(factor: int = 4, n_embed: int = 512) -> VQGANConfig:
     """The toy VQGAN's architecture with ``factor`` pixels per latent cell (2, 4 or 8) and ``n_embed`` codes.
     The shipped one is ``factor=4, n_embed=512`` (``TOY_VQGAN``)."""
     if factor not in _CH_MULT:
-        raise ValueError(f"factor {factor} is not one of {sorted(_CH_MULT)}")
+        raise ValueError(f"factor {factor} is not one of {list(FACTORS)}")
     if n_embed < 2:
         raise ValueError(f"n_embed {n_embed} must be at least 2")
     return dataclasses.replace(TOY_VQGAN, ch_mult=_CH_MULT[factor], n_embed=n_embed)
