@@ -55,6 +55,20 @@ def test_evaluator_reads_rendered_scenes():
     assert np.mean(exact) >= 0.9
 
 
+@needs
+def test_evaluator_reads_larger_pil_images_at_the_canvas_size():
+    from PIL import Image
+
+    from pixgen.toy.evaluator import load_evaluator
+
+    scenes, _ = _images(6, 5)
+    small = [render(s) for s in scenes]
+    big = [Image.fromarray(a).resize((128, 128), Image.NEAREST) for a in small]
+    ev = load_evaluator()
+    key = [(g.background, sorted((o.col, o.row, o.colour, o.shape) for o in g.objects)) for g in ev.read(small)]
+    assert key == [(g.background, sorted((o.col, o.row, o.colour, o.shape) for o in g.objects)) for g in ev.read(big)]
+
+
 def _clip():
     import open_clip
 

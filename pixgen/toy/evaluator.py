@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pixgen.toy.world import (
-    BACKGROUND_NAMES, CANVAS, CELL_CENTRES, COLOUR_NAMES, SHAPES, SIZE_NAMES, SIZES, Obj, Scene,
+    BACKGROUND_NAMES, CANVAS, CELL_CENTRES, COLOUR_NAMES, SHAPES, SIZE_NAMES, SIZES, Obj, Scene, canvas_array,
 )
 
 __all__ = ["Evaluator", "load_evaluator", "save_evaluator", "scene_targets", "DEFAULT_PATH"]
@@ -116,16 +116,8 @@ class Evaluator(nn.Module):
 def _as_batch(images, device: torch.device) -> torch.Tensor:
     if isinstance(images, torch.Tensor):
         return images.to(device).float()
-    arrs = [np.asarray(im.convert("RGB") if hasattr(im, "convert") else im) for im in images]
-    arrs = [a if a.shape[:2] == (CANVAS, CANVAS) else np.asarray(_pil_resize(a)) for a in arrs]
-    x = torch.from_numpy(np.stack(arrs).astype(np.float32) / 255.0).permute(0, 3, 1, 2)
+    x = torch.from_numpy(np.stack([canvas_array(im) for im in images]).astype(np.float32) / 255.0).permute(0, 3, 1, 2)
     return x.to(device)
-
-
-def _pil_resize(a: np.ndarray):
-    from PIL import Image
-
-    return Image.fromarray(a).resize((CANVAS, CANVAS), Image.BOX)
 
 
 def scene_targets(scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:

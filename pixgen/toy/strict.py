@@ -18,8 +18,8 @@ from typing import Callable
 import numpy as np
 
 from pixgen.toy.captions import Spec, holds
-from pixgen.toy.world import (BACKGROUND_NAMES, BACKGROUNDS, CANVAS, CELL_CENTRES, COLOUR_NAMES, COLOURS, SHAPES,
-                              Obj, Scene, shape_mask)
+from pixgen.toy.world import (BACKGROUND_NAMES, BACKGROUNDS, CELL_CENTRES, COLOUR_NAMES, COLOURS, SHAPES,
+                              Obj, Scene, canvas_array, shape_mask)
 
 __all__ = ["StrictReading", "strict_read", "strict_pass"]
 
@@ -38,18 +38,6 @@ class StrictReading:
 
 _PALETTE = np.array([COLOURS[c] for c in COLOUR_NAMES] + [BACKGROUNDS[b] for b in BACKGROUND_NAMES], dtype=np.float32)
 _N_OBJ = len(COLOUR_NAMES)
-
-
-def _as_array(image) -> np.ndarray:
-    """A (64, 64, 3) uint8 array from a PIL image or an HWC uint8 array (other sizes are box-filtered to 64)."""
-    from PIL import Image
-
-    if not isinstance(image, Image.Image):
-        image = Image.fromarray(np.asarray(image, dtype=np.uint8))
-    image = image.convert("RGB")
-    if image.size != (CANVAS, CANVAS):
-        image = image.resize((CANVAS, CANVAS), Image.BOX)
-    return np.asarray(image)
 
 
 def _regions(mask: np.ndarray) -> list[np.ndarray]:
@@ -97,7 +85,7 @@ def _best_fit(region: np.ndarray) -> tuple[str, float, float, float, float]:
 
 def strict_read(image, tol: float = 60.0, min_area: int = 24, min_iou: float = 0.75) -> StrictReading:
     """Read ``image`` (PIL or HWC uint8) the strict way; see the module's docstring."""
-    x = _as_array(image).astype(np.float32)
+    x = canvas_array(image).astype(np.float32)
     dist = np.linalg.norm(x[:, :, None, :] - _PALETTE[None, None], axis=-1)  # (64, 64, 11)
     label = dist.argmin(-1)
     label[dist.min(-1) > tol] = -1

@@ -158,3 +158,16 @@ def sample_scene(
         if obj is not None:
             objs.append(obj)
     return Scene(bg, objs)
+
+
+def canvas_array(image) -> np.ndarray:
+    """A (64, 64, 3) uint8 array from a PIL image or an HWC uint8 array; other sizes are box-filtered to the
+    canvas, which is how the evaluator and the strict reader look at images of any size."""
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        image = Image.fromarray(np.asarray(image, dtype=np.uint8))
+    image = image.convert("RGB")
+    if image.size != (CANVAS, CANVAS):
+        image = image.resize((CANVAS, CANVAS), Image.BOX)
+    return np.asarray(image)
