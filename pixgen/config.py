@@ -214,12 +214,18 @@ def init_colors(value: Any) -> list[list[int]]:
     return colours
 
 
+def is_step_range(lo: float, hi: float) -> bool:
+    """Whether [lo, hi) is a share of a run's steps (as fractions): 0 <= lo < hi <= 1. CLIP specs' ``@START-END``
+    and ``prior.steps`` both take one."""
+    return 0.0 <= lo < hi <= 1.0
+
+
 def _check_prior(prior: DictConfig) -> None:
     if not math.isfinite(prior.weight) or prior.weight < 0:
         raise ConfigError(f"prior.weight must be a finite number >= 0, got {prior.weight}",
                           "e.g. --set prior.weight=30 (0 turns the prior off)")
     steps = list(prior.steps)
-    if len(steps) != 2 or not 0.0 <= steps[0] < steps[1] <= 1.0:
+    if len(steps) != 2 or not is_step_range(*steps):
         raise ConfigError(f"prior.steps must be [START, END] with 0 <= START < END <= 1, got {steps}",
                           "give the share of the run the prior acts in, e.g. --set prior.steps=[0.3,1.0]")
     if prior.weight and not prior.path:

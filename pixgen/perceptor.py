@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pixgen.config import is_step_range
 from pixgen.errors import ModelError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "clip_configs"
@@ -95,7 +96,7 @@ def _parse_steps(source: str, start: str, end: str) -> tuple[float, float]:
         lo, hi = float(start), float(end)
     except ValueError:
         raise ModelError(f"CLIP spec {source!r}: step range {start}-{end} is not two numbers", _SPEC_HINT) from None
-    if not (0.0 <= lo < hi <= 1.0):
+    if not is_step_range(lo, hi):
         raise ModelError(f"CLIP spec {source!r}: step range {start}-{end} must satisfy 0 <= START < END <= 1",
                          "give the share of the run this model guides as fractions of the steps, e.g. @0.6-1")
     return lo, hi
