@@ -8,8 +8,19 @@ Public API::
 """
 __version__ = "0.1.0"
 
-from pixgen.api import Result, generate, resume  # noqa: E402
 from pixgen.errors import PixgenError  # noqa: E402
+
+_API_NAMES = ("Result", "generate", "resume")
+
+
+def __getattr__(name: str):
+    """``generate``, ``resume`` and ``Result`` come from :mod:`pixgen.api`, imported on first use, so that the
+    command line answers ``--help`` and reports bad options without first importing torch and open_clip."""
+    if name in _API_NAMES:
+        from pixgen import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'pixgen' has no attribute {name!r}")
 
 
 def load_vqgan(config_path, checkpoint_path, device="cpu"):

@@ -101,12 +101,10 @@ def generate(
 ) -> None:
     """Generate an image from a prompt; prints the path of the image."""
     set_threads(threads)
-    from pixgen import api
-    from pixgen.output import read_png_metadata
-
     base, made_with = None, None
     if from_image is not None:
         from pixgen.config import from_yaml_text
+        from pixgen.output import read_png_metadata
 
         stored = read_png_metadata(from_image)
         base = from_yaml_text(stored["config"], str(from_image))
@@ -128,6 +126,8 @@ def generate(
     if augment:
         names = [a for a in augment if a.lower() != "none"]
         options["cutouts.augments"] = [{"name": a, "kwargs": {}} for a in names]
+    from pixgen import api  # after the options are checked: importing torch and open_clip takes seconds
+
     result = api.generate(prompt, config=config, overrides=set_, base=base, progress=not quiet, made_with=made_with,
                           **options)
     _report(result)

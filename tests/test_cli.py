@@ -168,6 +168,21 @@ def test_help_reads_well():
         assert option in result.output
 
 
+def test_help_and_option_errors_do_not_import_torch():
+    """The command line answers --help and reports a bad option before importing torch (seconds of start-up)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom typer.testing import CliRunner\nfrom pixgen.cli import app\n"
+            "r = CliRunner().invoke(app, ['generate', 'a red circle', '--size', '0x0'])\n"
+            "assert r.exit_code == 2 and 'positive width' in r.output, r.output\n"
+            "h = CliRunner().invoke(app, ['generate', '--help'])\n"
+            "assert h.exit_code == 0\n"
+            "print('torch' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 def test_local_taming_checkpoint_pair_generates(tmp_path):
     import torch
     import yaml
