@@ -3,7 +3,7 @@
 The scene prior (``pixgen.toy.prior``) is trained with an L1 loss, and for a blob that could be any of several
 shapes its answer is their average: a blob with cleaner edges. This script tries the discrete counterpart. A
 small dilated convolutional network reads the toy VQGAN's code grid of a spoilt scene (``prior.corrupt``, plus
-5-20% of cells swapped for other codes) and predicts, per cell, the code of the clean render (cross-entropy,
+0-20% of cells swapped for other codes) and predicts, per cell, the code of the clean render (cross-entropy,
 so it picks a mode). It is trained in the manner of MaskGIT: a random share of the clean codes is given as
 context, so that at use it can commit the surest cells first and fill in the rest over a few passes.
 

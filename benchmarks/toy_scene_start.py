@@ -9,7 +9,7 @@ should pass the evaluator, and the strict reader too, more often than from a fla
 
 It is an oracle, not a feature: the pool comes from the world's renderer, which no real model has.
 
-    python benchmarks/toy_scene_start.py --out DIR [--k 64] [--seeds 0] [--iterations N]
+    python benchmarks/toy_scene_start.py --out DIR [--k 64] [--seeds 0] [--iterations N] [--set KEY=JSON ...]
 """
 from __future__ import annotations
 
@@ -60,16 +60,21 @@ def main() -> None:
     p.add_argument("--k", type=int, default=64)
     p.add_argument("--seeds", default="0")
     p.add_argument("--iterations", type=int, default=None)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=JSON", help="a config override, e.g. "
+                   'clip=\'["pixgen-toy-clip:checkpoints/toy/clip.pt"]\' for one tower throughout')
     a = p.parse_args()
     torch.set_num_threads(1)
     install_pool(a.k)
     over: dict = {"init_color": [[i % 256, i // 256, 0] for i in range(a.k)]}
     if a.iterations:
         over["save_every"] = a.iterations
+    for item in a.set:
+        key, value = item.split("=", 1)
+        over[key] = json.loads(value)
     rep = run_suite(seeds=[int(s) for s in a.seeds.split(",")], out=a.out, progress=False,
                     iterations=a.iterations, **over)
     rows = rep["rows"]
-    print(json.dumps({"k": a.k, "seeds": a.seeds, "iterations": a.iterations,
+    print(json.dumps({"k": a.k, "seeds": a.seeds, "iterations": a.iterations, "set": a.set,
                       "passes": sum(r["pass"] for r in rows), "strict": sum(r["strict_pass"] for r in rows),
                       "of": len(rows), "timing": rep["timing"]}))
     for cat, v in rep["summary"].items():
