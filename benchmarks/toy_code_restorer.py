@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pixgen.factory import TOY_DIR
+from pixgen.ops import nearest_codes
 from pixgen.toy.prior import corrupt
 from pixgen.toy.training import batch_images, load_toy_vqgan, seed_everything
 from pixgen.toy.world import render, sample_scene
@@ -69,10 +70,7 @@ class CodeRestorer(nn.Module):
 
 def codes_of(vqgan, z: torch.Tensor) -> torch.Tensor:
     """Indices (B, h, w) of the nearest codes to latents (B, D, h, w), as the quantizer picks them."""
-    cb = vqgan.codebook
-    flat = z.movedim(1, -1).reshape(-1, z.shape[1])
-    dist = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ cb.T + cb.pow(2).sum(1)[None]
-    return dist.argmin(1).view(z.shape[0], z.shape[2], z.shape[3])
+    return nearest_codes(z.movedim(1, -1), vqgan.codebook)
 
 
 def embed_codes(vqgan, codes: torch.Tensor) -> torch.Tensor:

@@ -65,8 +65,11 @@ def test_evaluator_reads_larger_pil_images_at_the_canvas_size():
     small = [render(s) for s in scenes]
     big = [Image.fromarray(a).resize((128, 128), Image.NEAREST) for a in small]
     ev = load_evaluator()
-    key = [(g.background, sorted((o.col, o.row, o.colour, o.shape) for o in g.objects)) for g in ev.read(small)]
-    assert key == [(g.background, sorted((o.col, o.row, o.colour, o.shape) for o in g.objects)) for g in ev.read(big)]
+
+    def keys(scenes_read):
+        return [(g.background, sorted((o.col, o.row, o.colour, o.shape) for o in g.objects)) for g in scenes_read]
+
+    assert keys(ev.read(small)) == keys(ev.read(big))
 
 
 def _clip():
