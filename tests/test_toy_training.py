@@ -172,10 +172,12 @@ def test_toy_training_refuses_a_thread_count_below_one_like_generate(tmp_path, m
 
 
 @needs
-@pytest.mark.parametrize("aux_layout,aux_relation,fade,robust,warp,align,align_clutter",
-                         [(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0), (1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.5)])
+@pytest.mark.parametrize("aux_layout,aux_relation,fade,robust,warp,align,align_clutter,align_latent",
+                         [(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, False), (1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.5, False),
+                          (0.0, 0.0, 0.0, 0.0, 0.0, 0.6, 0.0, True)])
 def test_interrupted_and_resumed_clip_training_matches_a_straight_run(tmp_path, monkeypatch, aux_layout, aux_relation,
-                                                                      fade, robust, warp, align, align_clutter):
+                                                                      fade, robust, warp, align, align_clutter,
+                                                                      align_latent):
     import pixgen.toy.train_clip as tc
 
     def setup(d):
@@ -187,7 +189,7 @@ def test_interrupted_and_resumed_clip_training_matches_a_straight_run(tmp_path, 
     kwargs = dict(steps=3, batch=5, negatives=1, junk=2, chains=2, roundtrip_p=0.5, init=TOY / "clip.pt",
                   threads=None, log_every=1, save_every=1, progress=False, lr=1e-4, warmup=1, aux_layout=aux_layout,
                   aux_relation=aux_relation, fade=fade, robust=robust, warp=warp, align=align,
-                  align_clutter=align_clutter)
+                  align_clutter=align_clutter, align_latent=align_latent)
     straight = setup(tmp_path / "straight")
     tc.train_clip(straight, **kwargs)
 
@@ -323,6 +325,94 @@ def test_alignment_pairs_fade_bend_or_both_and_keep_the_background():
     assert faded.sum() >= 10 and bent.sum() >= 10  # all three kinds come up; bent-only ones keep full red
     assert torch.all(full_red[bent] < square + 200)
     assert not torch.any(torch.all((out == clean).flatten(1), dim=1))  # none is left unspoilt
+
+
+@needs
+def test_decoder_transpose_gives_the_latent_gradient_a_search_gets():
+    from pixgen.generators.vqgan import VQGANGenerator
+    from pixgen.toy.train_clip import decoder_transpose, gradient_alignment
+    from pixgen.toy.training import load_toy_vqgan, reconstruct
+    from pixgen.toy.world import Obj, Scene, render
+
+    vq = load_toy_vqgan(TOY)
+    scene = Scene("gray", [Obj("cross", "green", "large", 1, 1, 30.0, 34.0, 24.0)])
+    x = torch.from_numpy(render(scene)).permute(2, 0, 1).float().div(255)[None]
+    picture, transpose = decoder_transpose(vq, x)
+    assert torch.allclose(picture, reconstruct(vq, x), atol=1e-5)  # the picture is the VQGAN round trip
+    inside = (picture > 0.01) & (picture < 0.99)  # where generation's clamp passes every gradient
+    g = torch.randn(picture.shape, generator=torch.Generator().manual_seed(0)) * inside
+    search = VQGANGenerator(vq, 64, 64, init=x)  # a search started from the same picture
+    (expected,) = torch.autograd.grad(search(), search.z, grad_outputs=g)
+    assert torch.allclose(transpose(g), expected, atol=1e-5)
+    w = torch.ones(()).requires_grad_(True)
+    transpose(g * w, create_graph=True).pow(2).sum().backward()  # trainable: the loss reaches what made g
+    assert w.grad is not None and w.grad > 0
+
+    # alignment in the latent: a pixel direction the decoder cannot draw (a one-pixel checkerboard) hardly moves
+    # it, so it counts for little there, while in pixels it halves the cosine
+    right = x
+    wrong, transpose = decoder_transpose(vq, x)  # afresh: the backward above used up the first one's graph
+    checker = ((torch.arange(64)[:, None] + torch.arange(64)[None]) % 2).float().expand(1, 3, 64, 64) - 0.5
+    way = right - wrong
+    noisy = way + checker * way.norm() / checker.norm()
+
+    def fixed(direction):  # an "embedding" whose caption gradient at ``wrong`` is a positive multiple of ``direction``
+        return lambda v: torch.stack([(v * direction).sum(), torch.ones(())]).view(1, 2)
+
+    target = torch.tensor([[1.0, 0.0]])
+    plain = gradient_alignment(fixed(noisy), wrong, right, target, lambda v: v, create_graph=False)
+    latent = gradient_alignment(fixed(noisy), wrong, right, target, lambda v: v, create_graph=False,
+                                through=transpose)
+    assert 0.6 < plain.item() < 0.8 and latent.item() > plain.item() + 0.1
+
+
+def test_alignment_mix_weighs_the_spoilt_kinds():
+    from pixgen.toy.train_clip import alignment_pairs
+    from pixgen.toy.world import Obj, Scene, render
+
+    scene = Scene("black", [Obj("square", "red", "large", 1, 1, 32.0, 32.0, 24.0)])
+    clean = torch.from_numpy(render(scene)).permute(2, 0, 1).float().div(255).expand(40, 3, 64, 64).contiguous()
+    red = torch.tensor([220, 30, 30]).float().view(3, 1, 1) / 255
+
+    def kinds(mix):
+        out = alignment_pairs(clean, ["black"] * 40, (0.1, 0.5), torch.Generator().manual_seed(0), mix=mix)
+        full_red = ((out - red).abs().sum(1) < 1e-3).flatten(1).sum(1)  # a bent-only picture keeps full red
+        bg = clean[:, :, :1, :1]
+        support = lambda im: (im - bg).abs().amax(1) > 0.01  # noqa: E731  (pixels off the background)
+        bent_mask = (support(out) != support(clean)).flatten(1).any(1)  # the outline moved; fading keeps it
+        return (full_red > 0) & bent_mask, (full_red == 0) & ~bent_mask, (full_red == 0) & bent_mask
+
+    bent, faded, both = kinds((0.0, 1.0, 0.0))
+    assert bent.all()
+    bent, faded, both = kinds((1.0, 0.0, 0.0))
+    assert faded.all()
+    bent, faded, both = kinds((0.0, 0.0, 1.0))
+    assert both.all()
+    bent, faded, both = kinds((1.0, 6.0, 1.0))
+    assert bent.sum() >= 25 and (faded | both).sum() >= 1
+
+
+def test_alignment_mix_and_latent_options_are_checked(tmp_path):
+    import pytest
+    from typer.testing import CliRunner
+
+    from pixgen.cli import app
+    from pixgen.errors import PixgenError
+    from pixgen.toy.cli import parse_align_mix
+
+    assert parse_align_mix("bent=3") == (1.0, 3.0, 1.0)
+    assert parse_align_mix("faded=0, both=2") == (0.0, 1.0, 2.0)
+    for bad, says in (("blob=1", "unknown kind 'blob'"), ("bent=many", "no numeric weight"), ("bent=-2", ">= 0"),
+                      ("faded=0,bent=0,both=0", "every kind has weight 0")):
+        with pytest.raises(PixgenError, match=says):
+            parse_align_mix(bad)
+    for flags in (["--align-mix", "bent=3"], ["--align-latent"]):
+        result = CliRunner().invoke(app, ["toy", "train", "clip", "--out", str(tmp_path), *flags, "--steps", "1"])
+        assert result.exit_code == 2 and "--align is 0" in result.output and flags[0] in result.output
+    result = CliRunner().invoke(app, ["toy", "train", "clip", "--out", str(tmp_path), "--align", "0.5",
+                                      "--align-latent", "--steps", "1"])
+    assert result.exit_code == 2 and "vqgan.ckpt" in result.output and "does not exist" in result.output
+    assert not (tmp_path / "state").exists()
 
 
 def test_alignment_clutter_pastes_strays_on_the_background_only():

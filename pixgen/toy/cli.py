@@ -93,27 +93,43 @@ def train_decoder_cmd(init: Path = typer.Option(Path("checkpoints/toy"), "--init
     typer.echo(str(out / "vqgan.ckpt"))
 
 
+def parse_weights(text: str, flag: str, names: tuple[str, ...], defaults: dict[str, float], what: str,
+                  example: str) -> dict[str, float]:
+    """``"a=0.4,b=0.2"`` -> ``defaults`` with those weights replaced or added; each name must be one of ``names``."""
+    weights = dict(defaults)
+    label = what.split()[-1].upper()
+    hint = f"write {label}=WEIGHT pairs separated by commas, {label} one of {', '.join(names)}, e.g. {flag} {example}"
+    for item in text.split(","):
+        name, _, value = item.partition("=")
+        name = name.strip()
+        if name not in names:
+            raise PixgenError(f"{flag}: unknown {what} {name!r}", hint)
+        try:
+            weight = float(value)
+        except ValueError:
+            raise PixgenError(f"{flag}: {item.strip()!r} has no numeric weight", hint) from None
+        if not (math.isfinite(weight) and weight >= 0):
+            raise PixgenError(f"{flag}: the weight of {name} must be a finite number >= 0, not {value.strip()}", hint)
+        weights[name] = weight
+    if sum(weights.values()) <= 0:
+        raise PixgenError(f"{flag}: every {what} has weight 0", f"give at least one {what} a positive weight")
+    return weights
+
+
 def parse_kinds(text: str) -> dict[str, float]:
     """``"relation=0.4,position=0.2"`` -> the default caption-kind weights with those replaced."""
     from pixgen.toy.captions import PAIR_KIND_NAMES, PAIR_KINDS
 
-    weights = dict(PAIR_KINDS)
-    hint = f"write KIND=WEIGHT pairs separated by commas, KIND one of {', '.join(PAIR_KIND_NAMES)}, e.g. relation=0.4"
-    for item in text.split(","):
-        name, _, value = item.partition("=")
-        name = name.strip()
-        if name not in PAIR_KIND_NAMES:
-            raise PixgenError(f"--kinds: unknown caption kind {name!r}", hint)
-        try:
-            weight = float(value)
-        except ValueError:
-            raise PixgenError(f"--kinds: {item.strip()!r} has no numeric weight", hint) from None
-        if not (math.isfinite(weight) and weight >= 0):
-            raise PixgenError(f"--kinds: the weight of {name} must be a finite number >= 0, not {value.strip()}", hint)
-        weights[name] = weight
-    if sum(weights.values()) <= 0:
-        raise PixgenError("--kinds: every caption kind has weight 0", "give at least one kind a positive weight")
-    return weights
+    return parse_weights(text, "--kinds", PAIR_KIND_NAMES, PAIR_KINDS, "caption kind", "relation=0.4")
+
+
+ALIGN_KINDS = ("faded", "bent", "both")
+
+
+def parse_align_mix(text: str) -> tuple[float, float, float]:
+    """``"bent=3"`` -> weights of the (faded, bent, both) spoilt kinds of --align, each 1 unless given."""
+    weights = parse_weights(text, "--align-mix", ALIGN_KINDS, dict.fromkeys(ALIGN_KINDS, 1.0), "kind", "bent=3")
+    return tuple(weights[k] for k in ALIGN_KINDS)
 
 
 @train_app.command("clip")
@@ -197,6 +213,14 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
                        0.0, "--align-clutter", min=0.0, max=1.0,
                        help="Share of those spoilt scenes shown instead with stray objects pasted on the "
                             "background, whose gradient must paint them out."),
+                   align_mix: Optional[str] = typer.Option(
+                       None, "--align-mix",
+                       help="Weights of the spoilt kinds --align shows, KIND=W,... with KIND faded, bent or both "
+                            "(default equal thirds), e.g. bent=3 to train the way from a blob to its shape harder."),
+                   align_latent: bool = typer.Option(
+                       False, "--align-latent",
+                       help="Show the --align pictures through the VQGAN and compare the two directions in its "
+                            "latent, as the search moves, not in pixels (needs OUT/vqgan.ckpt)."),
                    ) -> None:
     """Train the toy CLIP with hard negatives; writes OUT/clip.pt and OUT/clip.log.jsonl.
 
@@ -221,9 +245,10 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
         if locked and init is None:
             raise PixgenError(f"{flag} freezes a tower that would start from random weights",
                               "give --init with the clip.pt of an earlier `pixgen toy train clip` run")
-    if (chains or roundtrip) and not (out / "vqgan.ckpt").is_file():
-        raise PixgenError(f"--chains and --roundtrip need the toy VQGAN, and {out / 'vqgan.ckpt'} does not exist",
-                          f"run `pixgen toy train vqgan --out {out}` first")
+    if (chains or roundtrip or (align and align_latent)) and not (out / "vqgan.ckpt").is_file():
+        raise PixgenError(f"--chains, --roundtrip and --align-latent need the toy VQGAN, and {out / 'vqgan.ckpt'} "
+                          "does not exist", f"run `pixgen toy train vqgan --out {out}` first, or copy "
+                          "checkpoints/toy/vqgan.ckpt and vqgan.yaml there")
     for flag, share in (("--roundtrip", roundtrip), ("--chain-flat", chain_flat), ("--cut", cut),
                         ("--chain-render", chain_render), ("--fade", fade)):
         if not 0.0 <= share <= 1.0:
@@ -234,6 +259,11 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
     if align_clutter and not align:
         raise PixgenError("--align-clutter shares out the scenes that --align spoils, and --align is 0",
                           "give --align too, e.g. --align 0.5 --align-clutter 0.3")
+    mix = parse_align_mix(align_mix) if align_mix is not None else None
+    for flag, given in (("--align-mix", mix is not None), ("--align-latent", align_latent)):
+        if given and not align:
+            raise PixgenError(f"{flag} changes the scenes that --align spoils, and --align is 0",
+                              f"give --align too, e.g. --align 0.5 {flag}{' bent=3' if flag == '--align-mix' else ''}")
     colours = parse_colours(chain_flat_colours, "--chain-flat-colours") if chain_flat_colours else None
     kind_weights = parse_kinds(kinds) if kinds else None
     train_clip(out, steps=steps, seed=seed, batch=batch, negatives=negatives, resume=resume, device=device,
@@ -244,7 +274,7 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
                aux_relation=aux_relation, lock_image=lock_image, lock_text=lock_text, chain_render=chain_render,
                fade=fade, robust=robust, robust_eps=robust_eps, robust_steps=robust_steps,
                warp=warp, warp_amplitude=(amp_lo, amp_hi), align=align, align_weight=align_weight,
-               align_clutter=align_clutter)
+               align_clutter=align_clutter, align_mix=mix, align_latent=align_latent)
     typer.echo(str(out / "clip.pt"))
 
 

@@ -248,10 +248,12 @@ def perturb_l2(embed, images: torch.Tensor, targets: torch.Tensor, eps: float, s
 
 def alignment_pairs(clean: torch.Tensor, backgrounds: list[str], contrast: tuple[float, float],
                     gen: torch.Generator, max_warp: float = 3.0, clutter: float = 0.0,
-                    donors: tuple[torch.Tensor, list[str]] | None = None) -> torch.Tensor:
+                    donors: tuple[torch.Tensor, list[str]] | None = None,
+                    mix: tuple[float, float, float] | None = None) -> torch.Tensor:
     """Spoilt copies of ``clean`` renders (B, 3, H, W in [0, 1]), as a search's picture looks before it is right:
     a third faded towards the background (contrast drawn from ``contrast``), a third bent into blobs (RMS
-    displacement up to ``max_warp`` px), a third both bent and faded.
+    displacement up to ``max_warp`` px), a third both bent and faded. ``mix`` (faded, bent, both) weighs the three
+    kinds instead of equal thirds; left out, the draws are those of every run before it existed.
 
     With ``clutter`` > 0, that share of them is instead the clean scene with stray objects added: the objects of
     random ``donors`` render (a pair: B' images, 3 x H x W, e.g. the whole batch, and their background names),
@@ -262,7 +264,11 @@ def alignment_pairs(clean: torch.Tensor, backgrounds: list[str], contrast: tuple
     b = len(clean)
     if not b:
         return clean.clone()
-    kind = torch.randint(0, 3, (b,), generator=gen).to(clean.device)
+    if mix is None:
+        kind = torch.randint(0, 3, (b,), generator=gen).to(clean.device)
+    else:
+        kind = torch.multinomial(torch.tensor(mix, dtype=torch.float), b, replacement=True, generator=gen)
+        kind = kind.to(clean.device)
     amp = (0.5 + (max_warp - 0.5) * torch.rand(b, generator=gen)).to(clean.device).view(-1, 1, 1, 1)
     bent = warp_shapes(clean, warp_field(b, clean.shape[2], clean.shape[3], gen) * amp)
     out = torch.where((kind >= 1).view(-1, 1, 1, 1), bent, clean)
@@ -283,18 +289,43 @@ def alignment_pairs(clean: torch.Tensor, backgrounds: list[str], contrast: tuple
 
 
 def gradient_alignment(embed, wrong: torch.Tensor, right: torch.Tensor, targets: torch.Tensor, view,
-                       create_graph: bool = True) -> torch.Tensor:
+                       create_graph: bool = True, through=None) -> torch.Tensor:
     """Per image, the cosine between the way the caption score climbs at ``wrong`` (its gradient with respect to
     the (B, 3, H, W) picture, through ``view``, the crops the tower sees) and the way to ``right``, the picture
     it should become: ``right - wrong``. ``targets`` (B, D, unit length) are the captions' embeddings. A tower
     trained to raise this ("perceptually aligned gradients") leads a search the way pixel guidance does, from a
-    faint or bent object to its true shape; ``create_graph`` keeps the graph so the cosine can be trained."""
+    faint or bent object to its true shape; ``create_graph`` keeps the graph so the cosine can be trained.
+
+    ``through`` (see :func:`decoder_transpose`) maps both pixel directions to the latent a search moves before
+    they are compared, so that only what the decoder can draw counts."""
     w = wrong.detach().requires_grad_(True)
     # the fused attention kernels have no second derivative; the plain one does
     with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
         score = (F.normalize(embed(view(w)), dim=-1) * targets.detach()).sum()
     (grad,) = torch.autograd.grad(score, w, create_graph=create_graph)
-    return F.cosine_similarity(grad.flatten(1), (right - wrong).detach().flatten(1), dim=1, eps=1e-12)
+    way = (right - wrong).detach()
+    if through is not None:
+        grad, way = through(grad, create_graph), through(way, False).detach()
+    return F.cosine_similarity(grad.flatten(1), way.flatten(1), dim=1, eps=1e-12)
+
+
+def decoder_transpose(vqgan, images: torch.Tensor):
+    """``images`` (B, 3, H, W in [0, 1]) as a search holds them: encoded to the VQGAN latent and decoded through
+    its codebook (quantized straight through, as in generation). Returns the decoded pictures (in [0, 1], no
+    gradient) and a function that maps a pixel direction at them to the latent gradient a search would get from
+    it, the decoder's transpose ``J^T g``, keeping the graph when asked so that a loss on it can be trained."""
+    with torch.no_grad():
+        z = vqgan.encode(images * 2 - 1)
+    z.requires_grad_(True)
+    with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):  # twice differentiable attention
+        picture = (vqgan.decode(vqgan.quantize(z)) + 1) / 2
+
+    def transpose(pixel_grad: torch.Tensor, create_graph: bool = False) -> torch.Tensor:
+        (grad,) = torch.autograd.grad(picture, z, grad_outputs=pixel_grad, create_graph=create_graph,
+                                      retain_graph=True)
+        return grad
+
+    return picture.detach().clamp(0, 1), transpose
 
 
 def make_batch(rng: np.random.Generator, batch: int, negatives: int, canonical_p: float = 0.3,
@@ -557,7 +588,8 @@ def train_clip(
     chain_render: float = 0.0, fade: float = 0.0, fade_range: tuple[float, float] = (0.08, 0.6),
     fade_weight: float = 1.0, robust: float = 0.0, robust_eps: float = 1.0, robust_steps: int = 2,
     warp: float = 0.0, warp_amplitude: tuple[float, float] = (1.0, 2.5), align: float = 0.0,
-    align_weight: float = 1.0, align_clutter: float = 0.0,
+    align_weight: float = 1.0, align_clutter: float = 0.0, align_mix: tuple[float, float, float] | None = None,
+    align_latent: bool = False,
 ) -> torch.nn.Module:
     """Train (or resume) the toy CLIP; writes ``clip.pt``, a resumable state and ``clip.log.jsonl``.
 
@@ -601,6 +633,10 @@ def train_clip(
     that guides generation directly, at the cost of a second backward pass through the image tower.
     ``align_clutter`` is the share of those spoilt pictures that are instead the clean scene with stray objects
     from other scenes of the batch pasted on its background, so that the gradient also paints strays out.
+    ``align_mix`` weighs the faded, bent and bent-and-faded kinds (default equal thirds), e.g. to train the way
+    from a blob back to its shape harder. ``align_latent`` shows the spoilt pictures as a search holds them (through
+    the VQGAN) and compares the two directions in the latent the search moves (:func:`decoder_transpose`), not in
+    pixels; it needs the VQGAN in ``out``.
     """
     set_threads(threads)
     dev = pick_device(device)
@@ -626,7 +662,7 @@ def train_clip(
         if extra is not None:
             groups.append({"params": list(extra.parameters()), "weight_decay": 0.0})
     opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), eps=1e-6)
-    vq = load_toy_vqgan(out, dev) if chains or roundtrip_p else None
+    vq = load_toy_vqgan(out, dev) if chains or roundtrip_p or (align and align_latent) else None
     runs = (AdversarialChains(vq, chains, rng, gen, life=chain_life, flat_p=chain_flat, cutouts=chain_cutouts,
                                 flat_rgb=chain_flat_colours or (128, 128, 128), render_p=chain_render)
             if chains else None)
@@ -682,7 +718,8 @@ def train_clip(
         align_of = [i for i in range(len(scenes)) if align and rng.random() < align]
         align_right = x[align_of].clone()
         align_wrong = alignment_pairs(align_right, [scenes[i].background for i in align_of], fade_range, gen,
-                                      clutter=align_clutter, donors=(x, [s.background for s in scenes]))
+                                      clutter=align_clutter, donors=(x, [s.background for s in scenes]),
+                                      mix=align_mix)
         if vq is not None and roundtrip_p:
             pick = (torch.rand(len(x), generator=gen) < roundtrip_p).to(dev)
             if pick.any():
@@ -771,8 +808,11 @@ def train_clip(
         align_cos = None
         if align_of:  # the caption's gradient at a spoilt picture must point at the clean render
             own = torch.tensor(align_of, device=dev)
+            through = None
+            if align_latent:  # as the search holds it, compared in the latent it moves
+                align_wrong, through = decoder_transpose(vq, align_wrong)
             align_cos = gradient_alignment(embed_images, align_wrong, align_right, txt[own],
-                                           lambda im: augment(im, size, gen))
+                                           lambda im: augment(im, size, gen), through=through)
             loss = loss + align_weight * (1 - align_cos).mean()
         aux = None
         if heads is not None:
