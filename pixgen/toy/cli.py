@@ -256,14 +256,13 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
     amp_lo, amp_hi = _parse_pair(warp_amplitude, "--warp-amplitude", "1.0,2.5")
     if not 0 < amp_lo <= amp_hi:
         raise PixgenError(f"--warp-amplitude {warp_amplitude!r} needs 0 < LO <= HI", "use e.g. --warp-amplitude 1.0,2.5")
-    if align_clutter and not align:
-        raise PixgenError("--align-clutter shares out the scenes that --align spoils, and --align is 0",
-                          "give --align too, e.g. --align 0.5 --align-clutter 0.3")
     mix = parse_align_mix(align_mix) if align_mix is not None else None
-    for flag, given in (("--align-mix", mix is not None), ("--align-latent", align_latent)):
+    for flag, given, example in (("--align-clutter", align_clutter, "--align-clutter 0.3"),
+                                 ("--align-mix", mix is not None, "--align-mix bent=3"),
+                                 ("--align-latent", align_latent, "--align-latent")):
         if given and not align:
             raise PixgenError(f"{flag} changes the scenes that --align spoils, and --align is 0",
-                              f"give --align too, e.g. --align 0.5 {flag}{' bent=3' if flag == '--align-mix' else ''}")
+                              f"give --align too, e.g. --align 0.5 {example}")
     colours = parse_colours(chain_flat_colours, "--chain-flat-colours") if chain_flat_colours else None
     kind_weights = parse_kinds(kinds) if kinds else None
     train_clip(out, steps=steps, seed=seed, batch=batch, negatives=negatives, resume=resume, device=device,
