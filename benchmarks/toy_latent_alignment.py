@@ -1,0 +1,106 @@
+"""Whether an image tower's gradient points the way back once it has gone through the decoder, as the search
+uses it.
+
+``toy_warp_probe.py`` measures alignment in pixels: the cosine between the caption's gradient at a spoilt
+picture and ``clean - spoilt``. The search does not move pixels; it moves the VQGAN latent, and its gradient is
+the decoder's transpose applied to the pixel gradient (``J^T g``). Parts of a pixel gradient that no latent can
+draw vanish there, so the pixel number could understate (or overstate) what the search gets. This probe
+encodes each spoilt picture, decodes it as generation does (quantized, straight through), and compares the
+tower's latent gradient with that of pixel guidance towards the clean render (mean squared error, which reaches
+a right picture in 52 of 60 searches): their cosine, and the share of latent entries whose update sign agrees,
+weighted by the size of pixel guidance's entry (Adam moves every entry by about the same step, so the sign is
+what it follows).
+
+    python benchmarks/toy_latent_alignment.py [--clip SPEC ...] [--names NAME ...] [--n 16] [--out FILE.json]
+
+SPEC is a clip.pt, or BASE+TOWER.safetensors (default: the shipped towers).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pixgen.factory import TOY_CLIP_MODEL, TOY_DIR, TOY_EARLY_TOWER, TOY_LATE_TOWER
+from pixgen.perceptor import load_perceptor
+from pixgen.toy.captions import PAIR_KINDS, sample_pair, spec_text
+from pixgen.toy.train_clip import (alignment_pairs, decoder_transpose, fade_to_background, normalize, tokenize,
+                                   warp_field, warp_shapes)
+from pixgen.toy.training import load_toy_vqgan
+from pixgen.toy.world import CANVAS, render
+
+
+def spoilt_sets(n: int, seed: int = 7):
+    """Clean renders, their caption texts, and the probe's four spoilt copies (as in ``toy_warp_probe.py``)."""
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    pairs = [sample_pair(rng, kind=kind) for kind in PAIR_KINDS for _ in range(n)]
+    clean = torch.from_numpy(np.stack([render(s) for s, _ in pairs])).permute(0, 3, 1, 2).float() / 255
+    bgs = [s.background for s, _ in pairs]
+    field = warp_field(len(pairs), CANVAS, CANVAS, gen)
+    spoilt = {"faded to 30%": fade_to_background(clean, bgs, (0.3, 0.3), gen),
+              "bent 2 px": warp_shapes(clean, field * 2.0)}
+    spoilt["bent 2 px, faded to 30%"] = fade_to_background(spoilt["bent 2 px"], bgs, (0.3, 0.3), gen)
+    spoilt["with strays"] = alignment_pairs(clean, bgs, (0.3, 0.3), gen, clutter=1.0,
+                                            donors=(clean.roll(1, 0), bgs[-1:] + bgs[:-1]))
+    return clean, [spec_text(m) for _, m in pairs], spoilt
+
+
+def probe(spec: str, vqgan, clean: torch.Tensor, texts: list[str], spoilt: dict[str, torch.Tensor]) -> dict:
+    model = load_perceptor(f"{TOY_CLIP_MODEL}:{spec}").model
+    size = model.visual.image_size[0]
+    with torch.no_grad():
+        text = F.normalize(model.encode_text(tokenize(texts)), dim=-1)
+    out = {}
+    for name, wrong in spoilt.items():
+        picture, transpose = decoder_transpose(vqgan, wrong)  # as a search started from ``wrong`` holds it
+        x = picture.clone().requires_grad_(True)
+        score = (F.normalize(model.encode_image(normalize(F.interpolate(x, size=size, mode="area"), model)), dim=-1)
+                 * text).sum()
+        (tower,) = torch.autograd.grad(score, x)
+        way = clean - picture  # pixel guidance's step (minus the gradient of half the squared error)
+        g_tower, g_way = transpose(tower), transpose(way)
+        flat = lambda t: t.flatten(1)  # noqa: E731
+        weight = g_way.abs()
+        agree = (torch.sign(g_tower) == torch.sign(g_way)).float() * weight
+        sign = agree.flatten(1).sum(1) / weight.flatten(1).sum(1)
+        out[name] = {"pixel_cosine": float(F.cosine_similarity(flat(tower), flat(way), dim=1).mean()),
+                     "latent_cosine": float(F.cosine_similarity(flat(g_tower), flat(g_way), dim=1).mean()),
+                     "latent_sign_agreement": float(sign.mean())}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--clip", nargs="*", default=None)
+    parser.add_argument("--n", type=int, default=16, help="scenes per caption kind")
+    parser.add_argument("--names", nargs="*", default=None, help="a label for each --clip, in order")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    clip = str(TOY_DIR / "clip.pt")
+    specs = args.clip or [clip, f"{clip}+{TOY_DIR / TOY_EARLY_TOWER}", f"{clip}+{TOY_DIR / TOY_LATE_TOWER}"]
+    names = args.names or [Path(spec.split("+")[-1]).name for spec in specs]
+    if len(names) != len(specs):
+        parser.error(f"--names gave {len(names)} labels for {len(specs)} towers; give one per --clip")
+    vqgan = load_toy_vqgan(TOY_DIR)
+    clean, texts, spoilt = spoilt_sets(args.n)
+    report = {"scenes": len(texts), "towers": {name: {"spec": spec, **probe(spec, vqgan, clean, texts, spoilt)}
+                                               for name, spec in zip(names, specs)}}
+    for name, row in report["towers"].items():
+        print(name)
+        for kind, r in row.items():
+            if kind == "spec":
+                continue
+            print(f"    {kind:26s} pixel cos {r['pixel_cosine']:+.3f}  latent cos {r['latent_cosine']:+.3f}  "
+                  f"sign agreement {r['latent_sign_agreement']:.3f}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
