@@ -21,33 +21,14 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from pixgen.factory import TOY_CLIP_MODEL, TOY_DIR, TOY_EARLY_TOWER, TOY_LATE_TOWER
 from pixgen.perceptor import load_perceptor
-from pixgen.toy.captions import PAIR_KINDS, sample_pair, spec_text
-from pixgen.toy.train_clip import (alignment_pairs, decoder_transpose, fade_to_background, normalize, tokenize,
-                                   warp_field, warp_shapes)
+from pixgen.toy.train_clip import decoder_transpose, normalize, tokenize
 from pixgen.toy.training import load_toy_vqgan
-from pixgen.toy.world import CANVAS, render
-
-
-def spoilt_sets(n: int, seed: int = 7):
-    """Clean renders, their caption texts, and the probe's four spoilt copies (as in ``toy_warp_probe.py``)."""
-    rng = np.random.default_rng(seed)
-    gen = torch.Generator().manual_seed(seed)
-    pairs = [sample_pair(rng, kind=kind) for kind in PAIR_KINDS for _ in range(n)]
-    clean = torch.from_numpy(np.stack([render(s) for s, _ in pairs])).permute(0, 3, 1, 2).float() / 255
-    bgs = [s.background for s, _ in pairs]
-    field = warp_field(len(pairs), CANVAS, CANVAS, gen)
-    spoilt = {"faded to 30%": fade_to_background(clean, bgs, (0.3, 0.3), gen),
-              "bent 2 px": warp_shapes(clean, field * 2.0)}
-    spoilt["bent 2 px, faded to 30%"] = fade_to_background(spoilt["bent 2 px"], bgs, (0.3, 0.3), gen)
-    spoilt["with strays"] = alignment_pairs(clean, bgs, (0.3, 0.3), gen, clutter=1.0,
-                                            donors=(clean.roll(1, 0), bgs[-1:] + bgs[:-1]))
-    return clean, [spec_text(m) for _, m in pairs], spoilt
+from toy_warp_probe import spoilt_sets  # the same scenes and spoilt copies as the pixel probe
 
 
 def probe(spec: str, vqgan, clean: torch.Tensor, texts: list[str], spoilt: dict[str, torch.Tensor]) -> dict:
@@ -88,7 +69,7 @@ def main() -> None:
     if len(names) != len(specs):
         parser.error(f"--names gave {len(names)} labels for {len(specs)} towers; give one per --clip")
     vqgan = load_toy_vqgan(TOY_DIR)
-    clean, texts, spoilt = spoilt_sets(args.n)
+    clean, texts, _, spoilt = spoilt_sets(args.n)
     report = {"scenes": len(texts), "towers": {name: {"spec": spec, **probe(spec, vqgan, clean, texts, spoilt)}
                                                for name, spec in zip(names, specs)}}
     for name, row in report["towers"].items():

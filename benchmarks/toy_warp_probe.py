@@ -35,38 +35,46 @@ from pixgen.toy.world import CANVAS, render
 AMPLITUDES = (1.0, 2.0, 3.0)
 
 
-def probe(spec: str, n: int, seed: int = 7) -> dict:
-    model = load_perceptor(f"{TOY_CLIP_MODEL}:{spec}").model  # BASE+TOWER handled as in generation
+def spoilt_sets(n: int, seed: int = 7):
+    """``n`` clean renders of each caption kind, their caption texts, one smooth displacement field per scene, and
+    the four spoilt copies the alignment rows use (also read by ``toy_latent_alignment.py``)."""
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     pairs = [sample_pair(rng, kind=kind) for kind in PAIR_KINDS for _ in range(n)]
     clean = torch.from_numpy(np.stack([render(s) for s, _ in pairs])).permute(0, 3, 1, 2).float() / 255
+    bgs = [s.background for s, _ in pairs]
     field = warp_field(len(pairs), CANVAS, CANVAS, gen)
-
-    def embed(x: torch.Tensor) -> torch.Tensor:
-        x = F.interpolate(x, size=model.visual.image_size[0], mode="area")
-        return F.normalize(model.encode_image(normalize(x, model)), dim=-1)
-
-    with torch.no_grad():
-        text = F.normalize(model.encode_text(tokenize([spec_text(m) for _, m in pairs])), dim=-1)
-        true = (embed(clean) * text).sum(-1)
-        out = {"cosine_clean": float(true.mean())}
-        for amp in AMPLITUDES:
-            bent = (embed(warp_shapes(clean, field * amp)) * text).sum(-1)
-            out[str(amp)] = {"clean_wins": float((true > bent).float().mean()),
-                             "gap": float((true - bent).mean())}
-    text, bgs = text.detach(), [s.background for s, _ in pairs]
-    view = lambda x: F.interpolate(x, size=model.visual.image_size[0], mode="area")  # noqa: E731
     spoilt = {"faded to 30%": fade_to_background(clean, bgs, (0.3, 0.3), gen),
               "bent 2 px": warp_shapes(clean, field * 2.0)}
     spoilt["bent 2 px, faded to 30%"] = fade_to_background(spoilt["bent 2 px"], bgs, (0.3, 0.3), gen)
     # the next scene's objects pasted on each scene's background as strays
     spoilt["with strays"] = alignment_pairs(clean, bgs, (0.3, 0.3), gen, clutter=1.0,
                                             donors=(clean.roll(1, 0), bgs[-1:] + bgs[:-1]))
+    return clean, [spec_text(m) for _, m in pairs], field, spoilt
+
+
+def probe(spec: str, n: int, seed: int = 7) -> dict:
+    model = load_perceptor(f"{TOY_CLIP_MODEL}:{spec}").model  # BASE+TOWER handled as in generation
+    clean, texts, field, spoilt = spoilt_sets(n, seed)
+
+    def embed(x: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, size=model.visual.image_size[0], mode="area")
+        return F.normalize(model.encode_image(normalize(x, model)), dim=-1)
+
+    with torch.no_grad():
+        text = F.normalize(model.encode_text(tokenize(texts)), dim=-1)
+        true = (embed(clean) * text).sum(-1)
+        out = {"cosine_clean": float(true.mean())}
+        for amp in AMPLITUDES:
+            bent = (embed(warp_shapes(clean, field * amp)) * text).sum(-1)
+            out[str(amp)] = {"clean_wins": float((true > bent).float().mean()),
+                             "gap": float((true - bent).mean())}
+    text = text.detach()
+    view = lambda x: F.interpolate(x, size=model.visual.image_size[0], mode="area")  # noqa: E731
     out["align"] = {name: float(gradient_alignment(lambda v: model.encode_image(normalize(v, model)), wrong, clean,
                                                    text, view, create_graph=False).mean())
                     for name, wrong in spoilt.items()}
-    return {"pairs": len(pairs), **out}
+    return {"pairs": len(texts), **out}
 
 
 def main() -> None:
