@@ -531,6 +531,11 @@ def test_clip_training_refuses_clutter_without_align_before_training(tmp_path):
                                       "--steps", "1"])
     assert result.exit_code == 2 and "--align is 0" in result.output and "--align 0.5" in result.output
     assert not (tmp_path / "state").exists()
+    result = CliRunner().invoke(app, ["toy", "train", "clip", "--out", str(tmp_path), "--align", "0.2",
+                                      "--align-clutter-spoilt", "--steps", "1"])
+    assert result.exit_code == 2 and "--align-clutter is 0" in result.output
+    assert "--align-clutter 0.35 --align-clutter-spoilt" in result.output
+    assert not (tmp_path / "state").exists()
 
 
 def test_l2_worst_case_stays_in_its_ball_and_lowers_the_score_more_than_a_random_push():
@@ -835,3 +840,31 @@ def test_vqgan_training_takes_its_latent_grid_and_codebook_size_and_refuses_a_mi
                        (["--resume", "--steps", "2"], "started with factor 2")):
         result = runner.invoke(app, ["toy", "train", "vqgan", "--out", str(tmp_path), *args])
         assert result.exit_code == 2 and says in result.output, result.output
+
+
+def test_alignment_clutter_on_the_spoilt_scene_fades_the_named_objects_too():
+    from pixgen.toy.train_clip import alignment_pairs
+    from pixgen.toy.world import BACKGROUNDS, Obj, Scene, render
+
+    def image(scene):
+        return torch.from_numpy(render(scene)).permute(2, 0, 1).float().div(255)
+
+    scene = Scene("white", [Obj("square", "red", "large", 0, 0, 14.0, 14.0, 24.0)])
+    donor = Scene("black", [Obj("circle", "blue", "large", 2, 2, 50.0, 50.0, 24.0)])
+    clean = image(scene).expand(16, 3, 64, 64).contiguous()
+    donors = (torch.stack([image(donor)]), ["black"])
+    spoilt = alignment_pairs(clean, ["white"] * 16, (0.1, 0.5), torch.Generator().manual_seed(3))
+    on_clean = alignment_pairs(clean, ["white"] * 16, (0.1, 0.5), torch.Generator().manual_seed(3), clutter=1.0,
+                               donors=donors)
+    out = alignment_pairs(clean, ["white"] * 16, (0.1, 0.5), torch.Generator().manual_seed(3), clutter=1.0,
+                          donors=donors, clutter_spoilt=True)
+    white = torch.tensor(BACKGROUNDS["white"]).float().view(1, 3, 1, 1) / 255
+    blue = torch.tensor([30, 70, 220]).float().view(1, 3, 1, 1) / 255
+    corner = (slice(None), slice(None), slice(40, 60), slice(40, 60))  # where only the donor's circle lies
+    # the same strays as on the clean scene (no extra random draws) ...
+    assert torch.equal(out[corner], on_clean[corner])
+    assert torch.all(((out[corner] - white) * (blue - white)).sum(1).flatten(1).amax(1) > 0)
+    # ... but the scene's own square is the spoilt one, not the clean one
+    own = (clean - white).abs().amax(1) > 0.02
+    assert torch.equal(out.permute(0, 2, 3, 1)[own], spoilt.permute(0, 2, 3, 1)[own])
+    assert not torch.equal(out.permute(0, 2, 3, 1)[own], clean.permute(0, 2, 3, 1)[own])

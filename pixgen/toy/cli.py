@@ -213,6 +213,10 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
                        0.0, "--align-clutter", min=0.0, max=1.0,
                        help="Share of those spoilt scenes shown instead with stray objects pasted on the "
                             "background, whose gradient must paint them out."),
+                   align_clutter_spoilt: bool = typer.Option(
+                       False, "--align-clutter-spoilt",
+                       help="Paste those strays on the spoilt scene instead of the clean one, so the caption's own "
+                            "objects are faint or bent too and the gradient must keep them while painting strays out."),
                    align_mix: Optional[str] = typer.Option(
                        None, "--align-mix",
                        help="Weights of the spoilt kinds --align shows, KIND=W,... with KIND faded, bent or both "
@@ -263,6 +267,9 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
         if given and not align:
             raise PixgenError(f"{flag} changes the scenes that --align spoils, and --align is 0",
                               f"give --align too, e.g. --align 0.5 {example}")
+    if align_clutter_spoilt and not align_clutter:
+        raise PixgenError("--align-clutter-spoilt says where the strays of --align-clutter go, and --align-clutter is 0",
+                          "give --align-clutter too, e.g. --align 0.2 --align-clutter 0.35 --align-clutter-spoilt")
     colours = parse_colours(chain_flat_colours, "--chain-flat-colours") if chain_flat_colours else None
     kind_weights = parse_kinds(kinds) if kinds else None
     train_clip(out, steps=steps, seed=seed, batch=batch, negatives=negatives, resume=resume, device=device,
@@ -273,7 +280,8 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
                aux_relation=aux_relation, lock_image=lock_image, lock_text=lock_text, chain_render=chain_render,
                fade=fade, robust=robust, robust_eps=robust_eps, robust_steps=robust_steps,
                warp=warp, warp_amplitude=(amp_lo, amp_hi), align=align, align_weight=align_weight,
-               align_clutter=align_clutter, align_mix=mix, align_latent=align_latent)
+               align_clutter=align_clutter, align_mix=mix, align_latent=align_latent,
+               align_clutter_spoilt=align_clutter_spoilt)
     typer.echo(str(out / "clip.pt"))
 
 

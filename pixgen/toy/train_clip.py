@@ -249,7 +249,7 @@ def perturb_l2(embed, images: torch.Tensor, targets: torch.Tensor, eps: float, s
 def alignment_pairs(clean: torch.Tensor, backgrounds: list[str], contrast: tuple[float, float],
                     gen: torch.Generator, max_warp: float = 3.0, clutter: float = 0.0,
                     donors: tuple[torch.Tensor, list[str]] | None = None,
-                    mix: tuple[float, float, float] | None = None) -> torch.Tensor:
+                    mix: tuple[float, float, float] | None = None, clutter_spoilt: bool = False) -> torch.Tensor:
     """Spoilt copies of ``clean`` renders (B, 3, H, W in [0, 1]), as a search's picture looks before it is right:
     a third faded towards the background (contrast drawn from ``contrast``), a third bent into blobs (RMS
     displacement up to ``max_warp`` px), a third both bent and faded. ``mix`` (faded, bent, both) weighs the three
@@ -259,7 +259,9 @@ def alignment_pairs(clean: torch.Tensor, backgrounds: list[str], contrast: tuple
     random ``donors`` render (a pair: B' images, 3 x H x W, e.g. the whole batch, and their background names),
     bent and faded to a random contrast, pasted wherever the clean scene shows its background (2 px clear of its
     objects). Searches draw such strays in their first steps and keep them; the way back to the clean render is
-    to paint them out.
+    to paint them out. With ``clutter_spoilt`` the strays go onto the spoilt picture instead of the clean one, so
+    the caption's own objects are faint or bent too: the way back restores them and paints out only the strays,
+    and "paint out whatever is faint" no longer fits the pairs. It draws no extra random numbers.
     """
     b = len(clean)
     if not b:
@@ -281,9 +283,12 @@ def alignment_pairs(clean: torch.Tensor, backgrounds: list[str], contrast: tuple
         bg, donor_bg = background_rgb(backgrounds, clean), background_rgb([donors[1][int(i)] for i in which], clean)
         is_obj = (src - donor_bg).abs().amax(1, keepdim=True) > 0.02
         free = (clean - bg).abs().amax(1, keepdim=True) <= 0.02
+        base = out if clutter_spoilt else clean
+        if clutter_spoilt:  # nor where a bent object spills past its clean outline
+            free &= (out - bg).abs().amax(1, keepdim=True) <= 0.02
         free = -F.max_pool2d(-free.float(), 5, stride=1, padding=2) > 0.5  # keep 2 px clear of the scene's objects
         keep = (0.25 + 0.75 * torch.rand(b, generator=gen)).to(clean.device).view(-1, 1, 1, 1)
-        strays = torch.where(is_obj & free, bg + keep * (src - bg), clean)
+        strays = torch.where(is_obj & free, bg + keep * (src - bg), base)
         out = torch.where(pick.to(clean.device).view(-1, 1, 1, 1), strays, out)
     return out
 
@@ -589,7 +594,7 @@ def train_clip(
     fade_weight: float = 1.0, robust: float = 0.0, robust_eps: float = 1.0, robust_steps: int = 2,
     warp: float = 0.0, warp_amplitude: tuple[float, float] = (1.0, 2.5), align: float = 0.0,
     align_weight: float = 1.0, align_clutter: float = 0.0, align_mix: tuple[float, float, float] | None = None,
-    align_latent: bool = False,
+    align_latent: bool = False, align_clutter_spoilt: bool = False,
 ) -> torch.nn.Module:
     """Train (or resume) the toy CLIP; writes ``clip.pt``, a resumable state and ``clip.log.jsonl``.
 
@@ -632,7 +637,8 @@ def train_clip(
     (:func:`gradient_alignment`, ``align_weight`` times one minus the cosine). This shapes the input gradient
     that guides generation directly, at the cost of a second backward pass through the image tower.
     ``align_clutter`` is the share of those spoilt pictures that are instead the clean scene with stray objects
-    from other scenes of the batch pasted on its background, so that the gradient also paints strays out.
+    from other scenes of the batch pasted on its background, so that the gradient also paints strays out;
+    ``align_clutter_spoilt`` pastes them on the spoilt picture instead, so the caption's own objects are faint too.
     ``align_mix`` weighs the faded, bent and bent-and-faded kinds (default equal thirds), e.g. to train the way
     from a blob back to its shape harder. ``align_latent`` shows the spoilt pictures as a search holds them (through
     the VQGAN) and compares the two directions in the latent the search moves (:func:`decoder_transpose`), not in
@@ -719,7 +725,7 @@ def train_clip(
         align_right = x[align_of].clone()
         align_wrong = alignment_pairs(align_right, [scenes[i].background for i in align_of], fade_range, gen,
                                       clutter=align_clutter, donors=(x, [s.background for s in scenes]),
-                                      mix=align_mix)
+                                      mix=align_mix, clutter_spoilt=align_clutter_spoilt)
         if vq is not None and roundtrip_p:
             pick = (torch.rand(len(x), generator=gen) < roundtrip_p).to(dev)
             if pick.any():
