@@ -868,3 +868,15 @@ def test_alignment_clutter_on_the_spoilt_scene_fades_the_named_objects_too():
     own = (clean - white).abs().amax(1) > 0.02
     assert torch.equal(out.permute(0, 2, 3, 1)[own], spoilt.permute(0, 2, 3, 1)[own])
     assert not torch.equal(out.permute(0, 2, 3, 1)[own], clean.permute(0, 2, 3, 1)[own])
+
+
+def test_a_fresh_toy_clip_is_created_without_open_clips_random_weights_warning(caplog):
+    import logging
+
+    from pixgen.toy.train_clip import create_toy_clip
+
+    with caplog.at_level(logging.WARNING):
+        model = create_toy_clip()
+    assert model.visual is not None
+    assert not [r for r in caplog.records if "initialized randomly" in r.getMessage()]
+    assert logging.root.manager.disable == logging.NOTSET  # logging is switched back on afterwards
