@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from pixgen.toy.captions import Ref, Spec
 from pixgen.toy.evaluate import CATEGORIES, SuiteItem, judge, suite
@@ -37,6 +38,7 @@ def test_eval_smoke_run_writes_table_json_and_contact_sheet(tmp_path):
     assert report["summary"]["overall"]["n"] == 2
     data = json.loads((tmp_path / "results.json").read_text())
     assert {"summary", "timing", "rows", "machine"} <= set(data)
+    assert data["machine"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()  # which kernels ran
     assert (tmp_path / "contact_sheet.png").stat().st_size > 0
     assert "| single object | 1 |" in (tmp_path / "table.md").read_text()
     assert "strict reader" in (tmp_path / "table.md").read_text()
@@ -72,3 +74,16 @@ def test_baseline_is_the_random_start_a_generation_without_a_start_colour_begins
     assert np.array_equal(start, np.asarray(result.initial_image))
     assert not np.array_equal(start, np.asarray(random_start(4, (64, 64))))
     assert start.std() > 20  # random codes, not the preset's flat gray
+
+
+def test_cpu_model_reads_the_first_processor_of_cpuinfo(tmp_path):
+    from pixgen.toy.evaluate import _cpu_model
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\n"
+                    "model name\t: AMD EPYC\n\nprocessor\t: 1\ncpu family\t: 26\nmodel\t\t: 2\n"
+                    "model name\t: Other\n")
+    assert _cpu_model(info) == "AMD EPYC (family 25, model 1)"
+    info.write_text("processor\t: 0\nmodel name\t: Some ARM core\n")
+    assert _cpu_model(info) == "Some ARM core"
+    assert _cpu_model(tmp_path / "missing") is None

@@ -261,6 +261,7 @@ def run_suite(
         "settings": {"seeds": list(seeds), "iterations": iterations, "size": list(size),
                      "config": str(config) if config else None, "overrides": overrides},
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                    "cpu": _cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                     "cpu_count": _cpu_count(), "torch": torch.__version__,
                     "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
     }
@@ -296,6 +297,29 @@ def random_start(seed: int, size: tuple[int, int]):
         generator = VQGANGenerator(_toy_vqgan(), size[0], size[1])
         with torch.no_grad():
             return to_pil(generator())
+
+
+def _cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    """The CPU's name, family and model, e.g. "AMD EPYC (family 25, model 1)", where /proc/cpuinfo says.
+
+    Recorded with the results because the same seed gives the same images on one machine but not across CPUs:
+    a different vector unit (``cpu_capability``, e.g. AVX2 against AVX512) takes other kernels, whose rounding
+    differs and grows over the steps of a search (benchmarks/toy_results.md, "Same seed, another CPU").
+    """
+    try:
+        text = cpuinfo.read_text()
+    except OSError:  # not Linux
+        return None
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            break  # the end of the first processor's block
+        fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name")
+    if name and "cpu family" in fields and "model" in fields:
+        return f"{name} (family {fields['cpu family']}, model {fields['model']})"
+    return name
 
 
 def _cpu_count() -> int | None:
