@@ -39,6 +39,7 @@ def test_eval_smoke_run_writes_table_json_and_contact_sheet(tmp_path):
     data = json.loads((tmp_path / "results.json").read_text())
     assert {"summary", "timing", "rows", "machine"} <= set(data)
     assert data["machine"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()  # which kernels ran
+    assert data["machine"]["packages"]["torch"].split("+")[0] == torch.__version__.split("+")[0]
     assert (tmp_path / "contact_sheet.png").stat().st_size > 0
     assert "| single object | 1 |" in (tmp_path / "table.md").read_text()
     assert "strict reader" in (tmp_path / "table.md").read_text()

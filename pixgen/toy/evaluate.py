@@ -262,7 +262,7 @@ def run_suite(
                      "config": str(config) if config else None, "overrides": overrides},
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "cpu": _cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                    "cpu_count": _cpu_count(), "torch": torch.__version__,
+                    "cpu_count": _cpu_count(), "torch": torch.__version__, "packages": _versions(),
                     "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
     }
     if out is not None:
@@ -302,9 +302,10 @@ def random_start(seed: int, size: tuple[int, int]):
 def _cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
     """The CPU's name, family and model, e.g. "AMD EPYC (family 25, model 1)", where /proc/cpuinfo says.
 
-    Recorded with the results because the same seed gives the same images on one machine but not across CPUs:
-    a different vector unit (``cpu_capability``, e.g. AVX2 against AVX512) takes other kernels, whose rounding
-    differs and grows over the steps of a search (benchmarks/toy_results.md, "Same seed, another CPU").
+    Recorded with the results because the same seed gives the same images on one machine but not on every
+    other: another vector unit (``cpu_capability``, e.g. AVX2 against AVX512) or another build of a package
+    takes other kernels, whose rounding differs and grows over the steps of a search
+    (benchmarks/toy_results.md, "Same seed, another machine").
     """
     try:
         text = cpuinfo.read_text()
@@ -320,6 +321,19 @@ def _cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
     if name and "cpu family" in fields and "model" in fields:
         return f"{name} (family {fields['cpu family']}, model {fields['model']})"
     return name
+
+
+def _versions() -> dict[str, str | None]:
+    """The versions of the packages whose kernels make the images (None where one is not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found: dict[str, str | None] = {}
+    for name in ("torch", "torchvision", "open_clip_torch", "kornia", "numpy"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
 
 
 def _cpu_count() -> int | None:
