@@ -417,16 +417,14 @@ def test_alignment_mix_and_latent_options_are_checked(tmp_path):
 
 def test_alignment_clutter_pastes_strays_on_the_background_only():
     from pixgen.toy.train_clip import alignment_pairs
+    from pixgen.toy.training import batch_images
     from pixgen.toy.world import BACKGROUNDS, Obj, Scene, render
-
-    def image(scene):
-        return torch.from_numpy(render(scene)).permute(2, 0, 1).float().div(255)
 
     scene = Scene("white", [Obj("square", "red", "large", 0, 0, 14.0, 14.0, 24.0)])
     donor = Scene("black", [Obj("circle", "blue", "large", 2, 2, 50.0, 50.0, 24.0),
                             Obj("cross", "green", "large", 0, 0, 14.0, 14.0, 24.0)])
-    clean = image(scene).expand(16, 3, 64, 64).contiguous()
-    donors = (torch.stack([image(donor)]), ["black"])
+    clean = batch_images([render(scene)], torch.device("cpu")).expand(16, 3, 64, 64).contiguous()
+    donors = (batch_images([render(donor)], torch.device("cpu")), ["black"])
     plain = alignment_pairs(clean, ["white"] * 16, (0.1, 0.5), torch.Generator().manual_seed(3))
     # clutter 0 draws no extra random numbers: the same spoilt pictures as before the option existed
     assert torch.equal(plain, alignment_pairs(clean, ["white"] * 16, (0.1, 0.5), torch.Generator().manual_seed(3),
@@ -844,15 +842,13 @@ def test_vqgan_training_takes_its_latent_grid_and_codebook_size_and_refuses_a_mi
 
 def test_alignment_clutter_on_the_spoilt_scene_fades_the_named_objects_too():
     from pixgen.toy.train_clip import alignment_pairs
+    from pixgen.toy.training import batch_images
     from pixgen.toy.world import BACKGROUNDS, Obj, Scene, render
-
-    def image(scene):
-        return torch.from_numpy(render(scene)).permute(2, 0, 1).float().div(255)
 
     scene = Scene("white", [Obj("square", "red", "large", 0, 0, 14.0, 14.0, 24.0)])
     donor = Scene("black", [Obj("circle", "blue", "large", 2, 2, 50.0, 50.0, 24.0)])
-    clean = image(scene).expand(16, 3, 64, 64).contiguous()
-    donors = (torch.stack([image(donor)]), ["black"])
+    clean = batch_images([render(scene)], torch.device("cpu")).expand(16, 3, 64, 64).contiguous()
+    donors = (batch_images([render(donor)], torch.device("cpu")), ["black"])
     spoilt = alignment_pairs(clean, ["white"] * 16, (0.1, 0.5), torch.Generator().manual_seed(3))
     on_clean = alignment_pairs(clean, ["white"] * 16, (0.1, 0.5), torch.Generator().manual_seed(3), clutter=1.0,
                                donors=donors)

@@ -287,8 +287,9 @@ def alignment_pairs(clean: torch.Tensor, backgrounds: list[str], contrast: tuple
         bg, donor_bg = background_rgb(backgrounds, clean), background_rgb([donors[1][int(i)] for i in which], clean)
         is_obj = (src - donor_bg).abs().amax(1, keepdim=True) > 0.02
         free = (clean - bg).abs().amax(1, keepdim=True) <= 0.02
-        base = out if clutter_spoilt else clean
-        if clutter_spoilt:  # nor where a bent object spills past its clean outline
+        base = clean
+        if clutter_spoilt:  # paste on the spoilt picture, and not where a bent object spills past its outline
+            base = out
             free &= (out - bg).abs().amax(1, keepdim=True) <= 0.02
         free = -F.max_pool2d(-free.float(), 5, stride=1, padding=2) > 0.5  # keep 2 px clear of the scene's objects
         keep = (0.25 + 0.75 * torch.rand(b, generator=gen)).to(clean.device).view(-1, 1, 1, 1)
