@@ -193,7 +193,7 @@ def load_perceptor(spec: str | ClipSpec, device: str | torch.device = "cpu", *, 
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # a random-weight model (no pretrained) is the same every time
-            with contextlib.redirect_stdout(io.StringIO()), _quiet_logging():
+            with contextlib.redirect_stdout(io.StringIO()), quiet_logging():
                 model = open_clip.create_model(spec.model, pretrained=pretrained, device=device,
                                                cache_dir=str(cache), weights_only=True)
     except (RuntimeError, OSError, ValueError) as exc:
@@ -303,7 +303,7 @@ def load_image_tower(model: nn.Module, path: str | Path) -> None:
 
 
 @contextlib.contextmanager
-def _quiet_logging():
+def quiet_logging():
     """open_clip logs a warning for random-weight models and an error before raising; pixgen reports both itself."""
     previous = logging.root.manager.disable
     logging.disable(logging.ERROR)

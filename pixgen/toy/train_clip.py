@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from pixgen.cli_util import set_threads
 from pixgen.errors import PixgenError
-from pixgen.perceptor import _quiet_logging
+from pixgen.perceptor import quiet_logging
 from pixgen.toy.adversarial import AdversarialChains
 from pixgen.toy.captions import RELATIONS, Spec, hard_negative, holds, sample_pair, spec_text
 from pixgen.toy.training import (TrainLog, batch_images, load_state, load_toy_vqgan, pick_device, reconstruct,
@@ -49,7 +49,7 @@ def create_toy_clip(pretrained: str | None = None) -> torch.nn.Module:
     """The toy CLIP (open_clip ``CLIP``) from our model config, optionally with weights from a file."""
     open_clip.add_model_config(CONFIG_DIR)
     if pretrained is None:  # random weights are meant here: no "initialized randomly" warning before training
-        with _quiet_logging():
+        with quiet_logging():
             return open_clip.create_model(CLIP_NAME)
     return open_clip.create_model(CLIP_NAME, pretrained=pretrained)
 
