@@ -366,3 +366,15 @@ def add_user_entry(home: Path, name: str, config: Path, urls=("http://127.0.0.1:
                                "filename": f"{name}.ckpt", "urls": list(urls)}}}
     (home / "registry.yaml").write_text(yaml.safe_dump(table))
 
+
+
+@pytest.mark.parametrize("cfg", [TINY, TINY_GUMBEL])
+def test_quantized_codes_are_laid_out_contiguously_for_the_decoder(cfg):
+    """Moved back from (B, h, w, D), the codes would be channels-last, and the decoder would carry that layout to
+    GroupNorm, whose CPU backward then takes a slow path (benchmarks/RESULTS.md, "Where a step's time goes")."""
+    model = tiny_vqgan(cfg)
+    z = torch.randn(1, cfg.embed_dim, 4, 4, requires_grad=True)
+    codes = model.quantize(z)
+    assert codes.is_contiguous()
+    codes.sum().backward()
+    assert torch.equal(z.grad, torch.ones_like(z))  # still straight through
