@@ -37,4 +37,14 @@ def load_perceptor(spec, device="cpu"):
     return _load(spec, device)
 
 
-__all__ = ["generate", "resume", "Result", "load_vqgan", "load_perceptor", "PixgenError", "__version__"]
+def release_models():
+    """Drop the models the latest run kept loaded. Runs in one process reuse the previous run's VQGAN and CLIP
+    models when they name the same unchanged weights, so a second image skips the loading; call this to free
+    their memory (a GPU's too) once no more runs will follow."""
+    from pixgen.factory import release_models as _release
+
+    _release()
+
+
+__all__ = ["generate", "resume", "Result", "load_vqgan", "load_perceptor", "release_models", "PixgenError",
+           "__version__"]

@@ -58,6 +58,40 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+# The loaded models of the latest run in this process, by what identifies them (see _reuse). Loading the toy
+# model's VQGAN and two CLIPs costs about 1 s of CPU, a tenth of a 64x64 image's budget, and a notebook or
+# `pixgen eval` makes one run after another with the same models.
+_loaded: dict[tuple, torch.nn.Module] = {}
+
+
+def _stamp(path: str | Path | None) -> tuple:
+    """What a weights file looks like now (so a changed file is read again): path, size, modification time."""
+    if path is None:
+        return ()
+    path = Path(path).expanduser()
+    if not path.is_file():
+        return (str(path),)
+    stat = path.stat()
+    return (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+def _reuse(key: tuple, load, used: dict[tuple, torch.nn.Module]):
+    """``load()``, or the model the previous run loaded under ``key`` (frozen models are never changed by a run).
+
+    The model is recorded in ``used``; build_session keeps only the latest run's models, so at most one run's
+    worth stays loaded between runs. :func:`release_models` drops them."""
+    model = _loaded.get(key)
+    if model is None:
+        model = load()
+    used[key] = model
+    return model
+
+
+def release_models() -> None:
+    """Forget the models kept from the latest run, so that their memory (on the GPU too) can be freed."""
+    _loaded.clear()
+
+
 def random_tiny_vqgan(seed: int = 0) -> VQGAN:
     """A tiny VQGAN with fixed random weights, for tests and install checks (its images are noise)."""
     with torch.random.fork_rng(devices=[]):
@@ -67,9 +101,10 @@ def random_tiny_vqgan(seed: int = 0) -> VQGAN:
     return model.eval().requires_grad_(False)
 
 
-def load_vqgan_for(cfg: DictConfig, device: torch.device) -> tuple[VQGAN, Path | None]:
+def load_vqgan_for(cfg: DictConfig, device: torch.device, used: dict | None = None) -> tuple[VQGAN, Path | None]:
     """The VQGAN named by ``cfg.model`` or the local ``vqgan_config``/``vqgan_checkpoint`` pair, and its weights
-    file (None for the random-tiny test model, which has none)."""
+    file (None for the random-tiny test model, which has none). With ``used``, a model the previous run loaded
+    from the same unchanged files is reused (see ``_reuse``)."""
     if cfg.model == "random-tiny" and not (cfg.vqgan_config or cfg.vqgan_checkpoint):
         return random_tiny_vqgan().to(device), None
     from pixgen import checkpoints  # the registry and download code, needed only for real weights
@@ -85,7 +120,11 @@ def load_vqgan_for(cfg: DictConfig, device: torch.device) -> tuple[VQGAN, Path |
                              "with `pixgen toy train vqgan`")
     else:
         yaml_path, ckpt = checkpoints.resolve_vqgan(cfg.model)
-    return checkpoints.load_vqgan(yaml_path, ckpt, device=device), Path(ckpt)
+    load = lambda: checkpoints.load_vqgan(yaml_path, ckpt, device=device)  # noqa: E731
+    if used is None:
+        return load(), Path(ckpt)
+    key = ("vqgan", str(device), _stamp(yaml_path), _stamp(ckpt))
+    return _reuse(key, load, used), Path(ckpt)
 
 
 @lru_cache(maxsize=64)
@@ -124,6 +163,13 @@ def weights_changes(stored: dict[str, str], now: dict[str, str]) -> list[str]:
     changes += [f"{name} was used then, not now" for name in stored if name not in now]
     changes += [f"{name} is used now, not then" for name in now if name not in stored]
     return changes
+
+
+def _weights_paths(spec: ClipSpec) -> list[Path]:
+    """The local files a CLIP spec reads (its weights file and replacement image tower), if any."""
+    pretrained, tower = weights_files(spec)
+    files = [Path(pretrained)] if pretrained and is_weights_file(pretrained) else []
+    return files + ([tower] if tower is not None else [])
 
 
 def clip_specs_for(cfg: DictConfig) -> list[ClipSpec]:
@@ -283,7 +329,8 @@ def build_session(cfg: DictConfig, *, state: dict | None = None) -> Session:
     if cfg.prompt.strip():
         parse_story(cfg.prompt)  # fail on a bad prompt before loading any model
     torch.manual_seed(cfg.seed)
-    vqgan, vqgan_file = load_vqgan_for(cfg, device)
+    used: dict[tuple, torch.nn.Module] = {}
+    vqgan, vqgan_file = load_vqgan_for(cfg, device, used)
     width, height = fit_size(int(cfg.size[0]), int(cfg.size[1]), vqgan.factor)
     if (width, height) != (cfg.size[0], cfg.size[1]):
         messages.append(f"size {cfg.size[0]}x{cfg.size[1]} rounded to {width}x{height} "
@@ -291,7 +338,10 @@ def build_session(cfg: DictConfig, *, state: dict | None = None) -> Session:
         cfg.size = [width, height]
     specs = clip_specs_for(cfg)
     check_schedule(specs, int(cfg.iterations))
-    perceptors = [load_perceptor(spec, device) for spec in specs]
+    perceptors = [_reuse(("clip", str(device), str(spec), *map(_stamp, _weights_paths(spec))),
+                         lambda spec=spec: load_perceptor(spec, device), used) for spec in specs]
+    _loaded.clear()
+    _loaded.update(used)
     augments = [asdict(a) if not isinstance(a, dict) else a
                 for a in OmegaConf.to_container(cfg.cutouts.augments, resolve=True)]
     cutouts = {size: MakeCutouts(size, cfg.cutouts.n, cfg.cutouts.pow, augments, cfg.cutouts.noise)

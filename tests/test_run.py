@@ -236,3 +236,40 @@ def test_run_notes_are_printed_only_when_echo_is_on_and_always_returned(echo, ca
                              init_color=[[20, 20, 20], [240, 240, 240]], write=False, progress=False, echo=echo)
     note = next(m for m in result.messages if "best of 2 start colours" in m)
     assert (f"pixgen: {note}" in capsys.readouterr().err) is echo
+
+
+def test_runs_in_one_process_reuse_unchanged_models_and_make_the_same_image(tmp_path, monkeypatch):
+    from ckpt_fixture import TINY, save_checkpoint, tiny_vqgan, write_yaml
+
+    from pixgen import checkpoints, factory
+
+    ckpt = save_checkpoint(tmp_path / "m.ckpt", tiny_vqgan(TINY), "lightning")
+    yaml_path = write_yaml(tmp_path / "m.yaml")
+    clip_file = tmp_path / "clip.pt"
+    torch.save(factory.load_perceptor("pixgen-random-tiny").model.state_dict(), clip_file)
+    other_clip = tmp_path / "other.pt"
+    other_clip.write_bytes(clip_file.read_bytes())
+    loads = []
+    real_vqgan, real_clip = checkpoints.load_vqgan, factory.load_perceptor
+    monkeypatch.setattr(checkpoints, "load_vqgan", lambda *a, **k: loads.append("vqgan") or real_vqgan(*a, **k))
+    monkeypatch.setattr(factory, "load_perceptor", lambda *a, **k: loads.append("clip") or real_clip(*a, **k))
+
+    def run(clip=clip_file):
+        return pixgen.generate("a castle", vqgan_config=str(yaml_path), vqgan_checkpoint=str(ckpt),
+                               clip=[f"pixgen-random-tiny:{clip}"], size=[16, 16], iterations=3, seed=1,
+                               write=False, progress=False, device="cpu", cutouts={"n": 2})
+
+    pixgen.release_models()
+    first, second = run(), run()
+    assert loads == ["vqgan", "clip"]  # the second run loaded nothing
+    assert np.array_equal(np.asarray(first.image), np.asarray(second.image))
+    stat = clip_file.stat()
+    os.utime(clip_file, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a changed weights file is read again
+    run()
+    assert loads == ["vqgan", "clip", "clip"]
+    run(other_clip)  # only the latest run's models are kept: going back to the first CLIP loads it again
+    run()
+    assert loads == ["vqgan", "clip", "clip", "clip", "clip"]
+    pixgen.release_models()
+    run()
+    assert loads[-2:] == ["vqgan", "clip"]
