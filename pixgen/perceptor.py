@@ -122,6 +122,7 @@ class Perceptor(nn.Module):
                  steps: tuple[float, float] = (0.0, 1.0)):
         super().__init__()
         self.model = model.eval().requires_grad_(False)
+        _sequence_first(getattr(model.visual, "transformer", None))
         self.tokenizer = tokenizer
         self.name = name
         self.weight = weight
@@ -153,6 +154,22 @@ class Perceptor(nn.Module):
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         tokens = self.tokenizer(texts).to(self.mean.device)
         return self.model.encode_text(tokens).float()
+
+
+def _sequence_first(transformer: nn.Module | None) -> None:
+    """Run an open_clip transformer stack sequence-first (L, N, D), a layout open_clip supports, where each
+    block's ``nn.MultiheadAttention`` gets contiguous input. Batch-first, the attention transposes its input,
+    and its input projection on that view runs as a batched product over a copied weight: the toy CLIP's image
+    tower took 1.1x as long, with the same numbers (benchmarks/RESULTS.md, "Where a step's time goes"). Stacks
+    of any other kind are left as they are."""
+    blocks = getattr(transformer, "resblocks", None)
+    if not getattr(transformer, "batch_first", False) or blocks is None:
+        return
+    if not all(isinstance(getattr(b, "attn", None), nn.MultiheadAttention) for b in blocks):
+        return
+    transformer.batch_first = False
+    for block in blocks:
+        block.attn.batch_first = False
 
 
 def clip_cache_dir(home: Path | None = None) -> Path:

@@ -189,3 +189,24 @@ def test_image_tower_files_that_do_not_fit_are_refused_with_the_reason(tmp_path,
         load_perceptor(f"pixgen-random-tiny:{tmp_path / 'base.pt'}+{tmp_path / 'plain.safetensors'}")
     with pytest.raises(ModelError, match="image tower file .* not found"):
         load_perceptor(f"pixgen-random-tiny:{tmp_path / 'base.pt'}+{tmp_path / 'nope.safetensors'}")
+
+
+def test_the_image_tower_runs_sequence_first_with_the_same_embeddings_and_gradients():
+    """The perceptor switches open_clip's image transformer to its (L, N, D) layout, which is faster on the CPU;
+    the embedding and the gradient that reaches the image must not change."""
+    import open_clip
+
+    from pixgen.perceptor import load_perceptor
+
+    p = load_perceptor("pixgen-random-tiny")
+    tower = p.model.visual.transformer
+    assert tower.batch_first is False and all(b.attn.batch_first is False for b in tower.resblocks)
+    reference = open_clip.create_model("pixgen-random-tiny")
+    reference.load_state_dict(p.model.state_dict())
+    assert reference.visual.transformer.batch_first is True
+    images = torch.rand(3, 3, p.input_size, p.input_size, requires_grad=True)
+    ours = p.encode_image(images)
+    grad_ours, = torch.autograd.grad(ours.square().sum(), images)
+    theirs = reference.encode_image((images - p.mean) / p.std)
+    grad_theirs, = torch.autograd.grad(theirs.square().sum(), images)
+    assert torch.allclose(ours, theirs, atol=1e-5) and torch.allclose(grad_ours, grad_theirs, atol=1e-5)
