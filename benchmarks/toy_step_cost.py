@@ -4,7 +4,8 @@ Builds the toy preset's session (64x64, 8 cutouts, the early image tower) and ti
 thread: the decode through the quantizer with its backward, the cutouts with their backward, the CLIP image tower
 with its backward, and a whole ``Engine.step``. Each part is also timed the way the step ran before this round:
 - crops by ``torchvision.ops.roi_align`` (now ``pixgen.cutouts.crop_resize``, the same numbers);
-- codes laid out channels-last after the quantizer (now contiguous).
+- codes laid out channels-last after the quantizer (now contiguous);
+- open_clip's image transformer batch-first (now sequence-first, the same numbers).
 
 Variants alternate in rounds; each round times ``passes`` calls, and the median round is reported, so that a
 noisy shared machine affects both alike.
@@ -41,9 +42,14 @@ def _channels_last_codes(self, z):
     return vector_quantize(z.movedim(1, -1), self.weight).movedim(-1, 1)
 
 
-def _use(before: bool) -> None:
+def _use(before: bool, perceptors) -> None:
     cutouts_mod.crop_resize = _roi_align_crop if before else NOW_CROP
     vqgan_mod._QuantizerBase.forward = _channels_last_codes if before else NOW_QUANTIZE
+    for perceptor in perceptors:
+        stack = perceptor.model.visual.transformer
+        stack.batch_first = before
+        for block in stack.resblocks:
+            block.attn.batch_first = before
 
 
 def main() -> None:
@@ -81,13 +87,13 @@ def main() -> None:
     for _ in range(args.rounds):
         for part, fn in parts.items():
             for variant in ("before", "now"):
-                _use(variant == "before")
+                _use(variant == "before", session.perceptors)
                 fn()  # warm this variant's path
                 start = time.process_time()
                 for _ in range(args.passes):
                     fn()
                 times[(part, variant)].append((time.process_time() - start) / args.passes * 1000)
-    _use(False)
+    _use(False, session.perceptors)
     rows = []
     for part in parts:
         before, now = (statistics.median(times[(part, v)]) for v in ("before", "now"))
