@@ -24,11 +24,14 @@ from pixgen import factory
 from pixgen.factory import build_session
 
 
-def _random_weight_vqgan(cfg, device):
+def _random_weight_vqgan(cfg, device, used=None):
+    """Stands in for ``factory.load_vqgan_for``: the registry model's architecture with random weights, and no
+    weights file (so nothing is reused between runs or recorded)."""
     from pixgen.checkpoints import get_entry, read_vqgan_config
     from pixgen.models.vqgan import VQGAN
 
-    return VQGAN(read_vqgan_config(get_entry(cfg.model).config)).to(device).eval().requires_grad_(False)
+    model = VQGAN(read_vqgan_config(get_entry(cfg.model).config)).to(device).eval().requires_grad_(False)
+    return model, None
 
 
 def measure(model: str, size: int, cutouts: int, steps: int, warmup: int, device: str, clip: list[str],
