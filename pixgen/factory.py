@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -322,10 +323,29 @@ def _score_flat_starts(colours: list[list[int]], vqgan: VQGAN, width: int, heigh
     return scores
 
 
+def make_reproducible(device: torch.device) -> None:
+    """On CUDA, ask PyTorch for deterministic kernels, so that the same seed and config give the same image on the
+    same GPU, as they do on the CPU.
+
+    cuBLAS reads ``CUBLAS_WORKSPACE_CONFIG`` when it first starts in the process, so it is set here, before any
+    work on the device (a value the user set is kept). cuDNN's autotuner, which may pick a different kernel each
+    run, is turned off. An op with no deterministic CUDA kernel warns instead of failing the run. The setting is
+    process-wide, as PyTorch's is; other devices are left alone.
+    """
+    if device.type != "cuda":
+        return
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    if not torch.are_deterministic_algorithms_enabled():
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
 def build_session(cfg: DictConfig, *, state: dict | None = None) -> Session:
     """Build the generator, CLIP models, targets, cutouts and engine for ``cfg`` (seeding torch first)."""
     messages: list[str] = []
     device = resolve_device(cfg.device)
+    make_reproducible(device)
     if cfg.prompt.strip():
         parse_story(cfg.prompt)  # fail on a bad prompt before loading any model
     torch.manual_seed(cfg.seed)
