@@ -876,3 +876,19 @@ def test_a_fresh_toy_clip_is_created_without_open_clips_random_weights_warning(c
     assert model.visual is not None
     assert not [r for r in caplog.records if "initialized randomly" in r.getMessage()]
     assert logging.root.manager.disable == logging.NOTSET  # logging is switched back on afterwards
+
+
+@needs
+def test_clip_training_keeps_a_snapshot_of_its_weights_every_n_steps(tmp_path):
+    from pixgen.toy.train_clip import train_clip
+
+    train_clip(tmp_path, steps=4, batch=5, negatives=1, junk=0, init=TOY / "clip.pt", lock_text=True, lr=1e-3,
+               warmup=1, threads=None, log_every=1, save_every=3, keep_every=2, progress=False)
+    kept = sorted(p.name for p in (tmp_path / "snapshots").iterdir())
+    assert kept == ["clip_step2.pt", "clip_step4.pt"]  # kept on their own steps, whatever save_every says
+    two, four = (torch.load(tmp_path / "snapshots" / k, weights_only=True) for k in kept)
+    last = torch.load(tmp_path / "clip.pt", weights_only=True)
+    visual = [k for k in last if k.startswith("visual.")]
+    assert all(torch.equal(four[k], last[k]) for k in last)  # the last snapshot is the final weights
+    assert any(not torch.equal(two[k], four[k]) for k in visual)  # the earlier one is the run two steps before
+    assert all(torch.equal(two[k], four[k]) for k in last if k.startswith("transformer."))  # text side locked

@@ -18,7 +18,7 @@ toy_app.add_typer(train_app, name="train")
 _OUT = typer.Option(Path("checkpoints/toy"), "--out", "-o", help="Directory for weights, state and log.")
 _SEED = typer.Option(0, "--seed", "-s", help="Seed for weights and data.")
 _RESUME = typer.Option(False, "--resume", help="Continue from OUT/state/ where a run stopped.")
-_DEVICE = typer.Option(None, "--device", help="cpu or cuda (default: cuda when present).")
+_DEVICE = typer.Option(None, "--device", help="cpu, cuda (cuda:N) or auto (default: cuda when present).")
 _THREADS = typer.Option(1, "--threads", help="CPU threads for torch (default 1: lean and repeatable; 2 or more may be faster).")
 
 
@@ -225,6 +225,10 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
                        False, "--align-latent",
                        help="Show the --align pictures through the VQGAN and compare the two directions in its "
                             "latent, as the search moves, not in pixels (needs OUT/vqgan.ckpt)."),
+                   keep_every: int = typer.Option(
+                       0, "--keep-every", min=0,
+                       help="Also keep the weights every N steps as OUT/snapshots/clip_stepN.pt, to judge each on "
+                            "the generation suite afterwards (0: only the last)."),
                    ) -> None:
     """Train the toy CLIP with hard negatives; writes OUT/clip.pt and OUT/clip.log.jsonl.
 
@@ -281,7 +285,7 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
                fade=fade, robust=robust, robust_eps=robust_eps, robust_steps=robust_steps,
                warp=warp, warp_amplitude=(amp_lo, amp_hi), align=align, align_weight=align_weight,
                align_clutter=align_clutter, align_mix=mix, align_latent=align_latent,
-               align_clutter_spoilt=align_clutter_spoilt)
+               align_clutter_spoilt=align_clutter_spoilt, keep_every=keep_every)
     typer.echo(str(out / "clip.pt"))
 
 

@@ -599,7 +599,7 @@ def train_clip(
     fade_weight: float = 1.0, robust: float = 0.0, robust_eps: float = 1.0, robust_steps: int = 2,
     warp: float = 0.0, warp_amplitude: tuple[float, float] = (1.0, 2.5), align: float = 0.0,
     align_weight: float = 1.0, align_clutter: float = 0.0, align_mix: tuple[float, float, float] | None = None,
-    align_latent: bool = False, align_clutter_spoilt: bool = False,
+    align_latent: bool = False, align_clutter_spoilt: bool = False, keep_every: int = 0,
 ) -> torch.nn.Module:
     """Train (or resume) the toy CLIP; writes ``clip.pt``, a resumable state and ``clip.log.jsonl``.
 
@@ -647,7 +647,8 @@ def train_clip(
     ``align_mix`` weighs the faded, bent and bent-and-faded kinds (default equal thirds), e.g. to train the way
     from a blob back to its shape harder. ``align_latent`` shows the spoilt pictures as a search holds them (through
     the VQGAN) and compares the two directions in the latent the search moves (:func:`decoder_transpose`), not in
-    pixels; it needs the VQGAN in ``out``.
+    pixels; it needs the VQGAN in ``out``. ``keep_every`` > 0 also keeps the weights every that many steps as
+    ``snapshots/clip_stepN.pt``, so that each can be judged on the generation suite afterwards.
     """
     set_threads(threads)
     dev = pick_device(device)
@@ -874,7 +875,8 @@ def train_clip(
             log.write(step, **metrics)
             bar.set_postfix(loss=f"{loss.item():.3f}", top1=f"{top1:.2f}", hn=f"{metrics.get('hard_neg_acc', 0):.2f}",
                             adv=f"{metrics.get('chain_acc', 0):.2f}")
-        if (step + 1) % save_every == 0 or step == steps - 1:
+        keep = keep_every > 0 and (step + 1) % keep_every == 0
+        if (step + 1) % save_every == 0 or step == steps - 1 or keep:
             extra_state = {"chains": runs.state_dict()} if runs is not None else {}
             if heads is not None:
                 extra_state["layout_heads"] = heads.state_dict()
@@ -884,6 +886,9 @@ def train_clip(
                        gen=gen.get_state(), step=step + 1, lock_image=lock_image, lock_text=lock_text,
                        **extra_state)
             save_clip(model, out / "clip.pt")
+            if keep:  # a copy to judge later: the run's weights as they were at this step
+                (out / "snapshots").mkdir(exist_ok=True)
+                save_clip(model, out / "snapshots" / f"clip_step{step + 1}.pt")
     save_clip(model, out / "clip.pt")
     return model
 
