@@ -191,8 +191,10 @@ def toy_clip_specs(toy_dir: Path = TOY_DIR) -> list[ClipSpec]:
 
     All share one text tower, so the prompt targets are the same throughout; only the image side changes. The
     early tower (``clip_early_visual.safetensors``, else ``clip.pt``'s own) was trained to read faint objects,
-    as a search from a flat canvas first draws them; the late one to keep a picture that already satisfies its
-    prompt (benchmarks/toy_results.md, "Switching image towers" and "Faint objects").
+    as a search from a flat canvas first draws them, and to point from spoilt pictures back to the right one; the
+    late one to keep a picture that already satisfies its prompt, with its gradient aligned the same way
+    (benchmarks/toy_results.md, "Switching image towers", "Aligned gradients" and "A late tower whose gradient
+    points the way back as well").
     """
     clip = str(toy_dir / "clip.pt")
     early_tower, late_tower = toy_dir / TOY_EARLY_TOWER, toy_dir / TOY_LATE_TOWER
