@@ -196,6 +196,13 @@ def build(*layers: tuple[Any, str]) -> DictConfig:
     return cfg
 
 
+def check_device(name: str) -> None:
+    """Refuse a device name that is neither one of DEVICES nor cuda:N, before torch is asked for it."""
+    if name in DEVICES or (name.startswith("cuda:") and name[5:].isdigit()):
+        return
+    raise ConfigError(f"unknown device {name!r}", "use --device cpu, cuda, cuda:N, mps or auto")
+
+
 def _positive(value: float, name: str, hint: str) -> None:
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
         raise ConfigError(f"{name} must be a positive number, got {value!r}", hint)
@@ -263,8 +270,7 @@ def validate(cfg: DictConfig) -> None:
     _positive(cfg.cutouts.pow, "cut power (cutouts.pow)", "e.g. --cut-pow 1.0")
     if cfg.cutouts.noise < 0:
         raise ConfigError(f"cutouts.noise must be >= 0, got {cfg.cutouts.noise}", "e.g. --set cutouts.noise=0.1")
-    if cfg.device not in DEVICES and not str(cfg.device).startswith("cuda:"):
-        raise ConfigError(f"unknown device {cfg.device!r}", f"choose one of: {', '.join(DEVICES)} (or cuda:N)")
+    check_device(str(cfg.device))
     if cfg.init_color is not None:
         init_colors(cfg.init_color)  # raises on a malformed colour
         if cfg.init_image:

@@ -38,7 +38,8 @@ TOY_SWITCH = 0.6  # share of the steps the toy CLIP's first image tower guides
 
 
 def resolve_device(name: str) -> torch.device:
-    """``auto`` picks cuda, then mps, then cpu; an explicit device must be present."""
+    """``auto`` picks cuda, then mps, then cpu; an explicit device must be a known name and be present."""
+    config_mod.check_device(name)
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
