@@ -45,7 +45,10 @@ def test_eval_smoke_run_writes_table_json_and_contact_sheet(tmp_path):
     assert "strict reader" in (tmp_path / "table.md").read_text()
     for row in data["rows"]:  # two steps from a flat canvas draw nothing: the strict reader sees no object
         assert row["strict_pass"] is False and row["strict_read"].endswith("(nothing)")
+        assert row["strict_objects"] == 0 and row["strict_blobs"] == 0
     assert report["summary"]["overall"]["strict"] == 0.0
+    assert report["summary"]["overall"]["strict_objects_per_image"] == 0.0
+    assert "Objects per image, strays included, as the strict reader counts them: 0.00" in (tmp_path / "table.md").read_text()
     from PIL import Image
 
     for row in data["rows"]:  # every image is kept, named in its row, and reads back as the run's picture

@@ -19,7 +19,8 @@ def test_clean_renders_are_read_exactly():
     rng = np.random.default_rng(7)
     for _ in range(40):
         scene = sample_scene(rng)
-        assert _key(strict_read(render(scene)).scene) == _key(scene)
+        reading = strict_read(render(scene))
+        assert _key(reading.scene) == _key(scene) and reading.blobs == 0
 
 
 def test_a_bent_object_is_a_blob_and_fails_a_prompt_its_shape_would_pass():
@@ -34,6 +35,7 @@ def test_a_bent_object_is_a_blob_and_fails_a_prompt_its_shape_would_pass():
     bent = (warp_shapes(x, field)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     reading = strict_read(bent)
     assert reading.scene.objects[0].shape == BLOB and not strict_pass(spec, reading)
+    assert reading.blobs == 1
 
 
 def test_strays_specks_and_off_palette_pixels_fail_a_strict_pass():

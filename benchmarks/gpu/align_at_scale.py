@@ -60,8 +60,7 @@ def _judge_one(job: tuple[str, str, int, str, str, bool]) -> dict:
                        clip=[f"pixgen-toy-clip:{early}@0-0.6", late],
                        **(dict(max_per_category=1, iterations=5) if quick else {}))
     rows = report["rows"]
-    objects = [len([o for o in r["strict_read"].split(":", 1)[1].split(",") if o.strip() and "nothing" not in o])
-               for r in rows]
+    objects = [r["strict_objects"] for r in rows]
     return {"tower": name, "seed": seed, "passes": sum(r["pass"] for r in rows),
             "strict": sum(r["strict_pass"] for r in rows), "images": len(rows),
             "objects_per_image": round(sum(objects) / len(objects), 3),

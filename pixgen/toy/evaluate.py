@@ -172,6 +172,9 @@ def table(summary: dict) -> str:
         if s:
             strict = f"{s['strict']:.3f}" if "strict" in s else "-"
             lines.append(f"| {cat} | {s['n']} | {s['accuracy']:.3f} | {s['baseline']:.3f} | {strict} |")
+    per_image = summary.get("overall", {}).get("strict_objects_per_image")
+    if per_image is not None:
+        lines += ["", f"Objects per image, strays included, as the strict reader counts them: {per_image:.2f}"]
     return "\n".join(lines)
 
 
@@ -229,6 +232,9 @@ def run_suite(
             "pass": judge(item, got), "baseline_pass": judge(item, base),
             "strict_pass": strict_pass(item.spec, strict, holds_for=lambda scene: judge(item, scene)),
             "read": describe(got), "baseline_read": describe(base), "strict_read": describe(strict.scene),
+            # what the strict reader counted: every object it found (strays included) and how many were blobs
+            "strict_objects": len(strict.scene.objects),
+            "strict_blobs": strict.blobs,
             "cpu_s": round(cpu, 3), "wall_s": round(wall, 3),
             "final_loss": result.losses[-1]["loss"] if result.losses else None,
             "messages": list(result.messages),  # e.g. which start colour the run chose
@@ -256,6 +262,8 @@ def run_suite(
         "wall_s_per_image_mean": round(float(np.mean([r["wall_s"] for r in rows])), 3) if rows else None,
         "torch_threads": torch.get_num_threads(),
     }
+    if rows:  # strays show here before they cost passes
+        summary["overall"]["strict_objects_per_image"] = round(float(np.mean([r["strict_objects"] for r in rows])), 3)
     report = {
         "summary": summary, "timing": timing, "rows": rows,
         "settings": {"seeds": list(seeds), "iterations": iterations, "size": list(size),

@@ -35,6 +35,11 @@ class StrictReading:
     speck_px: int = 0
     unclear_share: float = 0.0
 
+    @property
+    def blobs(self) -> int:
+        """How many of the objects read are blobs (regions no world shape fits)."""
+        return sum(o.shape == BLOB for o in self.scene.objects)
+
 
 _PALETTE = np.array([COLOURS[c] for c in COLOUR_NAMES] + [BACKGROUNDS[b] for b in BACKGROUND_NAMES], dtype=np.float32)
 _N_OBJ = len(COLOUR_NAMES)
