@@ -78,6 +78,9 @@ class RunConfig:
     output_dir: str = "outputs"
     run_name: Optional[str] = None
     device: str = "auto"
+    # On CUDA, ask PyTorch for deterministic kernels (same seed, same image on the same GPU); false trades that for
+    # whatever speed PyTorch's defaults give. No effect on the CPU, which is deterministic anyway.
+    deterministic: bool = True
     video: bool = False
     fps: int = 20
     model: str = "imagenet_f16_16384"

@@ -348,7 +348,8 @@ def build_session(cfg: DictConfig, *, state: dict | None = None) -> Session:
     """Build the generator, CLIP models, targets, cutouts and engine for ``cfg`` (seeding torch first)."""
     messages: list[str] = []
     device = resolve_device(cfg.device)
-    make_reproducible(device)
+    if cfg.deterministic:
+        make_reproducible(device)
     if cfg.prompt.strip():
         parse_story(cfg.prompt)  # fail on a bad prompt before loading any model
     torch.manual_seed(cfg.seed)

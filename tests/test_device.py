@@ -172,3 +172,16 @@ def test_every_toy_trainer_runs_on_cuda_and_an_interrupted_run_resumes_to_the_st
     assert all(torch.equal(a[k], b[k]) for k in tensors)  # deterministic kernels: the resumed run is the straight one
     log = next((tmp_path / "straight").glob("*.log.jsonl"))
     assert len(log.read_text().splitlines()) >= 3 and next((tmp_path / "stopped").glob("*.log.jsonl")).name == log.name
+
+
+@pytest.mark.parametrize("deterministic, calls", [(True, 1), (False, 0)])
+def test_a_run_asks_for_deterministic_kernels_unless_its_config_opts_out(monkeypatch, deterministic, calls):
+    import pixgen
+    import pixgen.factory as factory
+
+    seen = []
+    monkeypatch.setattr(factory, "make_reproducible", lambda device: seen.append(device))
+    result = pixgen.generate("a red circle", model="random-tiny", size=[32, 32], iterations=1, device="cpu",
+                             write=False, progress=False, echo=False, deterministic=deterministic)
+    assert seen == [torch.device("cpu")] * calls
+    assert result.config.deterministic is deterministic  # and the config every output carries records the choice
