@@ -122,7 +122,7 @@ def strict_pass(spec: Spec, reading: StrictReading, holds_for: Callable[[Scene],
     """
     scene = reading.scene
     wanted = spec.count if spec.kind == "count" else len(spec.refs)
-    if len(scene.objects) != wanted or any(o.shape == BLOB for o in scene.objects):
+    if len(scene.objects) != wanted or reading.blobs:
         return False
     if reading.speck_px > max_speck_px or reading.unclear_share > max_unclear:
         return False
