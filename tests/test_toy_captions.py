@@ -2,6 +2,7 @@
 from dataclasses import fields
 
 import numpy as np
+import pytest
 
 from pixgen.toy.captions import Ref, Spec, hard_negative, holds, sample_pair, spec_text
 from pixgen.toy.world import Obj, Scene
@@ -106,3 +107,43 @@ def test_kinds_option_is_checked_and_overrides_only_the_named_kinds():
                       ("single=0,two=0,relation=0,count=0,multi=0", "every caption kind has weight 0")):
         with pytest.raises(PixgenError, match=says):
             parse_kinds(bad)
+
+
+def test_parse_caption_inverts_every_paraphrase_the_grammar_writes():
+    from pixgen.toy.captions import PAIR_KIND_NAMES, parse_caption, sample_spec
+
+    rng = np.random.default_rng(11)
+    for i in range(1200):
+        spec = sample_spec(rng, PAIR_KIND_NAMES[i % len(PAIR_KIND_NAMES)])
+        text = spec_text(spec, rng if i % 3 else None)
+        assert parse_caption(text) == spec, text
+
+
+def test_parse_caption_reads_natural_variants():
+    from pixgen.toy.captions import parse_caption
+
+    assert parse_caption("  A big Cyan box in the upper-right hand corner, against a grey background. ") == Spec(
+        "objects", (Ref("cyan", "square", "large", 2, 0),), background="gray")
+    assert parse_caption("4 purple plus signs") == Spec("count", (Ref("purple", "cross"),), count=4)
+    assert parse_caption("one red disc") == Spec("objects", (Ref("red", "circle"),))
+    assert parse_caption("a pink cross beneath a small cyan circle") == Spec(
+        "relation", (Ref("pink", "cross"), Ref("cyan", "circle", "small")), relation="below")
+    assert parse_caption("a red circle, a blue square and a green triangle").refs == (
+        Ref("red", "circle"), Ref("blue", "square"), Ref("green", "triangle"))
+
+
+@pytest.mark.parametrize("text, says", [
+    ("a red hexagon", "'hexagon'"),
+    ("a red circle somewhere", "place 'somewhere'"),
+    ("a red circles", "plural"),
+    ("on a black background", "no object"),
+    ("", "empty"),
+    ("a red circle, a blue circle, a red square, a cyan cross and a pink disc", "at most 4"),
+])
+def test_parse_caption_says_which_part_it_cannot_read(text, says):
+    from pixgen.errors import PromptError
+    from pixgen.toy.captions import parse_caption
+
+    with pytest.raises(PromptError) as e:
+        parse_caption(text)
+    assert says in str(e.value)

@@ -91,3 +91,70 @@ def test_cpu_model_reads_the_first_processor_of_cpuinfo(tmp_path):
     info.write_text("processor\t: 0\nmodel name\t: Some ARM core\n")
     assert _cpu_model(info) == "Some ARM core"
     assert _cpu_model(tmp_path / "missing") is None
+
+
+def test_own_prompts_become_items_judged_on_their_whole_meaning():
+    from pixgen.toy.evaluate import items_from_prompts
+
+    items = items_from_prompts(["two  red circles", "a blue square on the left", "a red square and a blue circle",
+                                "a green cross above a pink circle", "a red circle on a black background",
+                                "a cyan disc, a pink box and a red triangle"])
+    assert [it.category for it in items] == ["counting", "position", "two objects", "relation", "background",
+                                             "three or four objects"]
+    assert items[0].prompt == "two red circles"  # generated as written, spaces tidied
+    red_square = Scene("white", [Obj("square", "red", "small", 0, 1, 11.0, 32.0, 12.0)])
+    assert judge(items_from_prompts(["a red box"])[0], red_square)
+    assert not judge(items_from_prompts(["a red square on the right"])[0], red_square)
+
+
+def test_a_bad_prompt_in_a_file_is_named_by_its_line_number():
+    from pixgen.errors import PromptError
+    from pixgen.toy.evaluate import items_from_prompts
+
+    with pytest.raises(PromptError, match=r"prompt 2 \('a red hexagon'\)"):
+        items_from_prompts(["a red circle", "a red hexagon"])
+
+
+def test_held_out_prompts_are_reproducible_new_and_cover_the_hard_categories():
+    from pixgen.toy.evaluate import held_out
+
+    items = held_out(60, seed=4)
+    assert [it.prompt for it in items] == [it.prompt for it in held_out(60, seed=4)]
+    assert [it.prompt for it in items] != [it.prompt for it in held_out(60, seed=5)]
+    fixed = {it.spec for it in suite()}
+    assert len({it.spec for it in items}) == 60 and not {it.spec for it in items} & fixed
+    assert {"counting", "relation", "two objects", "position"} <= {it.category for it in items}
+
+
+@pytest.mark.skipif(not (TOY / "clip.pt").exists(), reason="toy weights not present")
+def test_eval_command_judges_a_prompt_file(tmp_path):
+    from typer.testing import CliRunner
+
+    from pixgen.cli import app
+
+    prompts = tmp_path / "mine.txt"
+    prompts.write_text("# two of my own\na small pink cross below a cyan disc\n\nthree yellow boxes  # counting\n")
+    out = tmp_path / "ev"
+    result = CliRunner().invoke(app, ["eval", "--prompts", str(prompts), "--seeds", "1", "-i", "1", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    data = json.loads((out / "results.json").read_text())
+    assert [r["prompt"] for r in data["rows"]] == ["a small pink cross below a cyan disc", "three yellow boxes"]
+    assert [r["category"] for r in data["rows"]] == ["relation", "counting"]
+    assert data["settings"]["prompts"] == f"--prompts {prompts}"
+    assert "| relation | 1 |" in result.output
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--prompts", "missing.txt"], "not found"),
+    (["--held-out", "0"], "at least 1"),
+    (["--held-out", "3", "--prompts", "x.txt"], "give one of them"),
+    (["--category", "three or four objects"], "no prompt to judge"),
+])
+def test_eval_command_refuses_bad_prompt_options_before_generating(tmp_path, args, says):
+    from typer.testing import CliRunner
+
+    from pixgen.cli import app
+
+    result = CliRunner().invoke(app, ["eval", *args, "-o", str(tmp_path / "ev")])
+    assert result.exit_code != 0 and says in result.output
+    assert not (tmp_path / "ev").exists()

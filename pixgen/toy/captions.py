@@ -7,17 +7,19 @@ evaluator reads back from the image).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from itertools import permutations
 
 import numpy as np
 
+from pixgen.errors import PromptError
 from pixgen.toy.world import (
     BACKGROUND_NAMES, COLOUR_NAMES, SHAPES, SIZE_NAMES, Obj, Scene, place_object,
 )
 
-__all__ = ["Ref", "Spec", "holds", "spec_text", "hard_negative", "sample_pair", "KINDS", "RELATIONS",
-           "PAIR_KINDS", "PAIR_KIND_NAMES"]
+__all__ = ["Ref", "Spec", "holds", "spec_text", "parse_caption", "CaptionError", "hard_negative", "sample_pair",
+           "sample_spec", "KINDS", "RELATIONS", "PAIR_KINDS", "PAIR_KIND_NAMES"]
 
 RELATIONS = ("above", "below", "left of", "right of")
 _OPPOSITE = {"above": "below", "below": "above", "left of": "right of", "right of": "left of"}
@@ -189,6 +191,119 @@ def spec_text(spec: Spec, rng: np.random.Generator | None = None) -> str:
     return text
 
 
+# ----------------------------------------------------------------------------------------- reading
+
+_SIZE_SYNONYMS = {"small": "small", "little": "small", "tiny": "small", "large": "large", "big": "large"}
+_OTHER_WORDS = {"a", "an", "the", "and", "on", "with", "against", "background"}  # the place phrases add the rest
+
+
+def _phrase_table() -> dict[str, tuple[int | None, int | None]]:
+    """Every place phrase the grammar writes (and a few natural variants), mapped to (col, row)."""
+    table: dict[str, tuple[int | None, int | None]] = {w: (1, 1) for w in _CENTRE_WORDS}
+    for col, words in _COL_WORDS.items():
+        table.update({w: (col, None) for w in words})
+        table[f"on the {_CORNER_COL[col]} hand side"] = (col, None)
+    for row, words in _ROW_WORDS.items():
+        table.update({w: (None, row) for w in words})
+        table[f"at the {_CORNER_ROW[row][0]} of the picture"] = (None, row)
+    for row, row_words in _CORNER_ROW.items():
+        for col, col_word in _CORNER_COL.items():
+            for rw in row_words:
+                for form in ("in the {} {} corner", "in the {} {}", "at the {} {}", "{} {}"):
+                    table[form.format(rw, col_word)] = (col, row)
+                    table[form.format(rw, col_word).replace(" corner", " hand corner")] = (col, row)
+    return table
+
+
+_PLACES = _phrase_table()
+_SHAPE_OF = {w: s for s, ws in _SHAPE_WORDS.items() for w in ws}
+_SHAPE_OF.update({_PLURAL[w]: s for w, s in list(_SHAPE_OF.items())})
+_COLOUR_OF = {w: c for c, ws in _COLOUR_WORDS.items() for w in ws}
+_BG_OF = {w: b for b, ws in _BG_WORDS.items() for w in ws}
+_COUNT_OF = {w: n for n, ws in _NUMBERS.items() for w in ws}
+_REL_OF = {w: r for r, ws in _REL_WORDS.items() for w in ws}
+_BACKGROUND_RE = re.compile(
+    r"(?:^|\s*,?\s+)(?:on|against|with)\s+(?:an?\s+)?(" + "|".join(_BG_OF) + r")(?:\s+background)?$")
+_NOUN_RE = re.compile(
+    r"^(?:(?:an?|the)\s+)?(?:(" + "|".join(_SIZE_SYNONYMS) + r")\s+)?(?:(" + "|".join(_COLOUR_OF) + r")\s+)?("
+    + "|".join(sorted(_SHAPE_OF, key=len, reverse=True)) + r")(?:\s+(.+))?$")
+_RELATION_RE = re.compile(
+    r"\s(" + "|".join(sorted(_REL_OF, key=len, reverse=True)) + r")\s")
+_VOCABULARY = (set(_SIZE_SYNONYMS) | set(_COLOUR_OF) | set(_BG_OF) | set(_COUNT_OF) | _OTHER_WORDS
+               | {w for k in list(_SHAPE_OF) + list(_REL_OF) + list(_PLACES) for w in k.split()})
+_EXAMPLES = ('"a red circle", "two blue squares", "a green cross above a pink circle", '
+             '"a yellow triangle in the top left corner on a black background"')
+
+
+class CaptionError(PromptError):
+    """Text that the toy world's grammar cannot read; the message says which part and why."""
+
+
+def _vocabulary_hint(words: list[str]) -> str:
+    unknown = [w for w in words if w not in _VOCABULARY and not w.isdigit()]
+    if unknown:
+        return (f"the toy world does not know the word {unknown[0]!r}: its colours are {', '.join(COLOUR_NAMES)}; "
+                f"its shapes {', '.join(SHAPES)}; its backgrounds {', '.join(BACKGROUND_NAMES)}")
+    return f"write it the way the toy world's captions are written, e.g. {_EXAMPLES}"
+
+
+def _read_ref(text: str, plural: bool | None, whole: str) -> Ref:
+    m = _NOUN_RE.match(text)
+    if m is None:
+        where = "" if text == whole else f" (in {whole!r})"
+        raise CaptionError(f"cannot read {text!r}{where} as one kind of object, written "
+                           f"[a/an] [small/large] [colour] shape [place]", _vocabulary_hint(text.split()))
+    size, colour, shape_word, place = m.groups()
+    if plural is False and shape_word in _PLURAL.values():
+        raise CaptionError(f"{shape_word!r} in {whole!r} is plural, but no count is given",
+                           f"write a number first (e.g. \"two {colour or 'red'} {shape_word}\") or use the singular")
+    col = row = None
+    if place is not None:
+        if place not in _PLACES:
+            raise CaptionError(f"cannot read the place {place!r} in {whole!r}",
+                               "use e.g. \"on the left\", \"at the top\", \"in the bottom right corner\", "
+                               "\"in the centre\"")
+        col, row = _PLACES[place]
+    return Ref(_COLOUR_OF.get(colour) if colour else None, _SHAPE_OF[shape_word],
+               _SIZE_SYNONYMS[size] if size else None, col, row)
+
+
+def parse_caption(text: str) -> Spec:
+    """The meaning of a toy-world caption: the inverse of :func:`spec_text`, paraphrases included.
+
+    Reads single objects with size, colour and place ("a large red circle on the left"), lists of objects
+    ("a blue square and a yellow triangle"), relations ("a green cross above a pink circle"), counts
+    ("three orange squares") and a trailing background ("on a black background"). Raises :class:`CaptionError`
+    naming the part it cannot read.
+    """
+    whole = " ".join(text.lower().replace("-", " ").split()).strip(" .!")
+    if not whole:
+        raise CaptionError("the caption is empty", f"write one, e.g. {_EXAMPLES}")
+    body, background = whole, None
+    m = _BACKGROUND_RE.search(body)
+    if m is not None:
+        body, background = body[: m.start()].strip(), _BG_OF[m.group(1)]
+        if not body:
+            raise CaptionError(f"{whole!r} names a background but no object", "e.g. \"a red circle on a black background\"")
+    first, _, rest = body.partition(" ")
+    if first in _COUNT_OF:
+        n = _COUNT_OF[first]
+        ref = _read_ref(rest, n > 1 or None, whole)
+        if n == 1:
+            return Spec("objects", (ref,), background=background)
+        return Spec("count", (ref,), count=n, background=background)
+    m = _RELATION_RE.search(body)
+    if m is not None:
+        a = _read_ref(body[: m.start()].strip(), False, whole)
+        b = _read_ref(body[m.end():].strip(), False, whole)
+        return Spec("relation", (a, b), relation=_REL_OF[m.group(1)], background=background)
+    parts = [p for p in re.split(r"\s*,\s*(?:and\s+)?|\s+and\s+", body) if p]
+    if len(parts) > 4:
+        raise CaptionError(f"{whole!r} names {len(parts)} objects; a toy-world scene holds at most 4",
+                           "name fewer objects")
+    return Spec("objects", tuple(_read_ref(p, False, whole) for p in parts), background=background)
+
+
 # -------------------------------------------------------------------------------------- hard negatives
 
 def _other(rng: np.random.Generator, options, current):
@@ -309,7 +424,8 @@ def _build(rng: np.random.Generator, refs: list[Ref], background: str, p_large: 
     return Scene(background, [objs[i] for i in order])
 
 
-def _sample_spec(rng: np.random.Generator, kind: str) -> Spec:
+def sample_spec(rng: np.random.Generator, kind: str) -> Spec:
+    """A random caption meaning of one kind (a key of ``PAIR_KINDS`` or "position")."""
     bg = BACKGROUND_NAMES[int(rng.integers(3))] if rng.random() < 0.35 else None
     if kind == "single":
         ref = _random_ref(rng)
@@ -352,7 +468,7 @@ def sample_pair(rng: np.random.Generator, kind: str | None = None,
     probs = np.array([table[k] for k in names], dtype=float)
     while True:
         k = kind or names[int(rng.choice(len(names), p=probs / probs.sum()))]
-        spec = _sample_spec(rng, k)
+        spec = sample_spec(rng, k)
         background = spec.background or BACKGROUND_NAMES[int(rng.integers(3))]
         if spec.kind == "count":
             refs = [replace(spec.refs[0]) for _ in range(spec.count or 1)]

@@ -348,10 +348,19 @@ def eval_command(
     out: Path = typer.Option(Path("outputs/toy_eval"), "--out", "-o", help="Directory for results.json, table.md, contact_sheet.png, images/."),
     quick: bool = typer.Option(False, "--quick", help="One seed and two prompts per category (a smoke test)."),
     category: Optional[List[str]] = typer.Option(None, "--category", help="Only these categories (repeat)."),
+    prompts: Optional[Path] = typer.Option(
+        None, "--prompts", help="Judge your own prompts instead of the fixed suite: a text file, one toy-world "
+        "caption per line ('#' starts a comment), e.g. 'a small pink cross below a cyan disc'."),
+    held_out: Optional[int] = typer.Option(
+        None, "--held-out", help="Judge N random prompts from the caption grammar (paraphrased, none from the "
+        "fixed suite) instead of the fixed suite."),
+    prompt_seed: int = typer.Option(0, "--prompt-seed", help="Which random prompts --held-out draws."),
     threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
 ) -> None:
-    """Generate the fixed toy prompt suite, judge each image with the evaluator, print accuracy per category."""
-    from pixgen.toy.evaluate import CATEGORIES, run_suite, table
+    """Generate the fixed toy prompt suite (or your own prompts), judge each image with the evaluator, print
+    accuracy per category."""
+    from pixgen.toy.evaluate import CATEGORIES, EXTRA_CATEGORIES, held_out as draw_held_out, items_from_prompts
+    from pixgen.toy.evaluate import run_suite, suite, table
 
     if model != "toy":
         raise PixgenError(f"pixgen eval judges the toy world only, not model {model!r}",
@@ -360,11 +369,35 @@ def eval_command(
     if seeds < 1:
         raise PixgenError("--seeds must be at least 1", "e.g. --seeds 3")
     if category:
-        unknown = [c for c in category if c not in CATEGORIES]
+        known = (*CATEGORIES, *EXTRA_CATEGORIES)
+        unknown = [c for c in category if c not in known]
         if unknown:
-            raise PixgenError(f"unknown category {unknown[0]!r}", f"choose from: {', '.join(CATEGORIES)}")
+            raise PixgenError(f"unknown category {unknown[0]!r}", f"choose from: {', '.join(known)}")
+    if prompts is not None and held_out is not None:
+        raise PixgenError("--prompts and --held-out both replace the fixed suite; give one of them")
+    items, source = None, None
+    if prompts is not None:
+        source = f"--prompts {prompts}"
+        if not prompts.is_file():
+            raise PixgenError(f"prompt file {str(prompts)!r} not found", "give a text file with one prompt per line")
+        try:
+            lines = prompts.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise PixgenError(f"cannot read prompt file {str(prompts)!r}: {e}", "give a UTF-8 text file") from None
+        lines = [ln.split("#", 1)[0].strip() for ln in lines]
+        items = items_from_prompts([ln for ln in lines if ln])
+        if not items:
+            raise PixgenError(f"prompt file {str(prompts)!r} has no prompts", "write one caption per line")
+    elif held_out is not None:
+        if held_out < 1:
+            raise PixgenError("--held-out must be at least 1", "e.g. --held-out 40")
+        items = draw_held_out(held_out, prompt_seed)
+        source = f"--held-out {held_out} --prompt-seed {prompt_seed}"
+    if category and not any(it.category in category for it in (suite() if items is None else items)):
+        raise PixgenError(f"no prompt to judge is in the categories {', '.join(category)}",
+                          "drop --category or choose another one")
     report = run_suite(seeds=[0] if quick else list(range(seeds)), iterations=iterations, size=(size, size),
-                       out=out, categories=category, max_per_category=2 if quick else None)
+                       out=out, categories=category, max_per_category=2 if quick else None, items=items, source=source)
     typer.echo(table(report["summary"]))
     t = report["timing"]
     typer.echo(f"\n{t['images']} images, {t['cpu_s_per_image_mean']:.2f} s CPU per image (mean), "

@@ -31,25 +31,29 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pixgen.toy.captions import Ref, Spec, holds, spec_text
+from pixgen.toy.captions import CaptionError, Ref, Spec, sample_spec, holds, parse_caption, spec_text
 from pixgen.toy.strict import strict_pass, strict_read
 from pixgen.toy.world import Scene
 
-__all__ = ["SuiteItem", "suite", "judge", "run_suite", "CATEGORIES", "TOY_PRESET"]
+__all__ = ["SuiteItem", "suite", "judge", "run_suite", "category_of", "items_from_prompts", "held_out", "CATEGORIES",
+           "TOY_PRESET"]
 
 TOY_PRESET = Path(__file__).resolve().parents[2] / "configs" / "toy.yaml"
 CATEGORIES = ("single object", "colour", "position", "background", "two objects", "relation", "counting",
               "colour attribution")
+# Only prompts from outside the fixed suite (``--prompts``, ``--held-out``) fall in these.
+EXTRA_CATEGORIES = ("three or four objects",)
 
 
 @dataclass(frozen=True)
 class SuiteItem:
     category: str
     spec: Spec
+    text: str | None = None  # the prompt as written; None: the canonical wording of ``spec``
 
     @property
     def prompt(self) -> str:
-        return spec_text(self.spec)
+        return self.text if self.text is not None else spec_text(self.spec)
 
 
 def _r(colour: str, shape: str, col: int | None = None, row: int | None = None) -> Ref:
@@ -95,6 +99,65 @@ def suite() -> list[SuiteItem]:
                                (("yellow", "circle"), ("purple", "triangle")), (("orange", "cross"), ("cyan", "square"))]:
         add("colour attribution", Spec("objects", (_r(c1, s1), _r(c2, s2))))
         add("colour attribution", Spec("objects", (_r(c2, s1), _r(c1, s2))))
+    return items
+
+
+def category_of(spec: Spec) -> str:
+    """The suite category a caption meaning belongs to (for prompts that are not in the fixed suite).
+
+    Every such prompt is judged on its whole meaning, so none is put under "colour" (which judges the colour
+    alone) or "colour attribution" (a property of the suite's swapped pairs, not of one prompt).
+    """
+    if spec.kind == "count":
+        return "counting"
+    if spec.kind == "relation":
+        return "relation"
+    if len(spec.refs) == 2:
+        return "two objects"
+    if len(spec.refs) > 2:
+        return "three or four objects"
+    ref = spec.refs[0]
+    if ref.col is not None or ref.row is not None:
+        return "position"
+    if spec.background is not None:
+        return "background"
+    return "single object"
+
+
+def items_from_prompts(prompts: list[str]) -> list[SuiteItem]:
+    """Suite items for prompts written in the toy world's grammar, each judged on its whole meaning.
+
+    Raises :class:`pixgen.toy.captions.CaptionError` naming the first prompt that cannot be read.
+    """
+    items = []
+    for number, text in enumerate(prompts, 1):
+        try:
+            spec = parse_caption(text)
+        except CaptionError as e:
+            raise CaptionError(f"prompt {number} ({text.strip()!r}): {e.message}", e.hint) from None
+        items.append(SuiteItem(category_of(spec), spec, " ".join(text.split())))
+    return items
+
+
+# Kinds of held-out prompt, weighted so that each suite category gets a fair share.
+HELD_OUT_KINDS = {"single": 0.2, "position": 0.15, "two": 0.2, "relation": 0.2, "count": 0.15, "multi": 0.1}
+
+
+def held_out(n: int, seed: int = 0) -> list[SuiteItem]:
+    """``n`` random prompts from the caption grammar, paraphrased as in training, none of them from the fixed
+    suite: a check that the suite's numbers are not a product of choosing settings on it."""
+    rng = np.random.default_rng(seed)
+    fixed = {it.spec for it in suite()}
+    names = list(HELD_OUT_KINDS)
+    probs = np.array([HELD_OUT_KINDS[k] for k in names])
+    items: list[SuiteItem] = []
+    seen: set[Spec] = set()
+    while len(items) < n:
+        spec = sample_spec(rng, names[int(rng.choice(len(names), p=probs / probs.sum()))])
+        if spec in fixed or spec in seen:
+            continue
+        seen.add(spec)
+        items.append(SuiteItem(category_of(spec), spec, spec_text(spec, rng)))
     return items
 
 
@@ -167,7 +230,7 @@ def table(summary: dict) -> str:
     """A Markdown table: category, n, accuracy with optimisation, baseline accuracy."""
     lines = ["| category | images | pixgen | baseline (no optimisation) | pixgen, strict reader |",
              "|---|---:|---:|---:|---:|"]
-    for cat in list(CATEGORIES) + ["overall"]:
+    for cat in [*CATEGORIES, *EXTRA_CATEGORIES, "overall"]:
         s = summary.get(cat)
         if s:
             strict = f"{s['strict']:.3f}" if "strict" in s else "-"
@@ -187,10 +250,15 @@ def run_suite(
     max_per_category: int | None = None,
     config: str | Path | None = TOY_PRESET,
     progress: bool = True,
+    items: list[SuiteItem] | None = None,
+    source: str | None = None,
     **overrides,
 ) -> dict:
     """Generate every suite prompt for every seed, judge it, and write ``results.json``, ``table.md``,
     ``contact_sheet.png`` and every image under ``images/``.
+
+    ``items`` replaces the fixed suite with other prompts (:func:`items_from_prompts`, :func:`held_out`);
+    ``source`` says where they came from, for the record.
 
     Returns a dict with ``summary`` (per category accuracy and baseline), ``rows`` (one per image) and
     ``timing``.
@@ -199,7 +267,7 @@ def run_suite(
     from pixgen.toy.evaluator import load_evaluator
 
     evaluator = load_evaluator()
-    items = [it for it in suite() if categories is None or it.category in categories]
+    items = [it for it in (suite() if items is None else items) if categories is None or it.category in categories]
     if max_per_category is not None:
         kept: dict[str, int] = {}
         chosen = []
@@ -248,7 +316,7 @@ def run_suite(
     if bar is not None:
         bar.close()
     summary: dict = {}
-    for cat in list(CATEGORIES) + ["overall"]:
+    for cat in [*CATEGORIES, *EXTRA_CATEGORIES, "overall"]:
         sel = [r for r in rows if cat == "overall" or r["category"] == cat]
         if sel:
             summary[cat] = {"n": len(sel), "accuracy": float(np.mean([r["pass"] for r in sel])),
@@ -266,7 +334,8 @@ def run_suite(
         summary["overall"]["strict_objects_per_image"] = round(float(np.mean([r["strict_objects"] for r in rows])), 3)
     report = {
         "summary": summary, "timing": timing, "rows": rows,
-        "settings": {"seeds": list(seeds), "iterations": iterations, "size": list(size),
+        "settings": {"prompts": source or ("the fixed suite" if items is None else "given by the caller"),
+                     "seeds": list(seeds), "iterations": iterations, "size": list(size),
                      "config": str(config) if config else None, "overrides": overrides},
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "cpu": _cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
