@@ -115,15 +115,46 @@ def test_a_bad_prompt_in_a_file_is_named_by_its_line_number():
         items_from_prompts(["a red circle", "a red hexagon"])
 
 
-def test_held_out_prompts_are_reproducible_new_and_cover_the_hard_categories():
+def test_held_out_prompts_like_the_suite_are_new_reproducible_and_in_its_proportions():
+    from collections import Counter
+
     from pixgen.toy.evaluate import held_out
 
-    items = held_out(60, seed=4)
-    assert [it.prompt for it in items] == [it.prompt for it in held_out(60, seed=4)]
-    assert [it.prompt for it in items] != [it.prompt for it in held_out(60, seed=5)]
-    fixed = {it.spec for it in suite()}
-    assert len({it.spec for it in items}) == 60 and not {it.spec for it in items} & fixed
-    assert {"counting", "relation", "two objects", "position"} <= {it.category for it in items}
+    items, fixed = held_out(58, seed=4), suite()
+    assert [it.prompt for it in items] == [it.prompt for it in held_out(58, seed=4)]
+    assert [it.prompt for it in items] != [it.prompt for it in held_out(58, seed=5)]
+    assert Counter(it.category for it in items) == Counter(it.category for it in fixed)
+    assert len({it.spec for it in items}) == 58 and not {it.spec for it in items} & {it.spec for it in fixed}
+    attrib = [it.spec for it in items if it.category == "colour attribution"]
+    for a, b in zip(attrib[::2], attrib[1::2]):  # swapped twins, as in the suite
+        assert [r.shape for r in a.refs] == [r.shape for r in b.refs]
+        assert [r.colour for r in a.refs] == [r.colour for r in b.refs][::-1]
+    for it in items:  # the suite's forms: no sizes, distinct colours and shapes, places only under position
+        assert all(r.size is None for r in it.spec.refs)
+        assert len({r.colour for r in it.spec.refs}) == len({r.shape for r in it.spec.refs}) == len(it.spec.refs)
+        assert any(r.col is not None or r.row is not None for r in it.spec.refs) == (it.category == "position")
+        assert (it.spec.background is not None) == (it.category == "background")
+
+
+def test_held_out_prompts_from_the_grammar_are_paraphrased_and_filed_by_their_form():
+    from pixgen.toy.captions import parse_caption, spec_text
+    from pixgen.toy.evaluate import category_of, held_out
+
+    items = held_out(60, seed=4, style="grammar")
+    assert {"counting", "relation", "two objects", "position", "three or four objects"} <= {it.category for it in items}
+    assert not {it.spec for it in items} & {it.spec for it in suite()}
+    assert sum(it.prompt != spec_text(it.spec) for it in items) > 20  # paraphrased, as in training
+    assert all(parse_caption(it.prompt) == it.spec and category_of(it.spec) == it.category for it in items)
+
+
+def test_held_out_says_when_the_world_has_too_few_new_prompts():
+    from pixgen.errors import PixgenError
+    from pixgen.toy.evaluate import held_out
+
+    with pytest.raises(PixgenError, match="too few new"):
+        held_out(80)  # only 16 colour-shape pairs are left for the 16 single-object and colour prompts
+    with pytest.raises(ValueError, match="style"):
+        held_out(3, style="other")
 
 
 @pytest.mark.skipif(not (TOY / "clip.pt").exists(), reason="toy weights not present")
@@ -148,6 +179,7 @@ def test_eval_command_judges_a_prompt_file(tmp_path):
     (["--prompts", "missing.txt"], "not found"),
     (["--held-out", "0"], "at least 1"),
     (["--held-out", "3", "--prompts", "x.txt"], "give one of them"),
+    (["--held-out", "3", "--held-out-style", "other"], "unknown --held-out-style"),
     (["--category", "three or four objects"], "no prompt to judge"),
 ])
 def test_eval_command_refuses_bad_prompt_options_before_generating(tmp_path, args, says):

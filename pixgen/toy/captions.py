@@ -19,7 +19,7 @@ from pixgen.toy.world import (
 )
 
 __all__ = ["Ref", "Spec", "holds", "spec_text", "parse_caption", "CaptionError", "hard_negative", "sample_pair",
-           "sample_spec", "KINDS", "RELATIONS", "PAIR_KINDS", "PAIR_KIND_NAMES"]
+           "sample_spec", "random_position", "KINDS", "RELATIONS", "PAIR_KINDS", "PAIR_KIND_NAMES"]
 
 RELATIONS = ("above", "below", "left of", "right of")
 _OPPOSITE = {"above": "below", "below": "above", "left of": "right of", "right of": "left of"}
@@ -390,7 +390,8 @@ def _random_ref(rng: np.random.Generator, size_p: float = 0.3) -> Ref:
     )
 
 
-def _random_position(rng: np.random.Generator, ref: Ref) -> Ref:
+def random_position(rng: np.random.Generator, ref: Ref) -> Ref:
+    """``ref`` with a random named place: a column, a row, a corner or the centre."""
     kind = int(rng.integers(4))
     if kind == 0:
         return replace(ref, col=int(rng.choice([0, 2])))
@@ -430,10 +431,10 @@ def sample_spec(rng: np.random.Generator, kind: str) -> Spec:
     if kind == "single":
         ref = _random_ref(rng)
         if rng.random() < 0.4:
-            ref = _random_position(rng, ref)
+            ref = random_position(rng, ref)
         return Spec("objects", (ref,), background=bg)
     if kind == "position":  # a single object that always has a position (only drawn when asked for)
-        return Spec("objects", (_random_position(rng, _random_ref(rng)),), background=bg)
+        return Spec("objects", (random_position(rng, _random_ref(rng)),), background=bg)
     if kind in ("two", "multi"):
         n = 2 if kind == "two" else int(rng.integers(3, 5))
         refs: list[Ref] = []

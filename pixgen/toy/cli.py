@@ -354,12 +354,18 @@ def eval_command(
     held_out: Optional[int] = typer.Option(
         None, "--held-out", help="Judge N random prompts from the caption grammar (paraphrased, none from the "
         "fixed suite) instead of the fixed suite."),
+    held_out_style: str = typer.Option(
+        "suite", "--held-out-style", help="suite: new prompts of the fixed suite's forms and categories, in its "
+        "proportions (compares column for column; at most 58, as only 16 colour-shape pairs are not in the "
+        "suite already); grammar: prompts drawn from the training grammar, paraphrased "
+        "(sizes, backgrounds, three or four objects)."),
     prompt_seed: int = typer.Option(0, "--prompt-seed", help="Which random prompts --held-out draws."),
     threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
 ) -> None:
     """Generate the fixed toy prompt suite (or your own prompts), judge each image with the evaluator, print
     accuracy per category."""
-    from pixgen.toy.evaluate import CATEGORIES, EXTRA_CATEGORIES, held_out as draw_held_out, items_from_prompts
+    from pixgen.toy.evaluate import CATEGORIES, EXTRA_CATEGORIES, HELD_OUT_STYLES, items_from_prompts
+    from pixgen.toy.evaluate import held_out as draw_held_out
     from pixgen.toy.evaluate import run_suite, suite, table
 
     if model != "toy":
@@ -391,8 +397,10 @@ def eval_command(
     elif held_out is not None:
         if held_out < 1:
             raise PixgenError("--held-out must be at least 1", "e.g. --held-out 40")
-        items = draw_held_out(held_out, prompt_seed)
-        source = f"--held-out {held_out} --prompt-seed {prompt_seed}"
+        if held_out_style not in HELD_OUT_STYLES:
+            raise PixgenError(f"unknown --held-out-style {held_out_style!r}", f"choose from: {', '.join(HELD_OUT_STYLES)}")
+        items = draw_held_out(held_out, prompt_seed, held_out_style)
+        source = f"--held-out {held_out} --held-out-style {held_out_style} --prompt-seed {prompt_seed}"
     if category and not any(it.category in category for it in (suite() if items is None else items)):
         raise PixgenError(f"no prompt to judge is in the categories {', '.join(category)}",
                           "drop --category or choose another one")

@@ -24,16 +24,19 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from pixgen.toy.captions import CaptionError, Ref, Spec, sample_spec, holds, parse_caption, spec_text
+from pixgen.toy.captions import (
+    RELATIONS, CaptionError, Ref, Spec, random_position, holds, parse_caption, sample_spec, spec_text,
+)
+from pixgen.errors import PixgenError
 from pixgen.toy.strict import strict_pass, strict_read
-from pixgen.toy.world import Scene
+from pixgen.toy.world import BACKGROUND_NAMES, COLOUR_NAMES, SHAPES, Scene
 
 __all__ = ["SuiteItem", "suite", "judge", "run_suite", "category_of", "items_from_prompts", "held_out", "CATEGORIES",
            "TOY_PRESET"]
@@ -139,25 +142,84 @@ def items_from_prompts(prompts: list[str]) -> list[SuiteItem]:
     return items
 
 
-# Kinds of held-out prompt, weighted so that each suite category gets a fair share.
+# Kinds of grammar-drawn held-out prompt, weighted so that each suite category gets a fair share.
 HELD_OUT_KINDS = {"single": 0.2, "position": 0.15, "two": 0.2, "relation": 0.2, "count": 0.15, "multi": 0.1}
+HELD_OUT_STYLES = ("suite", "grammar")
 
 
-def held_out(n: int, seed: int = 0) -> list[SuiteItem]:
-    """``n`` random prompts from the caption grammar, paraphrased as in training, none of them from the fixed
-    suite: a check that the suite's numbers are not a product of choosing settings on it."""
+def _distinct_refs(rng: np.random.Generator, n: int) -> list[Ref]:
+    """``n`` refs with colour and shape but no size or place, no two sharing a colour or a shape (as in the suite)."""
+    colours = rng.choice(len(COLOUR_NAMES), size=n, replace=False)
+    shapes = rng.choice(len(SHAPES), size=n, replace=False)
+    return [_r(COLOUR_NAMES[int(c)], SHAPES[int(s)]) for c, s in zip(colours, shapes)]
+
+
+def _like_suite(rng: np.random.Generator, category: str) -> list[Spec]:
+    """A new prompt of the same form as the suite's prompts of ``category`` (two for colour attribution: the
+    prompt and its swapped twin, as the suite has them)."""
+    if category in ("single object", "colour"):
+        return [Spec("objects", tuple(_distinct_refs(rng, 1)))]
+    if category == "position":
+        return [Spec("objects", (random_position(rng, _distinct_refs(rng, 1)[0]),))]
+    if category == "background":
+        bg = BACKGROUND_NAMES[int(rng.integers(len(BACKGROUND_NAMES)))]
+        return [Spec("objects", tuple(_distinct_refs(rng, 1)), background=bg)]
+    if category == "two objects":
+        return [Spec("objects", tuple(_distinct_refs(rng, 2)))]
+    if category == "relation":
+        return [Spec("relation", tuple(_distinct_refs(rng, 2)), relation=RELATIONS[int(rng.integers(4))])]
+    if category == "counting":
+        return [Spec("count", tuple(_distinct_refs(rng, 1)), count=int(rng.integers(2, 5)))]
+    if category == "colour attribution":
+        a, b = _distinct_refs(rng, 2)
+        return [Spec("objects", (a, b)), Spec("objects", (replace(a, colour=b.colour), replace(b, colour=a.colour)))]
+    raise ValueError(f"unknown category {category!r}")
+
+
+def held_out(n: int, seed: int = 0, style: str = "suite") -> list[SuiteItem]:
+    """``n`` random prompts none of which is in the fixed suite: a check that the suite's numbers are not a
+    product of choosing settings on its prompts.
+
+    ``style="suite"``: prompts of the suite's own forms and categories, in its proportions and canonical
+    wording, with other colours, shapes, places and counts, so each category compares column for column.
+    ``style="grammar"``: prompts drawn from the training grammar (sizes, backgrounds, three or four objects),
+    paraphrased as in training, filed by :func:`category_of`.
+    """
+    if style not in HELD_OUT_STYLES:
+        raise ValueError(f"unknown held-out style {style!r}; choose from {', '.join(HELD_OUT_STYLES)}")
     rng = np.random.default_rng(seed)
-    fixed = {it.spec for it in suite()}
+    seen = {it.spec for it in suite()}
+    items: list[SuiteItem] = []
+    misses = 0
+
+    def new(category: str, specs: list[Spec]) -> bool:
+        nonlocal misses
+        if any(sp in seen for sp in specs):
+            misses += 1
+            if misses > 10_000:
+                raise PixgenError(f"the toy world has too few new {category!r} prompts for {n} held-out prompts",
+                                  "ask for fewer (--held-out), or use --held-out-style grammar")
+            return False
+        misses = 0
+        seen.update(specs)
+        return True
+
+    if style == "suite":
+        order = [it.category for it in suite()]
+        while len(items) < n:
+            i = 0
+            while i < len(order) and len(items) < n:
+                specs = _like_suite(rng, order[i])
+                if new(order[i], specs):
+                    items += [SuiteItem(order[i], sp) for sp in specs[: n - len(items)]]
+                    i += len(specs)
+        return items
     names = list(HELD_OUT_KINDS)
     probs = np.array([HELD_OUT_KINDS[k] for k in names])
-    items: list[SuiteItem] = []
-    seen: set[Spec] = set()
     while len(items) < n:
         spec = sample_spec(rng, names[int(rng.choice(len(names), p=probs / probs.sum()))])
-        if spec in fixed or spec in seen:
-            continue
-        seen.add(spec)
-        items.append(SuiteItem(category_of(spec), spec, spec_text(spec, rng)))
+        if new(category_of(spec), [spec]):
+            items.append(SuiteItem(category_of(spec), spec, spec_text(spec, rng)))
     return items
 
 
