@@ -344,6 +344,21 @@ def make_reproducible(device: torch.device) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
+def _toy_vocabulary_warnings(phases) -> list[str]:
+    """Warnings for prompt terms the toy CLIP was never taught: it knows only its world's captions, so the picture
+    will not follow words from outside them (the run goes ahead; the user may mean to try)."""
+    from pixgen.toy.captions import CaptionError, parse_caption
+
+    warnings = []
+    for term in {p.text for phase in phases for p in phase}:
+        try:
+            parse_caption(term)
+        except CaptionError as e:
+            warnings.append(f"{term!r} is not a caption of the toy world, so the toy CLIP will not follow it: "
+                            f"{e.message}; {e.hint}")
+    return sorted(warnings)
+
+
 def build_session(cfg: DictConfig, *, state: dict | None = None) -> Session:
     """Build the generator, CLIP models, targets, cutouts and engine for ``cfg`` (seeding torch first)."""
     messages: list[str] = []
@@ -351,7 +366,9 @@ def build_session(cfg: DictConfig, *, state: dict | None = None) -> Session:
     if cfg.deterministic:
         make_reproducible(device)
     if cfg.prompt.strip():
-        parse_story(cfg.prompt)  # fail on a bad prompt before loading any model
+        phases = parse_story(cfg.prompt)  # fail on a bad prompt before loading any model
+        if cfg.model == "toy":
+            messages += _toy_vocabulary_warnings(phases)
     torch.manual_seed(cfg.seed)
     used: dict[tuple, torch.nn.Module] = {}
     vqgan, vqgan_file = load_vqgan_for(cfg, device, used)

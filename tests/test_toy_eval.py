@@ -190,3 +190,17 @@ def test_eval_command_refuses_bad_prompt_options_before_generating(tmp_path, arg
     result = CliRunner().invoke(app, ["eval", *args, "-o", str(tmp_path / "ev")])
     assert result.exit_code != 0 and says in result.output
     assert not (tmp_path / "ev").exists()
+
+
+@pytest.mark.skipif(not (TOY / "clip.pt").exists(), reason="toy weights not present")
+def test_toy_generation_warns_about_words_outside_the_toy_world_and_goes_on():
+    import pixgen
+
+    result = pixgen.generate("a castle at dusk | a red circle:0.5", model="toy", iterations=1, write=False,
+                             progress=False, echo=False)
+    warned = [m for m in result.messages if "not a caption of the toy world" in m]
+    assert len(warned) == 1 and "'a castle at dusk'" in warned[0] and "'castle'" in warned[0]
+    assert result.image is not None
+    quiet = pixgen.generate("a red circle above a blue square", model="toy", iterations=1, write=False,
+                            progress=False, echo=False)
+    assert not [m for m in quiet.messages if "toy world" in m]
