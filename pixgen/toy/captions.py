@@ -193,25 +193,25 @@ def spec_text(spec: Spec, rng: np.random.Generator | None = None) -> str:
 
 # ----------------------------------------------------------------------------------------- reading
 
-_SIZE_SYNONYMS = {"small": "small", "little": "small", "tiny": "small", "large": "large", "big": "large"}
-_OTHER_WORDS = {"a", "an", "the", "and", "on", "with", "against", "background"}  # the place phrases add the rest
+# Words people use that the grammar does not, and the grammar's word for each: the toy CLIP was trained on the
+# grammar's words alone, so these are refused, with the word to use instead.
+_INSTEAD = {"big": "large", "little": "small", "tiny": "small", "rectangle": "square", "dot": "circle",
+            "ball": "circle", "violet": "purple", "magenta": "pink", "turquoise": "cyan"}
+_OTHER_WORDS = {"a", "an", "and", "on", "with", "against", "background"}  # the place phrases add the rest
 
 
 def _phrase_table() -> dict[str, tuple[int | None, int | None]]:
-    """Every place phrase the grammar writes (and a few natural variants), mapped to (col, row)."""
+    """Every place phrase :func:`_position_text` writes, mapped to (col, row)."""
     table: dict[str, tuple[int | None, int | None]] = {w: (1, 1) for w in _CENTRE_WORDS}
     for col, words in _COL_WORDS.items():
         table.update({w: (col, None) for w in words})
-        table[f"on the {_CORNER_COL[col]} hand side"] = (col, None)
     for row, words in _ROW_WORDS.items():
         table.update({w: (None, row) for w in words})
-        table[f"at the {_CORNER_ROW[row][0]} of the picture"] = (None, row)
-    for row, row_words in _CORNER_ROW.items():
+    for row, (plain, other) in _CORNER_ROW.items():
         for col, col_word in _CORNER_COL.items():
-            for rw in row_words:
-                for form in ("in the {} {} corner", "in the {} {}", "at the {} {}", "{} {}"):
-                    table[form.format(rw, col_word)] = (col, row)
-                    table[form.format(rw, col_word).replace(" corner", " hand corner")] = (col, row)
+            table[f"in the {plain} {col_word} corner"] = (col, row)
+            table[f"in the {plain} {col_word}"] = (col, row)
+            table[f"in the {other} {col_word} corner"] = (col, row)
     return table
 
 
@@ -223,13 +223,13 @@ _BG_OF = {w: b for b, ws in _BG_WORDS.items() for w in ws}
 _COUNT_OF = {w: n for n, ws in _NUMBERS.items() for w in ws}
 _REL_OF = {w: r for r, ws in _REL_WORDS.items() for w in ws}
 _BACKGROUND_RE = re.compile(
-    r"(?:^|\s*,?\s+)(?:on|against|with)\s+(?:an?\s+)?(" + "|".join(_BG_OF) + r")(?:\s+background)?$")
+    r"(?:^|\s+)(?:on|against|with)\s+(?:an?\s+)?(" + "|".join(_BG_OF) + r")(?:\s+background)?$")
 _NOUN_RE = re.compile(
-    r"^(?:(?:an?|the)\s+)?(?:(" + "|".join(_SIZE_SYNONYMS) + r")\s+)?(?:(" + "|".join(_COLOUR_OF) + r")\s+)?("
+    r"^(?:an?\s+)?(?:(" + "|".join(SIZE_NAMES) + r")\s+)?(?:(" + "|".join(_COLOUR_OF) + r")\s+)?("
     + "|".join(sorted(_SHAPE_OF, key=len, reverse=True)) + r")(?:\s+(.+))?$")
 _RELATION_RE = re.compile(
     r"\s(" + "|".join(sorted(_REL_OF, key=len, reverse=True)) + r")\s")
-_VOCABULARY = (set(_SIZE_SYNONYMS) | set(_COLOUR_OF) | set(_BG_OF) | set(_COUNT_OF) | _OTHER_WORDS
+_VOCABULARY = (set(SIZE_NAMES) | set(_COLOUR_OF) | set(_BG_OF) | set(_COUNT_OF) | _OTHER_WORDS
                | {w for k in list(_SHAPE_OF) + list(_REL_OF) + list(_PLACES) for w in k.split()})
 _EXAMPLES = ('"a red circle", "two blue squares", "a green cross above a pink circle", '
              '"a yellow triangle in the top left corner on a black background"')
@@ -240,10 +240,12 @@ class CaptionError(PromptError):
 
 
 def _vocabulary_hint(words: list[str]) -> str:
-    unknown = [w for w in words if w not in _VOCABULARY and not w.isdigit()]
+    unknown = [w for w in words if w not in _VOCABULARY]
     if unknown:
-        return (f"the toy world does not know the word {unknown[0]!r}: its colours are {', '.join(COLOUR_NAMES)}; "
-                f"its shapes {', '.join(SHAPES)}; its backgrounds {', '.join(BACKGROUND_NAMES)}")
+        instead = f" (it says {_INSTEAD[unknown[0]]!r})" if unknown[0] in _INSTEAD else ""
+        return (f"the toy world does not know the word {unknown[0]!r}{instead}: its colours are "
+                f"{', '.join(COLOUR_NAMES)}; its shapes {', '.join(SHAPES)}; its sizes {', '.join(SIZE_NAMES)}; "
+                f"its backgrounds {', '.join(BACKGROUND_NAMES)}")
     return f"write it the way the toy world's captions are written, e.g. {_EXAMPLES}"
 
 
@@ -261,11 +263,13 @@ def _read_ref(text: str, plural: bool | None, whole: str) -> Ref:
     if place is not None:
         if place not in _PLACES:
             raise CaptionError(f"cannot read the place {place!r} in {whole!r}",
-                               "use e.g. \"on the left\", \"at the top\", \"in the bottom right corner\", "
-                               "\"in the centre\"")
+                               "the toy world's places: in the centre / center / middle; on the left / right "
+                               "[side]; at the left / right; at / near the top / bottom; at the top / bottom of "
+                               "the image; in the top / bottom left / right [corner]; in the upper / lower "
+                               "left / right corner")
         col, row = _PLACES[place]
     return Ref(_COLOUR_OF.get(colour) if colour else None, _SHAPE_OF[shape_word],
-               _SIZE_SYNONYMS[size] if size else None, col, row)
+               size, col, row)
 
 
 def parse_caption(text: str) -> Spec:
@@ -276,7 +280,7 @@ def parse_caption(text: str) -> Spec:
     ("three orange squares") and a trailing background ("on a black background"). Raises :class:`CaptionError`
     naming the part it cannot read.
     """
-    whole = " ".join(text.lower().replace("-", " ").split()).strip(" .!")
+    whole = " ".join(text.lower().split()).strip(" .")
     if not whole:
         raise CaptionError("the caption is empty", f"write one, e.g. {_EXAMPLES}")
     body, background = whole, None
