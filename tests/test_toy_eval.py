@@ -38,6 +38,7 @@ def test_eval_smoke_run_writes_table_json_and_contact_sheet(tmp_path):
     assert report["summary"]["overall"]["n"] == 2
     data = json.loads((tmp_path / "results.json").read_text())
     assert {"summary", "timing", "rows", "machine"} <= set(data)
+    assert data["settings"]["prompts"] == "the fixed suite"
     assert data["machine"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()  # which kernels ran
     assert data["machine"]["packages"]["torch"].split("+")[0] == torch.__version__.split("+")[0]
     assert (tmp_path / "contact_sheet.png").stat().st_size > 0

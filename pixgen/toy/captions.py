@@ -268,12 +268,12 @@ def _read_ref(text: str, plural: bool | None, whole: str) -> Ref:
                                "the image; in the top / bottom left / right [corner]; in the upper / lower "
                                "left / right corner")
         col, row = _PLACES[place]
-    return Ref(_COLOUR_OF.get(colour) if colour else None, _SHAPE_OF[shape_word],
-               size, col, row)
+    return Ref(_COLOUR_OF[colour] if colour else None, _SHAPE_OF[shape_word], size, col, row)
 
 
 def parse_caption(text: str) -> Spec:
-    """The meaning of a toy-world caption: the inverse of :func:`spec_text`, paraphrases included.
+    """The meaning of a toy-world caption: the inverse of :func:`spec_text`, paraphrases included, and only the
+    grammar's own words (the toy CLIP knows no others; common synonyms are refused with the word to use).
 
     Reads single objects with size, colour and place ("a large red circle on the left"), lists of objects
     ("a blue square and a yellow triangle"), relations ("a green cross above a pink circle"), counts

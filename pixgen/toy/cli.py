@@ -352,8 +352,8 @@ def eval_command(
         None, "--prompts", help="Judge your own prompts instead of the fixed suite: a text file, one toy-world "
         "caption per line ('#' starts a comment), e.g. 'a small pink cross below a cyan disc'."),
     held_out: Optional[int] = typer.Option(
-        None, "--held-out", help="Judge N random prompts from the caption grammar (paraphrased, none from the "
-        "fixed suite) instead of the fixed suite."),
+        None, "--held-out", help="Judge N random prompts, none of them in the fixed suite, instead of the suite "
+        "(a check that its numbers hold on prompts they were not tuned on; see --held-out-style)."),
     held_out_style: str = typer.Option(
         "suite", "--held-out-style", help="suite: new prompts of the fixed suite's forms and categories, in its "
         "proportions (compares column for column; at most 58, as only 16 colour-shape pairs are not in the "

@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pixgen.toy.captions import (
-    RELATIONS, CaptionError, Ref, Spec, random_position, holds, parse_caption, sample_spec, spec_text,
-)
 from pixgen.errors import PixgenError
+from pixgen.toy.captions import (
+    RELATIONS, CaptionError, Ref, Spec, holds, parse_caption, random_position, sample_spec, spec_text,
+)
 from pixgen.toy.strict import strict_pass, strict_read
 from pixgen.toy.world import BACKGROUND_NAMES, COLOUR_NAMES, SHAPES, Scene
 
@@ -329,6 +329,8 @@ def run_suite(
     from pixgen.toy.evaluator import load_evaluator
 
     evaluator = load_evaluator()
+    if source is None:
+        source = "the fixed suite" if items is None else "given by the caller"
     items = [it for it in (suite() if items is None else items) if categories is None or it.category in categories]
     if max_per_category is not None:
         kept: dict[str, int] = {}
@@ -396,7 +398,7 @@ def run_suite(
         summary["overall"]["strict_objects_per_image"] = round(float(np.mean([r["strict_objects"] for r in rows])), 3)
     report = {
         "summary": summary, "timing": timing, "rows": rows,
-        "settings": {"prompts": source or ("the fixed suite" if items is None else "given by the caller"),
+        "settings": {"prompts": source,
                      "seeds": list(seeds), "iterations": iterations, "size": list(size),
                      "config": str(config) if config else None, "overrides": overrides},
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
