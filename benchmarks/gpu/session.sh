@@ -5,7 +5,7 @@
 #   2. benchmarks/speed.py with real-size architectures (random weights, nothing to download) on the GPU, for
 #      benchmarks/RESULTS.md;
 #   3. benchmarks/gpu/align_at_scale.py: latent gradient alignment of the early image tower at a large batch,
-#      each kept snapshot judged on the generation suite beside the shipped tower.
+#      each kept snapshot judged on 58 held-out prompts (prompt seed 11) beside the shipped tower.
 # First, here (with the package registry): bash benchmarks/gpu/fetch_wheels.sh. Then the device tool's run with
 # command "bash benchmarks/gpu/session.sh", carry [".whl"], timeout_s 600. What comes back (8 files at most):
 # gpu.txt (the machine and, at its end, the speed table), tests.log, train.log, judge.log, align_judged.json,
