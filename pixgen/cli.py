@@ -83,6 +83,9 @@ def generate(
     init_image: Optional[str] = typer.Option(None, "--init-image", help="Start from this image."),
     init_color: Optional[str] = typer.Option(None, "--init-color", help="Start from a flat image of this colour: R,G,B (0-255); several separated by ';' (R,G,B;R,G,B) start from the one the prompt scores best."),
     init_weight: Optional[float] = typer.Option(None, "--init-weight", help="Pull the latent towards the start."),
+    init_noise: Optional[float] = typer.Option(
+        None, "--init-noise", help="Noise added to the starting latent, from the seed (in units of the codebook's "
+        "spread; about 1 keeps a flat start looking flat): different seeds then give different pictures."),
     clip: Optional[List[str]] = typer.Option(
         None, "--clip", help="CLIP MODEL:PRETRAINED[:WEIGHT][@START-END] (repeat for an ensemble); pretrained may be a file; "
                                 "@0.6-1 lets a model guide only the last 40% of the steps."),
@@ -114,7 +117,7 @@ def generate(
     options: dict[str, Any] = {
         "model": model, "iterations": iterations, "seed": seed, "optim.lr": lr, "optim.name": optimizer,
         "cutouts.n": cutouts, "cutouts.pow": cut_pow, "image_prompts": image_prompt, "noise_prompts": noise_prompt,
-        "init_image": init_image, "init_weight": init_weight, "clip": clip, "vqgan_config": vqgan_config,
+        "init_image": init_image, "init_weight": init_weight, "init_noise": init_noise, "clip": clip, "vqgan_config": vqgan_config,
         "vqgan_checkpoint": vqgan_checkpoint, "save_every": save_every, "output_dir": output_dir,
         "run_name": name, "device": device, "video": video,
     }

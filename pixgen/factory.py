@@ -400,7 +400,7 @@ def build_session(cfg: DictConfig, *, state: dict | None = None) -> Session:
                             f"start colours for the prompt (losses {', '.join(f'{v:.3f}' for v in scores)})")
         init = flat_canvas([colours[pick]], width, height)
     torch.manual_seed(cfg.seed)
-    generator = VQGANGenerator(vqgan, width, height, init=init).to(device)
+    generator = VQGANGenerator(vqgan, width, height, init=init, noise=float(cfg.init_noise)).to(device)
     optimizer = make_optimizer(cfg.optim.name, generator.latent_parameters(), cfg.optim.lr,
                                cfg.optim.weight_decay, cfg.optim.momentum)
     if state is not None:

@@ -273,3 +273,40 @@ def test_runs_in_one_process_reuse_unchanged_models_and_make_the_same_image(tmp_
     pixgen.release_models()
     run()
     assert loads[-2:] == ["vqgan", "clip"]
+
+
+def test_init_noise_makes_seeds_differ_from_a_flat_start_and_stays_reproducible():
+    def start(seed, noise):
+        r = pixgen.generate("a red circle", model="random-tiny", size=[32, 32], iterations=1, seed=seed,
+                            init_color=[128, 128, 128], init_noise=noise, write=False, progress=False, echo=False)
+        return np.asarray(r.initial_image).astype(int)
+
+    assert np.array_equal(start(0, 0.0), start(1, 0.0))  # a flat start is the same for every seed
+    assert not np.array_equal(start(0, 1.0), start(1, 1.0))
+    assert np.array_equal(start(3, 1.0), start(3, 1.0))
+
+
+def test_no_init_noise_draws_nothing_so_earlier_runs_repeat():
+    from pixgen.generators.vqgan import VQGANGenerator
+    from pixgen.factory import random_tiny_vqgan
+    from pixgen.ops import flat_canvas
+
+    vqgan, flat = random_tiny_vqgan(), flat_canvas([[128, 128, 128]], 32, 32)
+    torch.manual_seed(0)
+    clean = VQGANGenerator(vqgan, 32, 32, init=flat)
+    after = torch.rand(1)
+    torch.manual_seed(0)
+    noisy = VQGANGenerator(vqgan, 32, 32, init=flat, noise=2.0)
+    assert torch.rand(1) != after  # the noise came from the global RNG
+    torch.manual_seed(0)
+    VQGANGenerator(vqgan, 32, 32, init=flat, noise=0.0)
+    assert torch.rand(1) == after  # none drawn without noise
+    assert not torch.equal(clean.z, noisy.z)
+    assert torch.all(noisy.z >= noisy.z_min) and torch.all(noisy.z <= noisy.z_max)
+
+
+def test_negative_init_noise_is_refused():
+    from pixgen.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="init_noise"):
+        pixgen.generate("a red circle", model="random-tiny", init_noise=-1, write=False, progress=False)

@@ -16,9 +16,12 @@ class VQGANGenerator(nn.Module):
         width, height: image size in pixels; both must be multiples of ``vqgan.factor``.
         init: optional (1, 3, height, width) image in [0, 1] to encode as the starting latent; otherwise the
             latent starts from codes drawn uniformly at random with torch's global RNG.
+        noise: standard deviation of Gaussian noise (torch's global RNG) added to the starting latent, in units of
+            the codebook's per-channel standard deviation; 0 draws nothing.
     """
 
-    def __init__(self, vqgan: VQGAN, width: int, height: int, init: torch.Tensor | None = None):
+    def __init__(self, vqgan: VQGAN, width: int, height: int, init: torch.Tensor | None = None,
+                 noise: float = 0.0):
         super().__init__()
         self.vqgan = vqgan.eval().requires_grad_(False)
         f = vqgan.factor
@@ -34,6 +37,9 @@ class VQGANGenerator(nn.Module):
             h, w = height // f, width // f
             idx = torch.randint(codebook.shape[0], (h * w,), device=codebook.device)
             z = codebook[idx].view(h, w, -1).permute(2, 0, 1).unsqueeze(0)
+        if noise > 0:
+            z = z + noise * codebook.std(0).view(1, -1, 1, 1) * torch.randn(z.shape, device=z.device)
+            z = torch.maximum(torch.minimum(z, self.z_max), self.z_min)
         self.z = nn.Parameter(z.clone().contiguous())
         self.register_buffer("z_init", self.z.detach().clone(), persistent=False)
 
