@@ -85,7 +85,7 @@ def generate(
     init_weight: Optional[float] = typer.Option(None, "--init-weight", help="Pull the latent towards the start."),
     init_noise: Optional[float] = typer.Option(
         None, "--init-noise", help="Noise added to the starting latent, from the seed (in units of the codebook's "
-        "spread; about 1 keeps a flat start looking flat): different seeds then give different pictures."),
+        "spread; about 1 keeps a flat start looking flat): different seeds then give more varied pictures."),
     clip: Optional[List[str]] = typer.Option(
         None, "--clip", help="CLIP MODEL:PRETRAINED[:WEIGHT][@START-END] (repeat for an ensemble); pretrained may be a file; "
                                 "@0.6-1 lets a model guide only the last 40% of the steps."),

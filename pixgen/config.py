@@ -70,8 +70,8 @@ class RunConfig:
     init_color: Optional[list[Any]] = None  # [R, G, B], or a list of them to choose from
     init_weight: float = 0.0
     # Gaussian noise added to the starting latent, in units of the codebook's per-channel spread, drawn from the
-    # seed. From a flat start (the toy preset) seeds otherwise differ only in their crops and give near-identical
-    # pictures; about 1 leaves the start looking flat (within a few levels of 255) and lets each seed go its own way.
+    # seed. From a flat start (the toy preset) seeds otherwise differ only in their crops, and a prompt's pictures
+    # look alike over seeds; about 1 leaves the start looking flat (within a few levels of 255) and spreads them.
     init_noise: float = 0.0
     tv_weight: float = 0.0
     size: list[int] = field(default_factory=lambda: [256, 256])
