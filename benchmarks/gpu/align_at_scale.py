@@ -51,7 +51,9 @@ def train(args) -> None:
 
 
 def _prompts(prompt_seed: int) -> str:
-    return "the fixed suite" if prompt_seed < 0 else f"--held-out 58 --held-out-style suite --prompt-seed {prompt_seed}"
+    from pixgen.toy.evaluate import held_out_source
+
+    return "the fixed suite" if prompt_seed < 0 else held_out_source(58, prompt_seed)
 
 
 def _judge_one(job: tuple[str, str, int, str, str, bool, int]) -> dict:

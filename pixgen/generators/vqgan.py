@@ -39,8 +39,9 @@ class VQGANGenerator(nn.Module):
             z = codebook[idx].view(h, w, -1).permute(2, 0, 1).unsqueeze(0)
         if noise > 0:
             z = z + noise * codebook.std(0).view(1, -1, 1, 1) * torch.randn(z.shape, device=z.device)
-            z = torch.maximum(torch.minimum(z, self.z_max), self.z_min)
         self.z = nn.Parameter(z.clone().contiguous())
+        if noise > 0:
+            self.project_()  # back inside the codebook's range, as after every step
         self.register_buffer("z_init", self.z.detach().clone(), persistent=False)
 
     def latent_parameters(self) -> list[nn.Parameter]:

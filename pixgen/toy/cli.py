@@ -366,6 +366,7 @@ def eval_command(
     accuracy per category."""
     from pixgen.toy.evaluate import CATEGORIES, EXTRA_CATEGORIES, HELD_OUT_STYLES, items_from_prompts
     from pixgen.toy.evaluate import held_out as draw_held_out
+    from pixgen.toy.evaluate import held_out_source
     from pixgen.toy.evaluate import run_suite, suite, table
 
     if model != "toy":
@@ -400,7 +401,7 @@ def eval_command(
         if held_out_style not in HELD_OUT_STYLES:
             raise PixgenError(f"unknown --held-out-style {held_out_style!r}", f"choose from: {', '.join(HELD_OUT_STYLES)}")
         items = draw_held_out(held_out, prompt_seed, held_out_style)
-        source = f"--held-out {held_out} --held-out-style {held_out_style} --prompt-seed {prompt_seed}"
+        source = held_out_source(held_out, prompt_seed, held_out_style)
     if category and not any(it.category in category for it in (suite() if items is None else items)):
         raise PixgenError(f"no prompt to judge is in the categories {', '.join(category)}",
                           "drop --category or choose another one")

@@ -38,8 +38,8 @@ from pixgen.toy.captions import (
 from pixgen.toy.strict import strict_pass, strict_read
 from pixgen.toy.world import BACKGROUND_NAMES, COLOUR_NAMES, SHAPES, Scene
 
-__all__ = ["SuiteItem", "suite", "judge", "run_suite", "category_of", "items_from_prompts", "held_out", "CATEGORIES",
-           "TOY_PRESET"]
+__all__ = ["SuiteItem", "suite", "judge", "run_suite", "category_of", "items_from_prompts", "held_out",
+           "held_out_source", "CATEGORIES", "TOY_PRESET"]
 
 TOY_PRESET = Path(__file__).resolve().parents[2] / "configs" / "toy.yaml"
 CATEGORIES = ("single object", "colour", "position", "background", "two objects", "relation", "counting",
@@ -218,9 +218,15 @@ def held_out(n: int, seed: int = 0, style: str = "suite") -> list[SuiteItem]:
     probs = np.array([HELD_OUT_KINDS[k] for k in names])
     while len(items) < n:
         spec = sample_spec(rng, names[int(rng.choice(len(names), p=probs / probs.sum()))])
-        if new(category_of(spec), [spec]):
-            items.append(SuiteItem(category_of(spec), spec, spec_text(spec, rng)))
+        category = category_of(spec)
+        if new(category, [spec]):
+            items.append(SuiteItem(category, spec, spec_text(spec, rng)))
     return items
+
+
+def held_out_source(n: int, seed: int, style: str = "suite") -> str:
+    """How a :func:`held_out` set is named in ``results.json``: the ``pixgen eval`` options that draw it."""
+    return f"--held-out {n} --held-out-style {style} --prompt-seed {seed}"
 
 
 def judge(item: SuiteItem, scene: Scene) -> bool:
