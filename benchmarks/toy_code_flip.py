@@ -88,7 +88,7 @@ def main() -> None:
     seeds = [int(s) for s in args.seeds.split(",")]
     swaps = tuple(float(v) for v in args.swaps.split(","))
     items = held_out(58, args.prompt_seed, "suite")[: args.n]
-    source = held_out_source(58, args.prompt_seed, "suite")
+    source = f"{held_out_source(58, args.prompt_seed, 'suite')}, the first {len(items)}"
     out = Path(args.out)
     record = {"prompt_seed": args.prompt_seed, "seeds": seeds, "n": len(items), "swaps": swaps, "beta": args.beta}
     for name in ("shipped", "code swaps"):
