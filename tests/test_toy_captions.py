@@ -152,3 +152,26 @@ def test_parse_caption_says_which_part_it_cannot_read_and_how_to_write_it():
             assert e.hint, text  # every refusal comes with a way to fix it
         else:
             raise AssertionError(f"{text!r} was read")
+
+
+def test_the_place_hint_names_exactly_the_places_the_grammar_reads():
+    from itertools import product
+
+    from pixgen.toy.captions import _PLACE_HINT, _PLACES
+
+    def expand(phrase: str) -> set[str]:  # "a / b" is one word or the other; "[x]" may be left out
+        slots, words = [], phrase.split()
+        while words:
+            w = words.pop(0)
+            if w.startswith("["):
+                slots.append([w.strip("[]"), ""])
+                continue
+            options = [w]
+            while words[:1] == ["/"]:
+                options.append(words[1])
+                words = words[2:]
+            slots.append(options)
+        return {" ".join(w for w in choice if w) for choice in product(*slots)}
+
+    named = set().union(*(expand(p.strip()) for p in _PLACE_HINT.split(";")))
+    assert named == set(_PLACES)

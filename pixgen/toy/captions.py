@@ -216,6 +216,11 @@ def _phrase_table() -> dict[str, tuple[int | None, int | None]]:
 
 
 _PLACES = _phrase_table()
+# The same phrases, written for people: "a / b" is one word or the other, "[x]" may be left out. A test expands it
+# and checks that it names exactly the phrases of _PLACES.
+_PLACE_HINT = ("in the centre / center / middle; on the left / right [side]; at the left / right; at / near the "
+               "top / bottom; at the top / bottom of the image; in the top / bottom left / right [corner]; in the "
+               "upper / lower left / right corner")
 _SHAPE_OF = {w: s for s, ws in _SHAPE_WORDS.items() for w in ws}
 _SHAPE_OF.update({_PLURAL[w]: s for w, s in list(_SHAPE_OF.items())})
 _COLOUR_OF = {w: c for c, ws in _COLOUR_WORDS.items() for w in ws}
@@ -263,10 +268,7 @@ def _read_ref(text: str, plural: bool | None, whole: str) -> Ref:
     if place is not None:
         if place not in _PLACES:
             raise CaptionError(f"cannot read the place {place!r} in {whole!r}",
-                               "the toy world's places: in the centre / center / middle; on the left / right "
-                               "[side]; at the left / right; at / near the top / bottom; at the top / bottom of "
-                               "the image; in the top / bottom left / right [corner]; in the upper / lower "
-                               "left / right corner")
+                               f"the toy world's places: {_PLACE_HINT}")
         col, row = _PLACES[place]
     return Ref(_COLOUR_OF[colour] if colour else None, _SHAPE_OF[shape_word], size, col, row)
 
