@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pixgen.toy.captions import Ref, Spec
-from pixgen.toy.evaluate import CATEGORIES, SuiteItem, judge, suite
+from pixgen.toy.evaluate import CATEGORIES, SuiteItem, judge, judge_exact, suite
 from pixgen.toy.world import Obj, Scene
 
 TOY = Path(__file__).resolve().parents[1] / "checkpoints" / "toy"
@@ -29,6 +29,20 @@ def test_judge_colour_ignores_shape_but_single_object_does_not():
     assert not judge(SuiteItem("single object", spec), scene)
 
 
+def test_exact_judge_fails_a_stray_that_the_judge_takes_as_another_chance():
+    red_blob_as_cross = Obj("cross", "red", "small", 0, 0, 11.0, 11.0, 12.0)
+    red_circle = Obj("circle", "red", "small", 2, 2, 52.0, 52.0, 12.0)
+    item = SuiteItem("single object", Spec("objects", (Ref("red", "circle"),)))
+    alone, with_stray = Scene("gray", [red_circle]), Scene("gray", [red_blob_as_cross, red_circle])
+    assert judge(item, alone) and judge_exact(item, alone)
+    assert judge(item, with_stray) and not judge_exact(item, with_stray)
+    three = [Obj("square", "orange", "small", c, 1, 11.0 + 20 * c, 32.0, 12.0) for c in range(3)]
+    count = SuiteItem("counting", Spec("count", (Ref("orange", "square"),), count=3))
+    assert judge_exact(count, Scene("black", three))
+    extra = Scene("black", [*three, Obj("circle", "blue", "small", 1, 0, 32.0, 11.0, 12.0)])
+    assert judge(count, extra) and not judge_exact(count, extra)  # the count holds; the blue circle is extra
+
+
 @pytest.mark.skipif(not (TOY / "clip.pt").exists(), reason="toy weights not present")
 def test_eval_smoke_run_writes_table_json_and_contact_sheet(tmp_path):
     from pixgen.toy.evaluate import run_suite
@@ -44,6 +58,9 @@ def test_eval_smoke_run_writes_table_json_and_contact_sheet(tmp_path):
     assert (tmp_path / "contact_sheet.png").stat().st_size > 0
     assert "| single object | 1 |" in (tmp_path / "table.md").read_text()
     assert "strict reader" in (tmp_path / "table.md").read_text()
+    assert "nothing extra" in (tmp_path / "table.md").read_text()
+    for row in data["rows"]:  # nothing extra is the same reading as the verdict, with strays failing it
+        assert row["exact_pass"] <= row["pass"]
     for row in data["rows"]:  # two steps from a flat canvas draw nothing: the strict reader sees no object
         assert row["strict_pass"] is False and row["strict_read"].endswith("(nothing)")
         assert row["strict_objects"] == 0 and row["strict_blobs"] == 0

@@ -13,6 +13,10 @@ Verdicts (all judged on the scene the evaluator reads from the image):
 The colour-attribution prompts come in swapped pairs ("a red square and a blue circle" and "a blue square
 and a red circle"), so a generator that ignores which colour goes with which shape scores at most 0.5.
 
+A stray object does not fail these verdicts: "a red circle" passes if any of several red objects reads as a
+circle, so strays are extra chances. The "nothing extra" column (``exact_pass``) takes the same reading and asks
+as well that it hold no object the prompt does not name.
+
 Every image is also read by the strict, hand-written reader (:mod:`pixgen.toy.strict`: exact world colours,
 outlines fitted to the four shapes), and passes strictly only if it shows what the prompt names and nothing
 else (no blobs, no extra objects, few specks). That column says how the pictures fare under a checker of
@@ -35,7 +39,7 @@ from pixgen.errors import PixgenError
 from pixgen.toy.captions import (
     RELATIONS, CaptionError, Ref, Spec, holds, parse_caption, random_position, sample_spec, spec_text,
 )
-from pixgen.toy.strict import strict_pass, strict_read
+from pixgen.toy.strict import names_exactly, strict_pass, strict_read
 from pixgen.toy.world import BACKGROUND_NAMES, COLOUR_NAMES, SHAPES, Scene
 
 __all__ = ["SuiteItem", "suite", "judge", "run_suite", "category_of", "items_from_prompts", "held_out",
@@ -236,6 +240,12 @@ def judge(item: SuiteItem, scene: Scene) -> bool:
     return holds(item.spec, scene)
 
 
+def judge_exact(item: SuiteItem, scene: Scene) -> bool:
+    """:func:`judge`, and the scene holds nothing but what the prompt names: a stray object fails it, where
+    :func:`judge` takes it as one more chance to find the named object."""
+    return judge(item, scene) and names_exactly(item.spec, scene)
+
+
 def describe(scene: Scene) -> str:
     """A short reading of a scene: ``black: red circle@L-T, blue square@C-M``."""
     cols, rows = "LCR", "TMB"
@@ -296,13 +306,13 @@ def _wrap(text: str, width: int) -> list[str]:
 
 def table(summary: dict) -> str:
     """A Markdown table: category, n, accuracy with optimisation, baseline accuracy."""
-    lines = ["| category | images | pixgen | baseline (no optimisation) | pixgen, strict reader |",
-             "|---|---:|---:|---:|---:|"]
+    lines = ["| category | images | pixgen | baseline (no optimisation) | pixgen, nothing extra | pixgen, strict reader |",
+             "|---|---:|---:|---:|---:|---:|"]
     for cat in [*CATEGORIES, *EXTRA_CATEGORIES, "overall"]:
         s = summary.get(cat)
         if s:
-            strict = f"{s['strict']:.3f}" if "strict" in s else "-"
-            lines.append(f"| {cat} | {s['n']} | {s['accuracy']:.3f} | {s['baseline']:.3f} | {strict} |")
+            exact, strict = (f"{s[k]:.3f}" if k in s else "-" for k in ("exact", "strict"))
+            lines.append(f"| {cat} | {s['n']} | {s['accuracy']:.3f} | {s['baseline']:.3f} | {exact} | {strict} |")
     per_image = summary.get("overall", {}).get("strict_objects_per_image")
     if per_image is not None:
         lines += ["", f"Objects per image, strays included, as the strict reader counts them: {per_image:.2f}"]
@@ -367,7 +377,7 @@ def run_suite(
         strict = strict_read(result.image)
         row = {
             "category": item.category, "prompt": item.prompt, "seed": seed,
-            "pass": judge(item, got), "baseline_pass": judge(item, base),
+            "pass": judge(item, got), "baseline_pass": judge(item, base), "exact_pass": judge_exact(item, got),
             "strict_pass": strict_pass(item.spec, strict, holds_for=lambda scene: judge(item, scene)),
             "read": describe(got), "baseline_read": describe(base), "strict_read": describe(strict.scene),
             # what the strict reader counted: every object it found (strays included) and how many were blobs
@@ -391,6 +401,7 @@ def run_suite(
         if sel:
             summary[cat] = {"n": len(sel), "accuracy": float(np.mean([r["pass"] for r in sel])),
                             "baseline": float(np.mean([r["baseline_pass"] for r in sel])),
+                            "exact": float(np.mean([r["exact_pass"] for r in sel])),
                             "strict": float(np.mean([r["strict_pass"] for r in sel]))}
     timing = {
         "images": len(rows), "cpu_s_total": round(time.process_time() - cpu0, 1),

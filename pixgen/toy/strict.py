@@ -21,7 +21,7 @@ from pixgen.toy.captions import Spec, holds
 from pixgen.toy.world import (BACKGROUND_NAMES, BACKGROUNDS, CELL_CENTRES, COLOUR_NAMES, COLOURS, SHAPES,
                               Obj, Scene, canvas_array, shape_mask)
 
-__all__ = ["StrictReading", "strict_read", "strict_pass"]
+__all__ = ["StrictReading", "strict_read", "strict_pass", "names_exactly"]
 
 BLOB = "blob"  # the shape of a region no world shape fits
 
@@ -121,9 +121,13 @@ def strict_pass(spec: Spec, reading: StrictReading, holds_for: Callable[[Scene],
     ``max_unclear`` of its pixels in no world colour.
     """
     scene = reading.scene
-    wanted = spec.count if spec.kind == "count" else len(spec.refs)
-    if len(scene.objects) != wanted or reading.blobs:
+    if not names_exactly(spec, scene) or reading.blobs:
         return False
     if reading.speck_px > max_speck_px or reading.unclear_share > max_unclear:
         return False
     return holds_for(scene) if holds_for is not None else holds(spec, scene)
+
+
+def names_exactly(spec: Spec, scene: Scene) -> bool:
+    """Whether ``scene`` holds as many objects as ``spec`` names (its count for counting captions): no strays."""
+    return len(scene.objects) == (spec.count if spec.kind == "count" else len(spec.refs))
