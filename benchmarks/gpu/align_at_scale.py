@@ -11,11 +11,12 @@ in the latent (`--align-latent`) from the shipped early tower, keeping a snapsho
 ``judge`` runs 58 held-out prompts of the suite's forms (``pixgen eval --held-out 58 --prompt-seed 11``: a prompt
 seed no earlier choice used; ``--prompt-seed -1`` for the fixed suite itself) for each snapshot and for the shipped
 early tower, with the shipped late tower for the last 40% of the steps as the toy model does, many runs at a time
-on the one device, and writes ``align_judged.json`` (passes, strict passes, objects per image and per-category
-counts for each tower and seed) plus the image towers of the two best snapshots, ready for ``checkpoints/toy/``.
-Held-out prompts, because the last two towers chosen on the fixed suite tied their predecessors on new prompts
-(benchmarks/toy_results.md, "Held-out prompts"). A GPU rounds differently from a CPU, so the ranking is for
-choosing; a CPU run on another fresh held-out set decides what ships, and the suite is run for the record.
+on the one device, and writes ``align_judged.json`` (passes, "nothing extra" and strict passes, objects per image
+and per-category counts for each tower and seed) plus the image towers of the two best snapshots, ready for
+``checkpoints/toy/``. Held-out prompts, because the last two towers chosen on the fixed suite tied their
+predecessors on new prompts (benchmarks/toy_results.md, "Held-out prompts"). A GPU rounds differently from a
+CPU, so the ranking is for choosing; a CPU run on another fresh held-out set decides what ships, and the suite
+is run for the record.
 """
 from __future__ import annotations
 
@@ -73,7 +74,8 @@ def _judge_one(job: tuple[str, str, int, str, str, bool, int]) -> dict:
     rows = report["rows"]
     objects = [r["strict_objects"] for r in rows]
     return {"tower": name, "seed": seed, "passes": sum(r["pass"] for r in rows),
-            "strict": sum(r["strict_pass"] for r in rows), "images": len(rows),
+            "exact": sum(r["exact_pass"] for r in rows), "strict": sum(r["strict_pass"] for r in rows),
+            "images": len(rows),
             "objects_per_image": round(sum(objects) / len(objects), 3),
             "by_category": {k: round(v["accuracy"] * v["n"]) for k, v in report["summary"].items()},
             "wall_s": round(time.time() - t0, 1)}
