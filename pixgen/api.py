@@ -216,7 +216,7 @@ def _execute(cfg: DictConfig, *, write: bool, progress: bool, run_dir: Path | No
     recorder = _Recorder()
     callbacks: list[Any] = [recorder]
     with torch.no_grad():
-        initial = session.generator().detach() if start == 0 else None
+        initial = session.generator.render().detach() if start == 0 else None
     writer = None
     if write:
         if run_dir is None:
@@ -242,7 +242,7 @@ def _execute(cfg: DictConfig, *, write: bool, progress: bool, run_dir: Path | No
     elif writer is not None:
         writer.on_end(StepState(start, cfg.iterations, session.generator), "done")
     with torch.no_grad():
-        final = session.generator().detach()
+        final = session.generator.render().detach()
     return Result(image=to_pil(final), initial_image=to_pil(initial) if initial is not None else None,
                   run_dir=run_dir, losses=recorder.records, config=cfg, status=status, messages=session.messages,
                   weights=session.weights)

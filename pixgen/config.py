@@ -62,6 +62,16 @@ class PriorConfig:
 
 
 @dataclass
+class CoarseConfig:
+    # Compose first at a smaller size, then grow to ``size`` for the rest of the run: the image is scaled up
+    # (nearest pixel), encoded again, and the search goes on from there with a fresh optimizer. The coarse stage
+    # keeps the aspect of ``size`` and fits within this [WIDTH, HEIGHT]; None, or a ``size`` that already fits,
+    # runs at ``size`` throughout.
+    size: Optional[list[int]] = None
+    share: float = 0.9  # share of the iterations spent at the coarse size
+
+
+@dataclass
 class RunConfig:
     prompt: str = ""
     image_prompts: list[str] = field(default_factory=list)
@@ -94,6 +104,7 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     cutouts: CutoutConfig = field(default_factory=CutoutConfig)
     prior: PriorConfig = field(default_factory=PriorConfig)
+    coarse: CoarseConfig = field(default_factory=CoarseConfig)
 
 
 # Keys that say where a run is written, not what it makes: left out of the config embedded in images.
@@ -248,6 +259,31 @@ def _check_prior(prior: DictConfig) -> None:
                           "(`pixgen toy train prior --out DIR` writes one)")
 
 
+def _check_coarse(coarse: DictConfig) -> None:
+    if coarse.size is not None:
+        size = list(coarse.size)
+        if len(size) != 2 or any(v <= 0 for v in size):
+            raise ConfigError(f"coarse.size must be [WIDTH, HEIGHT] with both positive, got {size}",
+                              "e.g. --set coarse.size=[64,64], or coarse.size=null for no coarse stage")
+    if not math.isfinite(coarse.share) or not 0 < coarse.share < 1:
+        raise ConfigError(f"coarse.share must be between 0 and 1 (exclusive), got {coarse.share}",
+                          "give the share of the iterations spent at the coarse size, e.g. --set coarse.share=0.9")
+
+
+def coarse_size(size: list[int], coarse: list[int] | None, factor: int) -> tuple[int, int] | None:
+    """The size a run composes at before growing to ``size``: ``size`` scaled down (aspect kept) to fit within
+    ``coarse``, in multiples of ``factor``; None when ``coarse`` is None or ``size`` fits it already."""
+    if coarse is None:
+        return None
+    width, height = int(size[0]), int(size[1])
+    scale = max(width / int(coarse[0]), height / int(coarse[1]))
+    if scale <= 1:
+        return None
+    w = max(factor, int(round(width / scale / factor)) * factor)
+    h = max(factor, int(round(height / scale / factor)) * factor)
+    return None if (w, h) == (width, height) else (w, h)
+
+
 def validate(cfg: DictConfig) -> None:
     """Check values that the schema's types cannot; raise ConfigError saying what to change."""
     size = list(cfg.size)
@@ -288,6 +324,7 @@ def validate(cfg: DictConfig) -> None:
     if not math.isfinite(cfg.init_weight) or not math.isfinite(cfg.tv_weight):
         raise ConfigError("init_weight and tv_weight must be finite numbers", "e.g. --init-weight 0.5")
     _check_prior(cfg.prior)
+    _check_coarse(cfg.coarse)
     if not cfg.prompt.strip() and not cfg.image_prompts and not cfg.noise_prompts:
         raise ConfigError("the prompt is empty", 'give a text prompt, e.g. pixgen generate "a red circle"')
 

@@ -41,8 +41,10 @@ class StepState:
 
     @torch.no_grad()
     def image(self) -> torch.Tensor:
-        """The current image (1, 3, H, W) in [0, 1], decoded from the latent after this step's update."""
-        return self.generator().detach()
+        """The current image (1, 3, H, W) in [0, 1], decoded from the latent after this step's update, at the
+        run's output size (a coarse stage's image scaled up)."""
+        render = getattr(self.generator, "render", None)
+        return (render() if render is not None else self.generator()).detach()
 
 
 class Callback(Protocol):
@@ -79,19 +81,32 @@ class Engine:
         cutouts: one cutout maker per distinct perceptor input size, keyed by that size (shared by models).
         optimizer: a torch optimizer over the generator's latent; None for an Engine that only scores (losses).
         phases: the number of story phases, spread evenly over ``total`` steps.
+        grow_step: with a generator that starts at a coarse size, the step (0-based) before which it grows to the
+            output size (``generator.grow_()``); the optimizer's state starts afresh then.
     """
 
     def __init__(self, generator: nn.Module, perceptors: list[Perceptor], targets: list[Target],
                  cutouts: dict[int, MakeCutouts], optimizer: torch.optim.Optimizer | None, *, total: int,
                  phases: int = 1, init_weight: float = 0.0, tv_weight: float = 0.0, log_every: int = 10,
                  save_every: int | None = None, prior: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                 prior_weight: float = 0.0, prior_steps: tuple[float, float] = (0.0, 1.0)):
+                 prior_weight: float = 0.0, prior_steps: tuple[float, float] = (0.0, 1.0),
+                 grow_step: int | None = None):
         self.generator, self.perceptors, self.targets = generator, perceptors, targets
         self.cutouts, self.optimizer = cutouts, optimizer
         self.total, self.phases = total, max(1, phases)
         self.init_weight, self.tv_weight, self.log_every = init_weight, tv_weight, log_every
         self.save_every = save_every or total
         self.prior, self.prior_weight, self.prior_steps = prior, prior_weight, tuple(prior_steps)
+        self.grow_step = grow_step
+
+    def grow_if_due(self, step: int) -> bool:
+        """Grow a coarse generator to the output size once ``step`` (0-based) reaches ``grow_step``."""
+        if self.grow_step is None or step < self.grow_step or getattr(self.generator, "grown", True):
+            return False
+        self.generator.grow_()
+        if self.optimizer is not None:
+            self.optimizer.state.clear()  # its moments belong to the coarse latent's shape
+        return True
 
     def phase_at(self, step: int) -> int:
         """The story phase active while computing step ``step`` (0-based)."""
@@ -161,6 +176,8 @@ class Engine:
         state = StepState(start, self.total, self.generator)
         reason = "done"
         for step in range(start, self.total):
+            if self.grow_if_due(step):
+                good = [p.detach().clone() for p in self.generator.latent_parameters()]
             labels, terms = self.step(step)
             pending.append((step + 1, labels, terms))
             state.step = step + 1

@@ -387,31 +387,39 @@ def build_session(cfg: DictConfig, *, state: dict | None = None) -> Session:
                 for a in OmegaConf.to_container(cfg.cutouts.augments, resolve=True)]
     cutouts = {size: MakeCutouts(size, cfg.cutouts.n, cfg.cutouts.pow, augments, cfg.cutouts.noise)
                for size in sorted({p.input_size for p in perceptors})}
-    init = load_image(cfg.init_image, (width, height), what="init image") if cfg.init_image else None
+    # a coarse stage composes at (start_w, start_h) and grows to (width, height) before step grow_step
+    coarse = config_mod.coarse_size([width, height], cfg.coarse.size, vqgan.factor) if cfg.iterations > 1 else None
+    start_w, start_h = coarse or (width, height)
+    grow_step = min(max(1, round(float(cfg.coarse.share) * cfg.iterations)), cfg.iterations - 1) if coarse else None
+    if coarse:
+        messages.append(f"composing at {start_w}x{start_h} for {grow_step} of {cfg.iterations} steps, then "
+                        f"{width}x{height} (coarse.size; --set coarse.size=null runs at {width}x{height} throughout)")
+    init = load_image(cfg.init_image, (start_w, start_h), what="init image") if cfg.init_image else None
     torch.manual_seed(cfg.seed)
     targets, n_phases = _embed_targets(cfg, perceptors, cutouts, width, height, device)
     if cfg.init_color is not None:  # a flat canvas: the one colour, or the candidate the prompts score best
         colours = config_mod.init_colors(cfg.init_color)
         pick = 0
         if len(colours) > 1 and state is None:  # a resumed run has its latent already
-            scores = _score_flat_starts(colours, vqgan, width, height, perceptors, targets, cutouts, cfg.seed)
+            scores = _score_flat_starts(colours, vqgan, start_w, start_h, perceptors, targets, cutouts, cfg.seed)
             pick = min(range(len(colours)), key=scores.__getitem__)
             messages.append(f"started from flat {','.join(map(str, colours[pick]))}, the best of {len(colours)} "
                             f"start colours for the prompt (losses {', '.join(f'{v:.3f}' for v in scores)})")
-        init = flat_canvas([colours[pick]], width, height)
+        init = flat_canvas([colours[pick]], start_w, start_h)
     torch.manual_seed(cfg.seed)
-    generator = VQGANGenerator(vqgan, width, height, init=init, noise=float(cfg.init_noise)).to(device)
+    generator = VQGANGenerator(vqgan, start_w, start_h, init=init, noise=float(cfg.init_noise),
+                               grow_to=(width, height) if coarse else None).to(device)
     optimizer = make_optimizer(cfg.optim.name, generator.latent_parameters(), cfg.optim.lr,
                                cfg.optim.weight_decay, cfg.optim.momentum)
     if state is not None:
-        with torch.no_grad():
-            generator.z.copy_(state["z"].to(device))
-            generator.z_init.copy_(state["z_init"].to(device))
+        with torch.no_grad():  # a run stopped after its coarse stage has a latent of the output size
+            generator.z.data = state["z"].to(device).contiguous()
+            generator.z_init = state["z_init"].to(device).contiguous()
         optimizer.load_state_dict(state["optimizer"])
     prior, prior_file = load_prior_for(cfg, device)
     engine = Engine(generator, perceptors, targets, cutouts, optimizer, total=cfg.iterations, phases=n_phases,
                     init_weight=cfg.init_weight, tv_weight=cfg.tv_weight, log_every=cfg.log_every,
                     save_every=cfg.save_every, prior=prior, prior_weight=float(cfg.prior.weight),
-                    prior_steps=tuple(cfg.prior.steps))
+                    prior_steps=tuple(cfg.prior.steps), grow_step=grow_step)
     return Session(cfg, device, width, height, generator, perceptors, engine, messages,
                    weights_record(vqgan_file, specs, extra=[prior_file] if prior_file else []))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pixgen.models.vqgan import VQGAN
@@ -18,15 +19,19 @@ class VQGANGenerator(nn.Module):
             latent starts from codes drawn uniformly at random with torch's global RNG.
         noise: standard deviation of Gaussian noise (torch's global RNG) added to the starting latent, in units of
             the codebook's per-channel standard deviation; 0 draws nothing.
+        grow_to: (width, height) of the run's output when the search starts at a smaller (coarse) size;
+            :meth:`grow_` moves the latent there, and :meth:`render` shows coarse images at that size meanwhile.
     """
 
     def __init__(self, vqgan: VQGAN, width: int, height: int, init: torch.Tensor | None = None,
-                 noise: float = 0.0):
+                 noise: float = 0.0, grow_to: tuple[int, int] | None = None):
         super().__init__()
         self.vqgan = vqgan.eval().requires_grad_(False)
         f = vqgan.factor
-        if width % f or height % f:
-            raise ValueError(f"image size {width}x{height} is not a multiple of the model's factor {f}")
+        for w, h in [(width, height)] + ([tuple(grow_to)] if grow_to else []):
+            if w % f or h % f:
+                raise ValueError(f"image size {w}x{h} is not a multiple of the model's factor {f}")
+        self.out_size = (int(grow_to[0]), int(grow_to[1])) if grow_to else (width, height)
         codebook = vqgan.codebook.detach()
         self.register_buffer("z_min", codebook.min(0).values.view(1, -1, 1, 1), persistent=False)
         self.register_buffer("z_max", codebook.max(0).values.view(1, -1, 1, 1), persistent=False)
@@ -48,8 +53,37 @@ class VQGANGenerator(nn.Module):
         return [self.z]
 
     def forward(self) -> torch.Tensor:
-        image = self.vqgan.decode(self.vqgan.quantize(self.z))
+        return self._decode(self.z)
+
+    def _decode(self, z: torch.Tensor) -> torch.Tensor:
+        image = self.vqgan.decode(self.vqgan.quantize(z))
         return clamp_with_grad(image.add(1).div(2), 0.0, 1.0)
+
+    @property
+    def grown(self) -> bool:
+        """Whether the latent is at the output size (always, for a run without a coarse stage)."""
+        f = self.vqgan.factor
+        return tuple(self.z.shape[-2:]) == (self.out_size[1] // f, self.out_size[0] // f)
+
+    @torch.no_grad()
+    def render(self) -> torch.Tensor:
+        """The current image at the output size: a coarse one scaled up by nearest pixel, as :meth:`grow_` would."""
+        image = self()
+        return image if self.grown else self._scale_up(image)
+
+    def _scale_up(self, image: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(image, size=(self.out_size[1], self.out_size[0]), mode="nearest")
+
+    @torch.no_grad()
+    def grow_(self) -> None:
+        """Move a coarse latent to the output size: decode, scale up by nearest pixel, encode again (the starting
+        latent too, for ``init_weight``). The parameter object stays, so an optimizer keeps it; clear its state."""
+        if self.grown:
+            return
+        encode = lambda image: self.vqgan.encode(self._scale_up(image) * 2 - 1).contiguous()  # noqa: E731
+        z_init = encode(self._decode(self.z_init))
+        self.z.data = encode(self._decode(self.z))
+        self.z_init = z_init
 
     @torch.no_grad()
     def project_(self) -> None:
