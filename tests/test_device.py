@@ -79,10 +79,10 @@ def test_toy_training_takes_auto_as_the_default_device(tmp_path):
 # ---- on a GPU only ---------------------------------------------------------------------------------------------
 
 
-def _generate(device: str, iterations: int, seed: int = 0):
+def _generate(device: str, iterations: int, seed: int = 0, size: int = 64):
     import pixgen
 
-    return pixgen.generate("a red circle above a blue square", model="toy", size=[64, 64], iterations=iterations,
+    return pixgen.generate("a red circle above a blue square", model="toy", size=[size, size], iterations=iterations,
                            seed=seed, device=device, write=False, progress=False, echo=False)
 
 
@@ -97,6 +97,15 @@ def test_generation_on_cuda_is_reproducible_and_agrees_with_the_cpu():
     gpu_one, cpu_one = _generate(DEVICE, 1), _generate("cpu", 1)
     diff = np.abs(np.asarray(gpu_one.image, dtype=np.float32) - np.asarray(cpu_one.image, dtype=np.float32)) / 255
     assert diff.mean() < 0.02, diff.mean()
+
+
+@pytest.mark.gpu
+@on_device
+def test_a_coarse_run_on_cuda_grows_and_is_reproducible():
+    first, second = _generate(DEVICE, 20, size=128), _generate(DEVICE, 20, size=128)  # the preset composes at 64
+    assert any("composing at 64x64" in m for m in first.messages)
+    assert first.image.size == (128, 128)
+    assert np.array_equal(np.asarray(first.image), np.asarray(second.image))
 
 
 @pytest.mark.gpu
