@@ -3,6 +3,7 @@ import json
 import os
 import signal
 
+import imageio.v2 as imageio
 import numpy as np
 import pytest
 import torch
@@ -61,13 +62,19 @@ def test_a_coarse_run_is_a_small_run_then_grows_to_the_output_size(tiny, monkeyp
 
     monkeypatch.setattr(engine_mod.Engine, "step", step)
     monkeypatch.setattr(generator_mod.VQGANGenerator, "grow_", grow)
-    r = pixgen.generate("a castle", seed=3, **_coarse(tiny))
+    r = pixgen.generate("a castle", seed=3, video=True, **_coarse(tiny))
     assert shapes == [(4, 4)] * 3 + [(8, 8)] * 3  # 16 px then 32 px at the model's factor 4
     assert any("composing at 16x16 for 3 of 6 steps" in m for m in r.messages)
     assert r.image.size == (32, 32)
     # every frame and the video are at the output size, also those of the coarse stage
     assert all(Image.open(f).size == (32, 32) for f in (r.run_dir / "frames").glob("*.png"))
     assert (r.run_dir / "frames" / "000000.png").is_file()
+    reader = imageio.get_reader(r.run_dir / "progress.mp4", format="FFMPEG")
+    try:
+        assert reader.count_frames() == 3  # steps 0, 3, 6: the first two from the coarse stage
+        assert all(frame.shape == (32, 32, 3) for frame in reader)
+    finally:
+        reader.close()
     # the coarse stage is exactly a run at the coarse size, stopped at the growth step
     monkeypatch.setattr(engine_mod.Engine, "step", real_step)
     small = pixgen.generate("a castle", seed=3, **{**tiny, "size": [16, 16], "iterations": 3, "output_dir":
