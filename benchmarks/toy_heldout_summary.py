@@ -1,0 +1,81 @@
+"""Per-category tables of the shipped toy model over every held-out set it was judged on at 64x64.
+
+Reads the rows kept in the ``toy_heldout_*.json`` records (one run per prompt seed, the shipped pair: stage 13
+early tower, stage 11 late tower, 64x64, image seeds 0-1) and prints the tables of section "Where it stands" in
+``toy_results.md``: evaluator, nothing extra, strict reader and the unoptimised start, per category. One table
+for the preset's learning rate 0.035 (shipped since the eighth session of 2026-12-05), one for 0.05 before it.
+
+    python benchmarks/toy_heldout_summary.py
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+HERE = Path(__file__).parent
+# (record, path of keys to its runs, run names): each run is the shipped pair on one held-out prompt seed
+RUNS_LR_0035 = [
+    ("toy_heldout_screens.json", ["runs"], ["ps25 F: lr 0.035", "ps27 lr 0.035", "ps28 lr 0.035"]),
+]
+RUNS_LR_005 = [
+    ("toy_heldout_stage13.json", ["runs"],
+     ["ps16 stage 13 early (radius-2.5 run step 600, retrained), stage 11 late",
+      "ps17 stage 13 early (radius-2.5 run step 600, retrained), stage 11 late"]),
+    ("toy_heldout_late_robust02.json", ["runs"],
+     ["ps19 shipped (stage 13 early, stage 11 late)", "ps20 shipped (stage 13 early, stage 11 late)"]),
+    ("toy_heldout_late_clutter_handover.json", [],
+     ["shipped (stage 13 early, stage 11 late, handover at 60%), prompt seed 21", "shipped, prompt seed 22"]),
+    ("toy_heldout_coarse48.json", ["runs"], ["shipped"]),
+    ("toy_heldout_screens.json", ["runs"], ["ps27 shipped (lr 0.05)", "ps28 shipped (lr 0.05)"]),
+]
+CATEGORIES = ["single object", "colour", "position", "background", "two objects", "relation", "counting",
+              "colour attribution", "overall"]
+TARGETS = {"single object": 0.95, "colour": 0.95, "position": 0.85, "background": 0.95, "two objects": 0.85,
+           "relation": 0.70, "counting": 0.70, "colour attribution": 0.75}
+COLUMNS = [("pass", "evaluator"), ("exact_pass", "nothing extra"), ("strict_pass", "strict reader"),
+           ("baseline_pass", "no optimisation")]
+
+
+def shipped_rows(groups) -> list[list[dict]]:
+    """The rows of every run named in ``groups``, one list per held-out set."""
+    sets = []
+    for name, keys, runs in groups:
+        record = json.loads((HERE / name).read_text())
+        for key in keys:
+            record = record[key]
+        sets.extend(record[run]["rows"] for run in runs)
+    return sets
+
+
+def table(sets: list[list[dict]]) -> str:
+    """The per-category table; each column counts only the rows that carry it (older records lack some), and a
+    note under the table says how many images each such column covers."""
+    images = {c: 0 for c in CATEGORIES}
+    hits = {c: [0] * len(COLUMNS) for c in CATEGORIES}
+    seen = {c: [0] * len(COLUMNS) for c in CATEGORIES}
+    for rows in sets:
+        for row in rows:
+            for c in (row["category"], "overall"):
+                images[c] += 1
+                for i, (key, _) in enumerate(COLUMNS):
+                    if key in row:
+                        seen[c][i] += 1
+                        hits[c][i] += bool(row[key])
+    lines = ["| category | images | " + " | ".join(label for _, label in COLUMNS) + " | target |",
+             "|---|---:|" + "---:|" * len(COLUMNS) + "---:|"]
+    for c in CATEGORIES:
+        target = f"{TARGETS[c]:.2f}" if c in TARGETS else ""
+        cells = [f"{h / n:.3f}" if n else "" for h, n in zip(hits[c], seen[c])]
+        lines.append(f"| {c} | {images[c]} | " + " | ".join(cells) + f" | {target} |")
+    partial = [f"{label}: {seen['overall'][i]} of the {images['overall']} images"
+               for i, (_, label) in enumerate(COLUMNS) if seen["overall"][i] < images["overall"]]
+    if partial:
+        lines.append("\nColumns read from fewer images (older records lack them): " + "; ".join(partial) + ".")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    for lr, groups in (("0.035", RUNS_LR_0035), ("0.05", RUNS_LR_005)):
+        sets = shipped_rows(groups)
+        print(f"lr {lr}: {len(sets)} held-out sets, {sum(map(len, sets))} images\n")
+        print(table(sets), end="\n\n")

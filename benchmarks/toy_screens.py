@@ -1,0 +1,109 @@
+"""Cheap generation-time screens of the toy model on a held-out prompt set (section "Seven generation-time
+screens" of toy_results.md). Each variant changes one thing against the shipped preset; none needs training.
+
+    python benchmarks/toy_screens.py VARIANT OUT [--prompt-seed 25] [--seeds 0,1] [--max-per-category N]
+
+Variants:
+  shipped     the preset as it is
+  snap        the CLIPs see the decoded image snapped, straight through, to the world's 11 colours (every step);
+              the saved image is the decoder's own
+  ensemble    steps 1-60 guided by the shipped early tower and stage 10's tower together (weight 1 each); pass
+              stage 10's tower file with --stage10 (git show 59a4a1b~1:checkpoints/toy/clip_early_visual.safetensors)
+  tv-l1       isotropic L1 total variation (Charbonnier, eps 1e-3) at weight 0.3 instead of squared TV at 10
+  early-only  the early tower for all 100 steps, no late tower
+  lr-0.07, lr-0.035, cutouts-16   one preset value changed
+
+Writes OUT/results.json, table.md, contact_sheet.png and images/ (pixgen eval's layout) and prints one line:
+passes, nothing extra, strict, objects per image (strict reader), CPU seconds per image.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+import pixgen.engine as engine
+from pixgen.toy.evaluate import held_out, held_out_source, run_suite
+from pixgen.toy.world import BACKGROUND_NAMES, BACKGROUNDS, COLOUR_NAMES, COLOURS
+
+TOY = Path(__file__).resolve().parent.parent / "checkpoints" / "toy"
+PALETTE = torch.tensor([COLOURS[c] for c in COLOUR_NAMES] + [BACKGROUNDS[b] for b in BACKGROUND_NAMES]).float() / 255
+
+
+def snap_to_palette(image: torch.Tensor) -> torch.Tensor:
+    """Each pixel replaced by the nearest world colour in the forward pass; the gradient passes straight through."""
+    pal = PALETTE.to(image)
+    x = image.permute(0, 2, 3, 1)
+    nearest = pal[((x[..., None, :] - pal) ** 2).sum(-1).argmin(-1)].permute(0, 3, 1, 2)
+    return image + (nearest - image).detach()
+
+
+def patch_snap() -> None:
+    """The CLIP terms see the snapped image; the TV term still sees the decoder's own."""
+    losses = engine.Engine.losses
+
+    def snapped(self, image, targets, step=None):
+        if step is None:  # scoring the flat start colours: they are palette colours already
+            return losses(self, image, targets, step)
+        labels, terms = losses(self, snap_to_palette(image), targets, step)
+        if self.tv_weight:
+            terms = terms.clone()
+            terms[labels.index("tv")] = self.tv_weight * engine.total_variation(image)
+        return labels, terms
+
+    engine.Engine.losses = snapped
+
+
+def tv_l1(image: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """Mean isotropic L1 total variation, smoothed by ``eps`` where the image is flat."""
+    dx = image[..., :-1, 1:] - image[..., :-1, :-1]
+    dy = image[..., 1:, :-1] - image[..., :-1, :-1]
+    return (dx.pow(2).sum(1) + dy.pow(2).sum(1) + eps ** 2).sqrt().mean()
+
+
+def tower(path: Path | str, steps: str) -> str:
+    return f"pixgen-toy-clip:{TOY / 'clip.pt'}+{path}:1@{steps}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("variant", choices=["shipped", "snap", "ensemble", "tv-l1", "early-only", "lr-0.07", "lr-0.035",
+                                        "cutouts-16"])
+    ap.add_argument("out")
+    ap.add_argument("--prompt-seed", type=int, default=25)
+    ap.add_argument("--seeds", default="0,1")
+    ap.add_argument("--max-per-category", type=int, default=None)
+    ap.add_argument("--stage10", default=None, help="stage 10's early tower file (variant ensemble)")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    early, late = TOY / "clip_early_visual.safetensors", TOY / "clip_late_visual.safetensors"
+    options: dict = {}
+    v = args.variant
+    if v == "snap":
+        patch_snap()
+    elif v == "ensemble":
+        if not args.stage10:
+            ap.error("variant ensemble needs --stage10 FILE")
+        options["clip"] = [tower(early, "0-0.6"), tower(args.stage10, "0-0.6"), tower(late, "0.6-1")]
+    elif v == "tv-l1":
+        engine.total_variation = tv_l1
+        options["tv_weight"] = 0.3
+    elif v == "early-only":
+        options["clip"] = [tower(early, "0-1")]
+    elif v.startswith("lr-"):
+        options["overrides"] = [f"optim.lr={v[3:]}"]
+    elif v == "cutouts-16":
+        options["overrides"] = ["cutouts.n=16"]
+    items = held_out(58, seed=args.prompt_seed)
+    report = run_suite(seeds=[int(s) for s in args.seeds.split(",")], out=args.out, progress=False, items=items,
+                       source=held_out_source(58, args.prompt_seed), max_per_category=args.max_per_category,
+                       **options)
+    s, t = report["summary"]["overall"], report["timing"]
+    print(f"{v}: pass {round(s['accuracy'] * s['n'])} nothing-extra {round(s['exact'] * s['n'])} "
+          f"strict {round(s['strict'] * s['n'])} of {s['n']}, objects/image {s.get('strict_objects_per_image')}, "
+          f"CPU {t['cpu_s_per_image_mean']} s/image")
+
+
+if __name__ == "__main__":
+    main()
