@@ -29,10 +29,10 @@ import torch
 
 import pixgen.engine as engine
 from pixgen.toy.evaluate import held_out, held_out_source, run_suite
-from pixgen.toy.world import BACKGROUND_NAMES, BACKGROUNDS, COLOUR_NAMES, COLOURS
+from pixgen.toy.strict import PALETTE as WORLD_PALETTE
 
 TOY = Path(__file__).resolve().parent.parent / "checkpoints" / "toy"
-PALETTE = torch.tensor([COLOURS[c] for c in COLOUR_NAMES] + [BACKGROUNDS[b] for b in BACKGROUND_NAMES]).float() / 255
+PALETTE = torch.from_numpy(WORLD_PALETTE) / 255  # the world's 11 colours, in [0, 1]
 
 
 def snap_to_palette(image: torch.Tensor) -> torch.Tensor:

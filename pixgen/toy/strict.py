@@ -21,7 +21,7 @@ from pixgen.toy.captions import Spec, holds
 from pixgen.toy.world import (BACKGROUND_NAMES, BACKGROUNDS, CELL_CENTRES, COLOUR_NAMES, COLOURS, SHAPES,
                               Obj, Scene, canvas_array, shape_mask)
 
-__all__ = ["StrictReading", "strict_read", "strict_pass", "names_exactly"]
+__all__ = ["PALETTE", "StrictReading", "strict_read", "strict_pass", "names_exactly"]
 
 BLOB = "blob"  # the shape of a region no world shape fits
 
@@ -41,7 +41,8 @@ class StrictReading:
         return sum(o.shape == BLOB for o in self.scene.objects)
 
 
-_PALETTE = np.array([COLOURS[c] for c in COLOUR_NAMES] + [BACKGROUNDS[b] for b in BACKGROUND_NAMES], dtype=np.float32)
+# the world's 11 colours as RGB rows, object colours first (COLOUR_NAMES order), then backgrounds
+PALETTE = np.array([COLOURS[c] for c in COLOUR_NAMES] + [BACKGROUNDS[b] for b in BACKGROUND_NAMES], dtype=np.float32)
 _N_OBJ = len(COLOUR_NAMES)
 
 
@@ -91,7 +92,7 @@ def _best_fit(region: np.ndarray) -> tuple[str, float, float, float, float]:
 def strict_read(image, tol: float = 60.0, min_area: int = 24, min_iou: float = 0.75) -> StrictReading:
     """Read ``image`` (PIL or HWC uint8) the strict way; see the module's docstring."""
     x = canvas_array(image).astype(np.float32)
-    dist = np.linalg.norm(x[:, :, None, :] - _PALETTE[None, None], axis=-1)  # (64, 64, 11)
+    dist = np.linalg.norm(x[:, :, None, :] - PALETTE[None, None], axis=-1)  # (64, 64, 11)
     label = dist.argmin(-1)
     label[dist.min(-1) > tol] = -1
     bg_counts = [(label == _N_OBJ + i).sum() for i in range(len(BACKGROUND_NAMES))]
