@@ -18,6 +18,7 @@ HERE = Path(__file__).parent
 # (record, path of keys to its runs, run names): each run is the shipped pair on one held-out prompt seed
 RUNS_LR_0035 = [
     ("toy_heldout_screens.json", ["runs"], ["ps25 F: lr 0.035", "ps27 lr 0.035", "ps28 lr 0.035", "ps29 lr 0.035"]),
+    ("toy_heldout_ninth.json", ["runs"], ["ps30 shipped", "ps31 shipped", "ps32 shipped"]),
 ]
 RUNS_LR_005 = [
     ("toy_heldout_stage13.json", ["runs"],

@@ -12,6 +12,10 @@ Variants:
   tv-l1       isotropic L1 total variation (Charbonnier, eps 1e-3) at weight 0.3 instead of squared TV at 10
   early-only  the early tower for all 100 steps, no late tower
   lr-0.07, lr-0.035, lr-0.025, cutouts-16, iterations-150   one preset value changed
+  whole-views every cutout is the whole canvas, with no RandomAffine (noise kept): the tower's 8 px patch grid
+              stays fixed to the canvas, as in its training views (ninth session)
+  cosine      the learning rate cosine-decayed over the run from the preset's (or --lr) to a tenth of it (ninth
+              session)
 
 The preset's own lr became 0.035 after these screens (it was 0.05). To run a variant as it was screened, give the
 learning rate of the time: screens A-G (snap ... cutouts-16) and their baseline ran with ``--lr 0.05``; lr-0.025
@@ -23,6 +27,7 @@ passes, nothing extra, strict, objects per image (strict reader), CPU seconds pe
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import torch
@@ -66,6 +71,20 @@ def tv_l1(image: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
     return (dx.pow(2).sum(1) + dy.pow(2).sum(1) + eps ** 2).sqrt().mean()
 
 
+def patch_cosine(final: float = 0.1) -> None:
+    """Before each step, set the learning rate to its start times a cosine from 1 down to ``final``."""
+    step = engine.Engine.step
+
+    def decayed(self, i):
+        t = i / max(1, self.total - 1)
+        for group in self.optimizer.param_groups:
+            group.setdefault("start_lr", group["lr"])
+            group["lr"] = group["start_lr"] * (final + (1 - final) * 0.5 * (1 + math.cos(math.pi * t)))
+        return step(self, i)
+
+    engine.Engine.step = decayed
+
+
 def tower(path: Path | str, steps: str) -> str:
     return f"pixgen-toy-clip:{TOY / 'clip.pt'}+{path}:1@{steps}"
 
@@ -73,7 +92,8 @@ def tower(path: Path | str, steps: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("variant", choices=["shipped", "snap", "ensemble", "tv-l1", "early-only", "lr-0.05", "lr-0.07",
-                                        "lr-0.035", "lr-0.025", "cutouts-16", "iterations-150"])
+                                        "lr-0.035", "lr-0.025", "cutouts-16", "iterations-150", "whole-views",
+                                        "cosine"])
     ap.add_argument("out")
     ap.add_argument("--prompt-seed", type=int, default=25)
     ap.add_argument("--seeds", default="0,1")
@@ -102,6 +122,10 @@ def main() -> None:
         options.setdefault("overrides", []).append("cutouts.n=16")
     elif v == "iterations-150":
         options["iterations"] = 150
+    elif v == "whole-views":
+        options.setdefault("overrides", []).extend(["cutouts.pow=0.0001", "cutouts.augments=[]"])
+    elif v == "cosine":
+        patch_cosine(0.1)
     items = held_out(58, seed=args.prompt_seed)
     report = run_suite(seeds=[int(s) for s in args.seeds.split(",")], out=args.out, progress=False, items=items,
                        source=held_out_source(58, args.prompt_seed), max_per_category=args.max_per_category,
