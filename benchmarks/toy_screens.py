@@ -13,7 +13,7 @@ Variants:
   early-only  the early tower for all 100 steps, no late tower
   lr-0.07, lr-0.035, lr-0.025, cutouts-16, iterations-150   one preset value changed
   whole-views every cutout is the whole canvas, with no RandomAffine (noise kept): the tower's 8 px patch grid
-              stays fixed to the canvas, as in its training views (ninth session)
+              stays fixed to the canvas, nearer its training views (85-100% crops) (ninth session)
   cosine      the learning rate cosine-decayed over the run from the preset's (or --lr) to a tenth of it (ninth
               session)
 
