@@ -27,7 +27,6 @@ passes, nothing extra, strict, objects per image (strict reader), CPU seconds pe
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import torch
@@ -35,6 +34,7 @@ import torch
 import pixgen.engine as engine
 from pixgen.toy.evaluate import held_out, held_out_source, run_suite
 from pixgen.toy.strict import PALETTE as WORLD_PALETTE
+from pixgen.toy.training import cosine_decay
 
 TOY = Path(__file__).resolve().parent.parent / "checkpoints" / "toy"
 PALETTE = torch.from_numpy(WORLD_PALETTE) / 255  # the world's 11 colours, in [0, 1]
@@ -76,10 +76,9 @@ def patch_cosine(final: float = 0.1) -> None:
     step = engine.Engine.step
 
     def decayed(self, i):
-        t = i / max(1, self.total - 1)
         for group in self.optimizer.param_groups:
             group.setdefault("start_lr", group["lr"])
-            group["lr"] = group["start_lr"] * (final + (1 - final) * 0.5 * (1 + math.cos(math.pi * t)))
+            group["lr"] = group["start_lr"] * cosine_decay(i, max(1, self.total - 1), final)
         return step(self, i)
 
     engine.Engine.step = decayed

@@ -892,3 +892,15 @@ def test_clip_training_keeps_a_snapshot_of_its_weights_every_n_steps(tmp_path):
     assert all(torch.equal(four[k], last[k]) for k in last)  # the last snapshot is the final weights
     assert any(not torch.equal(two[k], four[k]) for k in visual)  # the earlier one is the run two steps before
     assert all(torch.equal(two[k], four[k]) for k in last if k.startswith("transformer."))  # text side locked
+
+
+def test_cosine_decay_runs_from_one_down_to_its_floor_as_the_trainers_expect():
+    from pixgen.toy.training import cosine_decay
+
+    assert cosine_decay(0, 300) == 1.0
+    assert cosine_decay(150, 300) == pytest.approx(0.5)
+    assert cosine_decay(300, 300) == pytest.approx(0.0, abs=1e-12)
+    assert cosine_decay(300, 300, 0.1) == pytest.approx(0.1)  # the VQGAN's floor
+    assert cosine_decay(150, 300, 0.05) == pytest.approx(0.525)  # the CLIP's floor, halfway
+    factors = [cosine_decay(s, 300, 0.05) for s in range(301)]
+    assert all(a > b for a, b in zip(factors, factors[1:]))  # falls at every step

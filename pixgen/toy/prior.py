@@ -9,7 +9,6 @@ prior only says that what is drawn should be flat-coloured objects with hard out
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +20,8 @@ from tqdm import tqdm
 from pixgen.cli_util import set_threads
 from pixgen.output import atomic_write
 from pixgen.toy.train_clip import fade_to_background, warp_field, warp_shapes
-from pixgen.toy.training import (TrainLog, batch_images, load_state, load_toy_vqgan, log_and_save, pick_device,
-                                 reconstruct, restore, seed_everything)
+from pixgen.toy.training import (TrainLog, batch_images, cosine_decay, load_state, load_toy_vqgan, log_and_save,
+                                 pick_device, reconstruct, restore, seed_everything)
 from pixgen.toy.world import CANVAS, render, sample_scene
 
 __all__ = ["SceneRestorer", "corrupt", "heldout_error", "load_prior", "save_prior", "train_prior", "PRIOR_CONFIG"]
@@ -206,7 +205,7 @@ def train_prior(
     done = start
     for step in bar:
         for g in opt.param_groups:
-            g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+            g["lr"] = lr * cosine_decay(step, steps)
         scenes = [sample_scene(rng) for _ in range(batch)]
         clean = batch_images([render(s) for s in scenes], dev)
         x = corrupt(clean, [s.background for s in scenes], gen)

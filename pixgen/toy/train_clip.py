@@ -17,7 +17,6 @@ full 77-token context, several times faster.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
@@ -34,8 +33,8 @@ from pixgen.errors import PixgenError
 from pixgen.perceptor import quiet_logging
 from pixgen.toy.adversarial import AdversarialChains
 from pixgen.toy.captions import RELATIONS, Spec, hard_negative, holds, sample_pair, spec_text
-from pixgen.toy.training import (TrainLog, batch_images, load_state, load_toy_vqgan, pick_device, reconstruct,
-                                 release_freed_memory, restore, save_state, seed_everything)
+from pixgen.toy.training import (TrainLog, batch_images, cosine_decay, load_state, load_toy_vqgan, pick_device,
+                                 reconstruct, release_freed_memory, restore, save_state, seed_everything)
 from pixgen.toy.world import BACKGROUNDS, CANVAS, COLOUR_NAMES, SHAPES, Scene, render
 
 __all__ = ["CLIP_NAME", "CONFIG_DIR", "create_toy_clip", "tokenize", "encode_text_fast", "augment", "train_clip", "save_clip",
@@ -707,7 +706,7 @@ def train_clip(
             pool.refresh()
         if step % 10 == 0:
             release_freed_memory()  # without it the process grows by 10-20 MB a step on CPU
-        lr_now = lr * min(1.0, (step + 1) / warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / steps)))
+        lr_now = lr * min(1.0, (step + 1) / warmup) * cosine_decay(step, steps, 0.05)
         for g in opt.param_groups:
             g["lr"] = lr_now
         fixed, chain_images = [], None

@@ -7,7 +7,6 @@ style. A few empty scenes teach it to report "no object" instead of guessing.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +16,8 @@ from tqdm import tqdm
 
 from pixgen.cli_util import set_threads
 from pixgen.toy.evaluator import Evaluator, save_evaluator, scene_targets
-from pixgen.toy.training import (TrainLog, batch_images, load_state, load_toy_vqgan, log_and_save, pick_device,
-                                 reconstruct, restore, seed_everything)
+from pixgen.toy.training import (TrainLog, batch_images, cosine_decay, load_state, load_toy_vqgan, log_and_save,
+                                 pick_device, reconstruct, restore, seed_everything)
 from pixgen.toy.world import Scene, render, sample_scene
 
 __all__ = ["train_evaluator", "heldout_accuracy"]
@@ -120,7 +119,7 @@ def train_evaluator(
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="evaluator", disable=not progress)
     for step in bar:
         for g in opt.param_groups:
-            g["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+            g["lr"] = lr * cosine_decay(step, steps)
         n_pool = batch // 4 if pool_x is not None else 0
         scenes = [_scene(rng) for _ in range(batch - n_pool)]
         x = batch_images([render(s) for s in scenes], dev)

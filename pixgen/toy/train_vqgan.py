@@ -8,7 +8,6 @@ convolutional, so this is 4x cheaper per sample); the last fifth sees whole 64x6
 from __future__ import annotations
 
 import dataclasses
-import math
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +18,8 @@ from tqdm import tqdm
 
 from pixgen.cli_util import set_threads
 from pixgen.models.vqgan import VQGAN, VQGANConfig
-from pixgen.toy.training import (TrainLog, batch_images, load_state, pick_device, release_freed_memory, restore,
-                                 save_state, seed_everything)
+from pixgen.toy.training import (TrainLog, batch_images, cosine_decay, load_state, pick_device, release_freed_memory,
+                                 restore, save_state, seed_everything)
 from pixgen.toy.world import CANVAS, render, sample_scene
 
 __all__ = ["TOY_VQGAN", "FACTORS", "toy_vqgan_config", "train_vqgan", "save_taming", "PatchCritic", "scramble_codes",
@@ -113,7 +112,7 @@ def train_vqgan(
         full = step >= int(0.8 * steps)
         x = _batch(rng, batch // 4 if full else batch, CANVAS if full else 32, dev)
         for g in opt.param_groups:
-            g["lr"] = lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
+            g["lr"] = lr * cosine_decay(step, steps, 0.1)
         z = model.encode(x)
         zq, q_loss, idx = _quantize(model, z)
         rec = model.decode(zq)

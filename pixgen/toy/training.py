@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import math
 import os
 import time
 from functools import lru_cache
@@ -14,7 +15,12 @@ import numpy as np
 import torch
 
 __all__ = ["pick_device", "seed_everything", "TrainLog", "save_state", "load_state", "batch_images",
-           "load_toy_vqgan", "reconstruct", "release_freed_memory"]
+           "load_toy_vqgan", "reconstruct", "release_freed_memory", "cosine_decay"]
+
+
+def cosine_decay(step: int, steps: int, floor: float = 0.0) -> float:
+    """Learning-rate factor at ``step`` of a half-cosine from 1 (step 0) down to ``floor`` (step ``steps``)."""
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * step / steps))
 
 
 def pick_device(device: str | None = None) -> torch.device:
