@@ -16,6 +16,8 @@ Variants:
               stays fixed to the canvas, nearer its training views (85-100% crops) (ninth session)
   cosine      the learning rate cosine-decayed over the run from the preset's (or --lr) to a tenth of it (ninth
               session)
+  contrast-W  contrast terms at weight W (pixgen/contrast.py) with the toy world's word classes, TOY_SWAPS (tenth
+              session)
 
 The preset's own lr became 0.035 after these screens (it was 0.05). To run a variant as it was screened, give the
 learning rate of the time: screens A-G (snap ... cutouts-16) and their baseline ran with ``--lr 0.05``; lr-0.025
@@ -84,6 +86,20 @@ def patch_cosine(final: float = 0.1) -> None:
     engine.Engine.step = decayed
 
 
+# The toy world's word classes for contrast terms: each meaning with its paraphrases (pixgen/toy/captions.py).
+TOY_SWAPS = [
+    [["red"], ["green"], ["blue"], ["yellow"], ["purple"], ["orange"], ["cyan"], ["pink"]],
+    [["circle", "disc"], ["square", "box"], ["triangle"], ["cross", "plus sign"]],
+    [["circles", "discs"], ["squares", "boxes"], ["triangles"], ["crosses", "plus signs"]],
+    [["small"], ["large"]],
+    [["white"], ["black"], ["gray", "grey"]],
+    [["two", "2"], ["three", "3"], ["four", "4"]],
+    [["left"], ["right"]],
+    [["top", "upper"], ["bottom", "lower"]],
+    [["above", "over"], ["below", "under", "beneath"]],
+]
+
+
 def tower(path: Path | str, steps: str) -> str:
     return f"pixgen-toy-clip:{TOY / 'clip.pt'}+{path}:1@{steps}"
 
@@ -92,7 +108,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("variant", choices=["shipped", "snap", "ensemble", "tv-l1", "early-only", "lr-0.05", "lr-0.07",
                                         "lr-0.035", "lr-0.025", "cutouts-16", "iterations-150", "whole-views",
-                                        "cosine"])
+                                        "cosine", "contrast-0.5", "contrast-1", "contrast-2", "contrast-5"])
     ap.add_argument("out")
     ap.add_argument("--prompt-seed", type=int, default=25)
     ap.add_argument("--seeds", default="0,1")
@@ -125,6 +141,8 @@ def main() -> None:
         options.setdefault("overrides", []).extend(["cutouts.pow=0.0001", "cutouts.augments=[]"])
     elif v == "cosine":
         patch_cosine(0.1)
+    elif v.startswith("contrast-"):
+        options["contrast"] = {"weight": float(v.split("-", 1)[1]), "swaps": TOY_SWAPS}
     items = held_out(58, seed=args.prompt_seed)
     report = run_suite(seeds=[int(s) for s in args.seeds.split(",")], out=args.out, progress=False, items=items,
                        source=held_out_source(58, args.prompt_seed), max_per_category=args.max_per_category,

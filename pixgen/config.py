@@ -62,6 +62,15 @@ class PriorConfig:
 
 
 @dataclass
+class ContrastConfig:
+    # Each text prompt with a positive weight also asks to beat its near misses: the prompts that differ from it
+    # in one word of a class in ``swaps`` (pixgen/contrast.py). 0 turns it off.
+    weight: float = 0.0
+    scale: Optional[float] = None  # logit scale of the softmax; None: the CLIP's own
+    swaps: list[Any] = field(default_factory=list)  # word classes: [[[circle, disc], [square, box]], ...]
+
+
+@dataclass
 class CoarseConfig:
     # Compose first at a smaller size, then grow to ``size`` for the rest of the run: the image is scaled up
     # (nearest pixel), encoded again, and the search goes on from there with a fresh optimizer. The coarse stage
@@ -104,6 +113,7 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     cutouts: CutoutConfig = field(default_factory=CutoutConfig)
     prior: PriorConfig = field(default_factory=PriorConfig)
+    contrast: ContrastConfig = field(default_factory=ContrastConfig)
     coarse: CoarseConfig = field(default_factory=CoarseConfig)
 
 
@@ -245,6 +255,21 @@ def is_step_range(lo: float, hi: float) -> bool:
     return 0.0 <= lo < hi <= 1.0
 
 
+def _check_contrast(contrast: DictConfig) -> None:
+    if not math.isfinite(contrast.weight) or contrast.weight < 0:
+        raise ConfigError(f"contrast.weight must be a finite number >= 0, got {contrast.weight}",
+                          "e.g. --set contrast.weight=1 (0 turns contrast terms off)")
+    if contrast.scale is not None and (not math.isfinite(contrast.scale) or contrast.scale <= 0):
+        raise ConfigError(f"contrast.scale must be a number > 0 or null, got {contrast.scale}",
+                          "leave it null to use the CLIP's own logit scale, or give e.g. 100")
+    from pixgen.contrast import check_swaps
+
+    check_swaps(OmegaConf.to_container(contrast.swaps, resolve=True))
+    if contrast.weight and not contrast.swaps:
+        raise ConfigError("contrast.weight is set but contrast.swaps gives no word classes to write near misses from",
+                          "e.g. --set 'contrast.swaps=[[[red],[blue],[green]],[[circle],[square]]]'")
+
+
 def _check_prior(prior: DictConfig) -> None:
     if not math.isfinite(prior.weight) or prior.weight < 0:
         raise ConfigError(f"prior.weight must be a finite number >= 0, got {prior.weight}",
@@ -324,6 +349,7 @@ def validate(cfg: DictConfig) -> None:
     if not math.isfinite(cfg.init_weight) or not math.isfinite(cfg.tv_weight):
         raise ConfigError("init_weight and tv_weight must be finite numbers", "e.g. --init-weight 0.5")
     _check_prior(cfg.prior)
+    _check_contrast(cfg.contrast)
     _check_coarse(cfg.coarse)
     if not cfg.prompt.strip() and not cfg.image_prompts and not cfg.noise_prompts:
         raise ConfigError("the prompt is empty", 'give a text prompt, e.g. pixgen generate "a red circle"')

@@ -12,6 +12,7 @@ from typing import Callable, Protocol
 import torch
 from torch import nn
 
+from pixgen.contrast import contrast_loss
 from pixgen.cutouts import MakeCutouts
 from pixgen.errors import NonFiniteLossError
 from pixgen.losses import latent_anchor_loss, prior_loss, prompt_loss, total_variation
@@ -28,6 +29,10 @@ class Target:
     weight: float = 1.0
     stop: float = float("-inf")
     phase: int | None = None  # None: active in every phase
+    # Near misses of a text prompt (K, D) that it should beat, with the contrast term's logit scale and weight.
+    others: torch.Tensor | None = None
+    contrast_scale: float = 100.0
+    contrast_weight: float = 0.0
 
 
 @dataclass
@@ -121,7 +126,7 @@ class Engine:
     def losses(self, image: torch.Tensor, targets: list[Target], step: int | None = None
                ) -> tuple[list[str], torch.Tensor]:
         """Per-term losses (K,) for ``image`` and their labels; the prior term counts only at a ``step`` (0-based)
-        inside its range."""
+        inside its range, and contrast terms only at a step (they guide the search, not the choice of start)."""
         labels: list[str] = []
         terms: list[torch.Tensor] = []
         by_perceptor: dict[int, list[Target]] = {}
@@ -138,6 +143,10 @@ class Engine:
                 for t in by_perceptor[i]:
                     labels.append(t.label)
                     terms.append(perceptor.weight * prompt_loss(embeds, t.embed, t.weight, t.stop))
+                    if t.others is not None and t.contrast_weight and step is not None:
+                        labels.append(f"{t.label} (contrast)")
+                        terms.append(perceptor.weight * contrast_loss(embeds, t.embed, t.others, t.contrast_scale,
+                                                                      t.contrast_weight))
         z = getattr(self.generator, "z", None)
         if self.init_weight and z is not None:
             labels.append("init_weight")

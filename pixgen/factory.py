@@ -11,6 +11,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from pixgen import config as config_mod
+from pixgen.contrast import check_swaps, near_misses
 from pixgen.cutouts import MakeCutouts
 from pixgen.engine import Engine, Target, make_optimizer
 from pixgen.errors import ConfigError, ModelError
@@ -270,6 +271,7 @@ def _embed_targets(cfg: DictConfig, perceptors: list[Perceptor], cutouts: dict[i
                    width: int, height: int, device: torch.device) -> tuple[list[Target], int]:
     targets: list[Target] = []
     phases = parse_story(cfg.prompt) if cfg.prompt.strip() else [[]]
+    swaps = check_swaps(OmegaConf.to_container(cfg.contrast.swaps, resolve=True))
     names = [p.name for p in perceptors]
     for pi, perceptor in enumerate(perceptors):
         suffix = f" @{perceptor.name}" if len(names) > 1 else ""
@@ -281,7 +283,14 @@ def _embed_targets(cfg: DictConfig, perceptors: list[Perceptor], cutouts: dict[i
             embeds = perceptor.encode_text([p.text for p in phase])
             for p, e in zip(phase, embeds):
                 label = (f"[{phase_index}] " if len(phases) > 1 else "") + p.text + suffix
-                targets.append(Target(label, pi, e, p.weight, p.stop, phase_index if len(phases) > 1 else None))
+                target = Target(label, pi, e, p.weight, p.stop, phase_index if len(phases) > 1 else None)
+                if cfg.contrast.weight and p.weight > 0:
+                    misses = near_misses(p.text, swaps)
+                    if misses:
+                        target.others = perceptor.encode_text(misses)
+                        target.contrast_weight = float(cfg.contrast.weight)
+                        target.contrast_scale = float(cfg.contrast.scale or perceptor.logit_scale)
+                targets.append(target)
         for item in cfg.image_prompts:
             for p in parse_prompt(item):
                 image = load_image(p.text, (width, height), what="image prompt").to(device)

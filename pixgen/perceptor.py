@@ -144,6 +144,12 @@ class Perceptor(nn.Module):
         """Width D of the shared image/text embedding space."""
         return int(self.model.visual.output_dim)
 
+    @property
+    def logit_scale(self) -> float:
+        """The softmax scale the CLIP was trained with (``exp`` of its ``logit_scale``); 100 if it has none."""
+        scale = getattr(self.model, "logit_scale", None)
+        return float(scale.detach().float().exp()) if isinstance(scale, torch.Tensor) else 100.0
+
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         if images.shape[-1] != self.input_size or images.shape[-2] != self.input_size:
             images = F.interpolate(images, size=(self.input_size, self.input_size), mode="bilinear",
