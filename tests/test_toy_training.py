@@ -156,7 +156,22 @@ def test_clip_training_refuses_chains_without_a_vqgan(tmp_path):
 
     result = CliRunner().invoke(app, ["toy", "train", "clip", "--out", str(tmp_path), "--chains", "4", "--steps", "1"])
     assert result.exit_code == 2
-    assert "vqgan.ckpt" in result.output and "pixgen toy train vqgan" in result.output
+    assert "vqgan" in result.output and "pixgen toy train vqgan" in result.output and "--vqgan" in result.output
+    result = CliRunner().invoke(app, ["toy", "train", "clip", "--out", str(tmp_path), "--chains", "4", "--steps", "1",
+                                      "--vqgan", str(tmp_path / "nowhere")])
+    assert result.exit_code == 2 and "is not a directory" in result.output
+    assert not (tmp_path / "state").exists()
+
+
+@needs
+def test_clip_training_reads_the_vqgan_from_another_directory(tmp_path):
+    from pixgen.toy.train_clip import train_clip
+
+    train_clip(tmp_path, steps=1, batch=4, negatives=1, junk=2, chains=2, roundtrip_p=0.5, init=TOY / "clip.pt",
+               threads=None, progress=False, vqgan=TOY)
+    assert not (tmp_path / "vqgan.ckpt").exists()  # nothing copied: the chains ran through TOY's VQGAN
+    records = [json.loads(line) for line in (tmp_path / "clip_finetune.log.jsonl").read_text().splitlines()]
+    assert records and "chain_acc" in records[-1]
 
 
 @pytest.mark.parametrize("model", ["vqgan", "clip", "evaluator"])

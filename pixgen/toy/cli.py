@@ -229,11 +229,15 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
                        0, "--keep-every", min=0,
                        help="Also keep the weights every N steps as OUT/snapshots/clip_stepN.pt, to judge each on "
                             "the generation suite afterwards (0: only the last)."),
+                   vqgan: Optional[Path] = typer.Option(
+                       None, "--vqgan",
+                       help="Directory with the toy VQGAN (vqgan.yaml + vqgan.ckpt) for junk images, --chains, "
+                            "--roundtrip and --align-latent; default OUT (checkpoints/toy holds the shipped one)."),
                    ) -> None:
     """Train the toy CLIP with hard negatives; writes OUT/clip.pt and OUT/clip.log.jsonl.
 
-    Uses OUT/vqgan.ckpt for the random-code "junk" images (if present) and for --chains and --roundtrip
-    (required there), so train the VQGAN first.
+    Uses the toy VQGAN in --vqgan DIR (default OUT) for the random-code "junk" images (if present) and for
+    --chains, --roundtrip and --align-latent (required there), so train the VQGAN first or point at one.
     """
     from pixgen.toy.train_clip import train_clip
 
@@ -253,10 +257,15 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
         if locked and init is None:
             raise PixgenError(f"{flag} freezes a tower that would start from random weights",
                               "give --init with the clip.pt of an earlier `pixgen toy train clip` run")
-    if (chains or roundtrip or (align and align_latent)) and not (out / "vqgan.ckpt").is_file():
-        raise PixgenError(f"--chains, --roundtrip and --align-latent need the toy VQGAN, and {out / 'vqgan.ckpt'} "
-                          "does not exist", f"run `pixgen toy train vqgan --out {out}` first, or copy "
-                          "checkpoints/toy/vqgan.ckpt and vqgan.yaml there")
+    vq_dir = vqgan if vqgan is not None else out
+    if vqgan is not None and not vqgan.is_dir():
+        raise PixgenError(f"--vqgan {vqgan} is not a directory",
+                          "give the directory holding vqgan.yaml and vqgan.ckpt, e.g. --vqgan checkpoints/toy")
+    missing = [vq_dir / name for name in ("vqgan.yaml", "vqgan.ckpt") if not (vq_dir / name).is_file()]
+    if (chains or roundtrip or (align and align_latent)) and missing:
+        raise PixgenError(f"--chains, --roundtrip and --align-latent need the toy VQGAN, and {missing[0]} "
+                          "does not exist", f"run `pixgen toy train vqgan --out {vq_dir}` first, or give "
+                          "--vqgan checkpoints/toy to use the shipped one")
     for flag, share in (("--roundtrip", roundtrip), ("--chain-flat", chain_flat), ("--cut", cut),
                         ("--chain-render", chain_render), ("--fade", fade)):
         if not 0.0 <= share <= 1.0:
@@ -285,7 +294,7 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"),
                fade=fade, robust=robust, robust_eps=robust_eps, robust_steps=robust_steps,
                warp=warp, warp_amplitude=(amp_lo, amp_hi), align=align, align_weight=align_weight,
                align_clutter=align_clutter, align_mix=mix, align_latent=align_latent,
-               align_clutter_spoilt=align_clutter_spoilt, keep_every=keep_every)
+               align_clutter_spoilt=align_clutter_spoilt, keep_every=keep_every, vqgan=vq_dir)
     typer.echo(str(out / "clip.pt"))
 
 

@@ -599,6 +599,7 @@ def train_clip(
     warp: float = 0.0, warp_amplitude: tuple[float, float] = (1.0, 2.5), align: float = 0.0,
     align_weight: float = 1.0, align_clutter: float = 0.0, align_mix: tuple[float, float, float] | None = None,
     align_latent: bool = False, align_clutter_spoilt: bool = False, keep_every: int = 0,
+    vqgan: str | Path | None = None,
 ) -> torch.nn.Module:
     """Train (or resume) the toy CLIP; writes ``clip.pt``, a resumable state and ``clip.log.jsonl``.
 
@@ -646,8 +647,9 @@ def train_clip(
     ``align_mix`` weighs the faded, bent and bent-and-faded kinds (default equal thirds), e.g. to train the way
     from a blob back to its shape harder. ``align_latent`` shows the spoilt pictures as a search holds them (through
     the VQGAN) and compares the two directions in the latent the search moves (:func:`decoder_transpose`), not in
-    pixels; it needs the VQGAN in ``out``. ``keep_every`` > 0 also keeps the weights every that many steps as
-    ``snapshots/clip_stepN.pt``, so that each can be judged on the generation suite afterwards.
+    pixels; it needs the VQGAN. ``keep_every`` > 0 also keeps the weights every that many steps as
+    ``snapshots/clip_stepN.pt``, so that each can be judged on the generation suite afterwards. ``vqgan`` is the
+    directory holding ``vqgan.yaml`` and ``vqgan.ckpt`` (default: ``out``), e.g. ``checkpoints/toy`` for the shipped one.
     """
     set_threads(threads)
     dev = pick_device(device)
@@ -673,7 +675,8 @@ def train_clip(
         if extra is not None:
             groups.append({"params": list(extra.parameters()), "weight_decay": 0.0})
     opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), eps=1e-6)
-    vq = load_toy_vqgan(out, dev) if chains or roundtrip_p or (align and align_latent) else None
+    vq_dir = Path(vqgan) if vqgan is not None else out
+    vq = load_toy_vqgan(vq_dir, dev) if chains or roundtrip_p or (align and align_latent) else None
     runs = (AdversarialChains(vq, chains, rng, gen, life=chain_life, flat_p=chain_flat, cutouts=chain_cutouts,
                                 flat_rgb=chain_flat_colours or (128, 128, 128), render_p=chain_render)
             if chains else None)
@@ -695,7 +698,7 @@ def train_clip(
         if pair_head is not None and "relation_head" in state:
             pair_head.load_state_dict(state["relation_head"])
     log = TrainLog(out / f"{stage}.log.jsonl", resume=state is not None)
-    pool = JunkPool(out, seed=seed)
+    pool = JunkPool(vq_dir, seed=seed)
 
     def embed_images(images: torch.Tensor) -> torch.Tensor:
         return model.encode_image(normalize(images, model))
