@@ -49,11 +49,29 @@ def check_swaps(swaps) -> list[list[list[str]]]:
     return out
 
 
+_ARTICLE = re.compile(r"\b(an?)(\s+)$", re.IGNORECASE)
+
+
+def _replace(text: str, edits: list[tuple[int, int, str]]) -> str:
+    """``text`` with each (start, end) span replaced by its word, an "a"/"an" right before it agreeing with it."""
+    for start, end, word in sorted(edits, reverse=True):
+        head = text[:start]
+        article = _ARTICLE.search(head)
+        if article is not None:
+            agreed = "an" if word[:1].lower() in "aeiou" else "a"
+            if article.group(1)[0].isupper():
+                agreed = agreed.capitalize()
+            head = head[:article.start(1)] + agreed + article.group(2)
+        text = head + word + text[end:]
+    return text
+
+
 def near_misses(text: str, swaps: list[list[list[str]]]) -> list[str]:
     """The prompts that differ from ``text`` in one word of a class, or by two words of a class exchanged.
 
     Words match whole and case-insensitively (longest first, so "plus sign" before "plus"); the result keeps
-    ``text``'s other characters, has no duplicates and never contains ``text`` itself.
+    ``text``'s other characters, but for an "a" or "an" right before a changed word, which is made to agree with
+    it ("a red box" -> "an orange box"). It has no duplicates and never contains ``text`` itself.
     """
     out: list[str] = []
     for meanings in swaps:
@@ -64,11 +82,11 @@ def near_misses(text: str, swaps: list[list[list[str]]]) -> list[str]:
         for start, end, m in found:
             for other, words in enumerate(meanings):
                 if other != m:
-                    out.append(text[:start] + words[0] + text[end:])
+                    out.append(_replace(text, [(start, end, words[0])]))
         for i, (s1, e1, m1) in enumerate(found):
             for s2, e2, m2 in found[i + 1:]:
                 if m1 != m2:
-                    out.append(text[:s1] + text[s2:e2] + text[e1:s2] + text[s1:e1] + text[e2:])
+                    out.append(_replace(text, [(s1, e1, text[s2:e2]), (s2, e2, text[s1:e1])]))
     seen = {text.strip().lower()}
     unique = []
     for t in out:

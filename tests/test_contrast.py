@@ -116,3 +116,12 @@ def test_a_contrast_run_resumes_to_the_same_picture_from_its_stored_config(tiny)
     resumed = pixgen.resume(first.run_dir, iterations=6, progress=False)  # reads the swaps back from run.yaml
     assert "a red circle (contrast)" in resumed.losses[-1]["terms"]
     assert np.array_equal(np.asarray(straight.image), np.asarray(resumed.image))
+
+
+def test_an_article_before_a_changed_word_agrees_with_it():
+    swaps = [[["red"], ["orange"]], [["apple"], ["pear"]]]
+    assert near_misses("A red apple and an orange pear", swaps) == [
+        "An orange apple and an orange pear", "A red apple and a red pear",  # one colour changed
+        "An orange apple and a red pear",  # the colours exchanged
+        "A red pear and an orange pear", "A red apple and an orange apple",  # one fruit changed
+        "A red pear and an orange apple"]
