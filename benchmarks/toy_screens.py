@@ -16,8 +16,10 @@ Variants:
               stays fixed to the canvas, nearer its training views (85-100% crops) (ninth session)
   cosine      the learning rate cosine-decayed over the run from the preset's (or --lr) to a tenth of it (ninth
               session)
-  contrast-W  contrast terms at weight W (pixgen/contrast.py) with the toy world's word classes, TOY_SWAPS (tenth
-              session)
+  contrast-W  contrast terms at weight W (pixgen/contrast.py) with the word classes of configs/toy-contrast.yaml
+              and numbers (tenth session; the screens of prompt seeds 33-35 ran before near misses kept "a"/"an"
+              in agreement with a changed word)
+  contrast-nocount-0.5   configs/toy-contrast.yaml as it is: weight 0.5, no numbers
 
 The preset's own lr became 0.035 after these screens (it was 0.05). To run a variant as it was screened, give the
 learning rate of the time: screens A-G (snap ... cutouts-16) and their baseline ran with ``--lr 0.05``; lr-0.025
@@ -32,6 +34,7 @@ import argparse
 from pathlib import Path
 
 import torch
+import yaml
 
 import pixgen.engine as engine
 from pixgen.toy.evaluate import held_out, held_out_source, run_suite
@@ -86,18 +89,15 @@ def patch_cosine(final: float = 0.1) -> None:
     engine.Engine.step = decayed
 
 
-# The toy world's word classes for contrast terms: each meaning with its paraphrases (pixgen/toy/captions.py).
-TOY_SWAPS = [
-    [["red"], ["green"], ["blue"], ["yellow"], ["purple"], ["orange"], ["cyan"], ["pink"]],
-    [["circle", "disc"], ["square", "box"], ["triangle"], ["cross", "plus sign"]],
-    [["circles", "discs"], ["squares", "boxes"], ["triangles"], ["crosses", "plus signs"]],
-    [["small"], ["large"]],
-    [["white"], ["black"], ["gray", "grey"]],
-    [["two", "2"], ["three", "3"], ["four", "4"]],
-    [["left"], ["right"]],
-    [["top", "upper"], ["bottom", "lower"]],
-    [["above", "over"], ["below", "under", "beneath"]],
-]
+# The toy world's word classes for contrast terms (configs/toy-contrast.yaml), and the class of numbers that the
+# first contrast screens (prompt seeds 33-35) also swapped.
+TOY_CONTRAST = Path(__file__).resolve().parent.parent / "configs" / "toy-contrast.yaml"
+NUMBERS = [["two", "2"], ["three", "3"], ["four", "4"]]
+
+
+def toy_swaps(numbers: bool) -> list:
+    swaps = yaml.safe_load(TOY_CONTRAST.read_text())["contrast"]["swaps"]
+    return [*swaps[:5], NUMBERS, *swaps[5:]] if numbers else swaps  # numbers where the screens had them
 
 
 def tower(path: Path | str, steps: str) -> str:
@@ -108,7 +108,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("variant", choices=["shipped", "snap", "ensemble", "tv-l1", "early-only", "lr-0.05", "lr-0.07",
                                         "lr-0.035", "lr-0.025", "cutouts-16", "iterations-150", "whole-views",
-                                        "cosine", "contrast-0.5", "contrast-1", "contrast-2", "contrast-5"])
+                                        "cosine", "contrast-0.5", "contrast-1", "contrast-2", "contrast-5",
+                                        "contrast-nocount-0.5"])
     ap.add_argument("out")
     ap.add_argument("--prompt-seed", type=int, default=25)
     ap.add_argument("--seeds", default="0,1")
@@ -142,7 +143,7 @@ def main() -> None:
     elif v == "cosine":
         patch_cosine(0.1)
     elif v.startswith("contrast-"):
-        options["contrast"] = {"weight": float(v.split("-", 1)[1]), "swaps": TOY_SWAPS}
+        options["contrast"] = {"weight": float(v.rsplit("-", 1)[1]), "swaps": toy_swaps("nocount" not in v)}
     items = held_out(58, seed=args.prompt_seed)
     report = run_suite(seeds=[int(s) for s in args.seeds.split(",")], out=args.out, progress=False, items=items,
                        source=held_out_source(58, args.prompt_seed), max_per_category=args.max_per_category,

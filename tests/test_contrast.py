@@ -125,3 +125,20 @@ def test_an_article_before_a_changed_word_agrees_with_it():
         "An orange apple and a red pear",  # the colours exchanged
         "A red pear and an orange pear", "A red apple and an orange apple",  # one fruit changed
         "A red pear and an orange apple"]
+
+
+def test_the_toy_contrast_preset_adds_near_misses_over_the_toy_preset():
+    from omegaconf import OmegaConf
+
+    from pixgen.config import resolve_preset
+
+    swaps = OmegaConf.to_container(OmegaConf.load(resolve_preset("toy-contrast")).contrast.swaps)
+    misses = near_misses("a red square to the left of a blue circle", swaps)
+    assert "a blue square to the left of a red circle" in misses  # the colours exchanged
+    assert "a red square to the right of a blue circle" in misses
+    assert "an orange square to the left of a blue circle" in misses
+    res = pixgen.generate("a red square to the left of a blue circle", model="toy", config="toy-contrast",
+                          iterations=2, seed=0, write=False, progress=False, echo=False)
+    assert res.config["contrast"]["weight"] == 0.5 and res.config["tv_weight"] == 10.0  # both presets apply
+    assert any(k.startswith("a red square to the left of a blue circle") and k.endswith("(contrast)")
+               for k in res.losses[-1]["terms"])

@@ -426,7 +426,8 @@ def test_alignment_mix_and_latent_options_are_checked(tmp_path):
         assert result.exit_code == 2 and "--align is 0" in result.output and flags[0] in result.output
     result = CliRunner().invoke(app, ["toy", "train", "clip", "--out", str(tmp_path), "--align", "0.5",
                                       "--align-latent", "--steps", "1"])
-    assert result.exit_code == 2 and "vqgan.ckpt" in result.output and "does not exist" in result.output
+    assert result.exit_code == 2 and "vqgan.yaml" in result.output and "does not exist" in result.output
+    assert "--vqgan" in result.output
     assert not (tmp_path / "state").exists()
 
 
