@@ -406,6 +406,13 @@ def build_session(cfg: DictConfig, *, state: dict | None = None) -> Session:
     init = load_image(cfg.init_image, (start_w, start_h), what="init image") if cfg.init_image else None
     torch.manual_seed(cfg.seed)
     targets, n_phases = _embed_targets(cfg, perceptors, cutouts, width, height, device)
+    if cfg.contrast.weight and cfg.prompt.strip():
+        swaps = check_swaps(OmegaConf.to_container(cfg.contrast.swaps, resolve=True))
+        alone = sorted({p.text for phase in parse_story(cfg.prompt) for p in phase
+                        if p.weight > 0 and not near_misses(p.text, swaps)})
+        if alone:
+            messages.append(f"no contrast term for {', '.join(map(repr, alone))}: none of its words is in a class of "
+                            "contrast.swaps, so it has no near misses to beat")
     if cfg.init_color is not None:  # a flat canvas: the one colour, or the candidate the prompts score best
         colours = config_mod.init_colors(cfg.init_color)
         pick = 0

@@ -142,3 +142,11 @@ def test_the_toy_contrast_preset_adds_near_misses_over_the_toy_preset():
     assert res.config["contrast"]["weight"] == 0.5 and res.config["tv_weight"] == 10.0  # both presets apply
     assert any(k.startswith("a red square to the left of a blue circle") and k.endswith("(contrast)")
                for k in res.losses[-1]["terms"])
+
+
+def test_a_prompt_without_near_misses_is_named_in_the_run_messages(tiny):
+    res = pixgen.generate("a red circle | a lighthouse", seed=0, **tiny, write=False,
+                          contrast={"weight": 1.0, "swaps": SWAPS})
+    assert any("no contrast term for 'a lighthouse'" in m for m in res.messages)
+    assert not any("'a red circle'" in m for m in res.messages)
+    assert not any(k.startswith("a lighthouse") and k.endswith("(contrast)") for k in res.losses[-1]["terms"])
