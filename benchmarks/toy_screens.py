@@ -37,6 +37,7 @@ import torch
 import yaml
 
 import pixgen.engine as engine
+from pixgen.config import resolve_preset
 from pixgen.toy.evaluate import held_out, held_out_source, run_suite
 from pixgen.toy.strict import PALETTE as WORLD_PALETTE
 from pixgen.toy.training import cosine_decay
@@ -91,12 +92,11 @@ def patch_cosine(final: float = 0.1) -> None:
 
 # The toy world's word classes for contrast terms (configs/toy-contrast.yaml), and the class of numbers that the
 # first contrast screens (prompt seeds 33-35) also swapped.
-TOY_CONTRAST = Path(__file__).resolve().parent.parent / "configs" / "toy-contrast.yaml"
 NUMBERS = [["two", "2"], ["three", "3"], ["four", "4"]]
 
 
 def toy_swaps(numbers: bool) -> list:
-    swaps = yaml.safe_load(TOY_CONTRAST.read_text())["contrast"]["swaps"]
+    swaps = yaml.safe_load(resolve_preset("toy-contrast").read_text())["contrast"]["swaps"]
     return [*swaps[:5], NUMBERS, *swaps[5:]] if numbers else swaps  # numbers where the screens had them
 
 

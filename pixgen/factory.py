@@ -268,10 +268,17 @@ class Session:
 
 
 def _embed_targets(cfg: DictConfig, perceptors: list[Perceptor], cutouts: dict[int, MakeCutouts],
-                   width: int, height: int, device: torch.device) -> tuple[list[Target], int]:
+                   width: int, height: int, device: torch.device, messages: list[str]) -> tuple[list[Target], int]:
     targets: list[Target] = []
     phases = parse_story(cfg.prompt) if cfg.prompt.strip() else [[]]
-    swaps = check_swaps(OmegaConf.to_container(cfg.contrast.swaps, resolve=True))
+    misses_of: dict[str, list[str]] = {}  # the near misses of each text term that has contrast terms
+    if cfg.contrast.weight:
+        swaps = check_swaps(OmegaConf.to_container(cfg.contrast.swaps, resolve=True))
+        misses_of = {p.text: near_misses(p.text, swaps) for phase in phases for p in phase if p.weight > 0}
+        alone = sorted(text for text, misses in misses_of.items() if not misses)
+        if alone:
+            messages.append(f"no contrast term for {', '.join(map(repr, alone))}: none of its words is in a class of "
+                            "contrast.swaps, so it has no near misses to beat")
     names = [p.name for p in perceptors]
     for pi, perceptor in enumerate(perceptors):
         suffix = f" @{perceptor.name}" if len(names) > 1 else ""
@@ -284,12 +291,11 @@ def _embed_targets(cfg: DictConfig, perceptors: list[Perceptor], cutouts: dict[i
             for p, e in zip(phase, embeds):
                 label = (f"[{phase_index}] " if len(phases) > 1 else "") + p.text + suffix
                 target = Target(label, pi, e, p.weight, p.stop, phase_index if len(phases) > 1 else None)
-                if cfg.contrast.weight and p.weight > 0:
-                    misses = near_misses(p.text, swaps)
-                    if misses:
-                        target.others = perceptor.encode_text(misses)
-                        target.contrast_weight = float(cfg.contrast.weight)
-                        target.contrast_scale = float(cfg.contrast.scale or perceptor.logit_scale)
+                misses = misses_of.get(p.text) if p.weight > 0 else None
+                if misses:
+                    target.others = perceptor.encode_text(misses)
+                    target.contrast_weight = float(cfg.contrast.weight)
+                    target.contrast_scale = float(cfg.contrast.scale or perceptor.logit_scale)
                 targets.append(target)
         for item in cfg.image_prompts:
             for p in parse_prompt(item):
@@ -405,14 +411,7 @@ def build_session(cfg: DictConfig, *, state: dict | None = None) -> Session:
                         f"{width}x{height} (coarse.size; --set coarse.size=null runs at {width}x{height} throughout)")
     init = load_image(cfg.init_image, (start_w, start_h), what="init image") if cfg.init_image else None
     torch.manual_seed(cfg.seed)
-    targets, n_phases = _embed_targets(cfg, perceptors, cutouts, width, height, device)
-    if cfg.contrast.weight and cfg.prompt.strip():
-        swaps = check_swaps(OmegaConf.to_container(cfg.contrast.swaps, resolve=True))
-        alone = sorted({p.text for phase in parse_story(cfg.prompt) for p in phase
-                        if p.weight > 0 and not near_misses(p.text, swaps)})
-        if alone:
-            messages.append(f"no contrast term for {', '.join(map(repr, alone))}: none of its words is in a class of "
-                            "contrast.swaps, so it has no near misses to beat")
+    targets, n_phases = _embed_targets(cfg, perceptors, cutouts, width, height, device, messages)
     if cfg.init_color is not None:  # a flat canvas: the one colour, or the candidate the prompts score best
         colours = config_mod.init_colors(cfg.init_color)
         pick = 0
