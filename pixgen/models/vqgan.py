@@ -256,13 +256,25 @@ class _QuantizerBase(nn.Module):
         return vector_quantize(z.movedim(1, -1), self.weight).movedim(-1, 1).contiguous()
 
 
+def _embedding(n_embed: int, embed_dim: int, init) -> nn.Embedding:
+    """An ``nn.Embedding`` whose weight ``init`` fills, except on the meta device, where loaders build models.
+
+    ``nn.Embedding`` would draw its weight with ``normal_``, which on the meta device goes through torch's Python
+    reference kernels: their first use costs about a second of imports, a tenth of a toy image's CPU budget.
+    """
+    with torch.no_grad():
+        weight = torch.empty(n_embed, embed_dim)
+        if not weight.is_meta:
+            init(weight)
+    return nn.Embedding(n_embed, embed_dim, _weight=weight)
+
+
 class _Codebook(_QuantizerBase):
     """Plain VQ codebook: ``quantize.embedding.weight`` (n_embed, embed_dim)."""
 
     def __init__(self, n_embed: int, embed_dim: int):
         super().__init__()
-        self.embedding = nn.Embedding(n_embed, embed_dim)
-        self.embedding.weight.data.uniform_(-1.0 / n_embed, 1.0 / n_embed)
+        self.embedding = _embedding(n_embed, embed_dim, lambda w: w.uniform_(-1.0 / n_embed, 1.0 / n_embed))
 
     @property
     def weight(self) -> torch.Tensor:
@@ -275,7 +287,7 @@ class _GumbelCodebook(_QuantizerBase):
     def __init__(self, z_channels: int, n_embed: int, embed_dim: int):
         super().__init__()
         self.proj = _conv1(z_channels, n_embed)
-        self.embed = nn.Embedding(n_embed, embed_dim)
+        self.embed = _embedding(n_embed, embed_dim, nn.init.normal_)
 
     @property
     def weight(self) -> torch.Tensor:
