@@ -13,6 +13,9 @@ class PixgenError(Exception):
     def __str__(self) -> str:
         return self.message if not self.hint else f"{self.message}\n  hint: {self.hint}"
 
+    def __reduce__(self):  # pickled with its hint (an error raised in a worker process reaches the parent whole)
+        return (self.__class__, (self.message, self.hint))
+
 
 class ConfigError(PixgenError):
     """A bad option, config file or override."""
