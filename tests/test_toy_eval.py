@@ -199,6 +199,7 @@ def test_eval_command_judges_a_prompt_file(tmp_path):
     (["--held-out", "3", "--prompts", "x.txt"], "give one of them"),
     (["--held-out", "3", "--held-out-style", "other"], "unknown --held-out-style"),
     (["--category", "three or four objects"], "no prompt to judge"),
+    (["--jobs", "0"], "not a number of processes"),
 ])
 def test_eval_command_refuses_bad_prompt_options_before_generating(tmp_path, args, says):
     from typer.testing import CliRunner
@@ -222,3 +223,85 @@ def test_toy_generation_warns_about_words_outside_the_toy_world_and_goes_on():
     quiet = pixgen.generate("a red circle above a blue square", model="toy", iterations=1, write=False,
                             progress=False, echo=False)
     assert not [m for m in quiet.messages if "toy world" in m]
+
+
+def _smoke_items():
+    return [it for it in suite() if it.category in ("single object", "relation")][:2]
+
+
+@pytest.mark.skipif(not (TOY / "clip.pt").exists(), reason="toy weights not present")
+def test_an_interrupted_eval_keeps_what_it_judged_and_resumes_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    from pixgen.errors import Interrupted, PixgenError
+    from pixgen.toy import evaluate
+
+    settings = dict(seeds=[0, 1], iterations=3, items=_smoke_items(), progress=False, threads=1)
+    whole = evaluate.run_suite(out=tmp_path / "whole", **settings)
+
+    real, calls = evaluate._judge_job, []
+
+    def stopped_on_the_third(task):
+        calls.append(task[0])
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # Ctrl-C while the third image is made
+        return real(task)
+
+    monkeypatch.setattr(evaluate, "_judge_job", stopped_on_the_third)
+    out = tmp_path / "cut"
+    with pytest.raises(Interrupted, match="after 2 of 4 images"):
+        evaluate.run_suite(out=out, **settings)
+    kept = [json.loads(line) for line in (out / "progress.jsonl").read_text().splitlines()]
+    assert [r["row"]["index"] for r in kept[1:]] == [0, 1]
+    assert all((out / r["row"]["image"]).is_file() for r in kept[1:])
+    assert not (out / "results.json").exists()
+
+    with pytest.raises(PixgenError, match="unfinished eval"):  # not silently overwritten
+        evaluate.run_suite(out=out, **settings)
+    with pytest.raises(PixgenError, match="differs in: iterations"):
+        evaluate.run_suite(out=out, resume=True, **{**settings, "iterations": 4})
+    calls.clear()
+    report = evaluate.run_suite(out=out, resume=True, **settings)
+    assert calls == [2, 3]  # only the images it lacked
+    assert report["timing"]["images_resumed"] == 2
+    assert not (out / "progress.jsonl").exists()
+    fields = ("prompt", "seed", "read", "strict_read", "final_loss", "pass", "image")
+    assert [[r[k] for k in fields] for r in report["rows"]] == [[r[k] for k in fields] for r in whole["rows"]]
+    saved = json.loads((out / "results.json").read_text())
+    assert [r["index"] for r in saved["rows"]] == [0, 1, 2, 3]
+    for row in whole["rows"]:
+        assert (out / row["image"]).read_bytes() == (tmp_path / "whole" / row["image"]).read_bytes()
+
+
+def test_a_search_stopped_by_ctrl_c_is_not_judged_as_if_it_had_finished(monkeypatch):
+    import pixgen
+    from pixgen.toy import evaluate
+
+    class Stopped:
+        interrupted = True
+
+    monkeypatch.setattr(pixgen, "generate", lambda *a, **k: Stopped())
+    with pytest.raises(KeyboardInterrupt):
+        evaluate._judge_job((0, _smoke_items()[0], 0, (64, 64), None, {}))
+
+
+@pytest.mark.skipif(not (TOY / "clip.pt").exists(), reason="toy weights not present")
+def test_eval_jobs_make_the_same_images_and_verdicts_as_one_process_with_one_thread(tmp_path):
+    from pixgen.toy.evaluate import run_suite
+
+    settings = dict(seeds=[0], iterations=3, items=_smoke_items() + suite()[-1:], progress=False)
+    serial = run_suite(out=tmp_path / "one", threads=1, **settings)
+    parallel = run_suite(out=tmp_path / "two", jobs=2, **settings)
+    assert parallel["timing"]["jobs"] == 2 and parallel["timing"]["torch_threads"] == 1
+    fields = ("prompt", "seed", "read", "strict_read", "final_loss", "pass", "image")
+    assert [[r[k] for k in fields] for r in parallel["rows"]] == [[r[k] for k in fields] for r in serial["rows"]]
+    for row in serial["rows"]:
+        assert (tmp_path / "one" / row["image"]).read_bytes() == (tmp_path / "two" / row["image"]).read_bytes()
+    assert parallel["timing"]["cpu_s_total"] >= sum(r["cpu_s"] for r in parallel["rows"]) - 0.5  # workers counted
+
+
+def test_errors_keep_their_hint_across_processes():
+    import pickle
+
+    from pixgen.errors import ModelError
+
+    error = pickle.loads(pickle.dumps(ModelError("weights not found", "download them first")))
+    assert type(error) is ModelError and error.hint == "download them first"

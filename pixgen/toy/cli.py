@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from pixgen.cli_util import THREADS_HELP, parse_colours, set_threads
-from pixgen.errors import PixgenError
+from pixgen.errors import Interrupted, PixgenError
 
 toy_app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                       help="The offline toy world: train its VQGAN, CLIP and evaluator.")
@@ -369,10 +369,18 @@ def eval_command(
         "suite already); grammar: prompts drawn from the training grammar, paraphrased "
         "(sizes, backgrounds, three or four objects)."),
     prompt_seed: int = typer.Option(0, "--prompt-seed", help="Which random prompts --held-out draws."),
-    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", help=THREADS_HELP + " With --jobs, the threads of each job (default 1)."),
+    jobs: int = typer.Option(
+        1, "--jobs", "-j", help="Make this many images at once, each in its own process (e.g. one per core): the "
+        "images and verdicts are those of --jobs 1 --threads 1."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Go on with the unfinished eval in --out (interrupted, e.g. by Ctrl-C): judge only "
+        "the images it lacks. Give the options it was started with."),
 ) -> None:
     """Generate the fixed toy prompt suite (or your own prompts), judge each image with the evaluator, print
-    accuracy per category."""
+    accuracy per category. Each image is kept in --out as soon as it is judged; an interrupted eval goes on
+    with --resume."""
     from pixgen.toy.evaluate import CATEGORIES, EXTRA_CATEGORIES, HELD_OUT_STYLES, items_from_prompts
     from pixgen.toy.evaluate import held_out as draw_held_out
     from pixgen.toy.evaluate import held_out_source
@@ -384,6 +392,8 @@ def eval_command(
     set_threads(threads)
     if seeds < 1:
         raise PixgenError("--seeds must be at least 1", "e.g. --seeds 3")
+    if jobs < 1:
+        raise PixgenError(f"--jobs {jobs} is not a number of processes", "give 1 or more, e.g. --jobs 2 on two cores")
     if category:
         known = (*CATEGORIES, *EXTRA_CATEGORIES)
         unknown = [c for c in category if c not in known]
@@ -414,10 +424,16 @@ def eval_command(
     if category and not any(it.category in category for it in (suite() if items is None else items)):
         raise PixgenError(f"no prompt to judge is in the categories {', '.join(category)}",
                           "drop --category or choose another one")
-    report = run_suite(seeds=[0] if quick else list(range(seeds)), iterations=iterations, size=(size, size),
-                       out=out, categories=category, max_per_category=2 if quick else None, items=items, source=source)
+    try:
+        report = run_suite(seeds=[0] if quick else list(range(seeds)), iterations=iterations, size=(size, size),
+                           out=out, categories=category, max_per_category=2 if quick else None, items=items,
+                           source=source, jobs=jobs, threads=threads, resume=resume)
+    except Interrupted as exc:
+        typer.echo(f"{exc.message}\n  {exc.hint}" if exc.hint else exc.message, err=True)
+        raise typer.Exit(130) from None
     typer.echo(table(report["summary"]))
     t = report["timing"]
-    typer.echo(f"\n{t['images']} images, {t['cpu_s_per_image_mean']:.2f} s CPU per image (mean), "
+    resumed = f" ({t['images_resumed']} of them judged before the resume)" if t["images_resumed"] else ""
+    typer.echo(f"\n{t['images']} images{resumed}, {t['cpu_s_per_image_mean']:.2f} s CPU per image (mean), "
                f"{t['wall_s_total']:.0f} s wall in all")
     typer.echo(f"wrote {out / 'results.json'}, {out / 'table.md'}, {out / 'contact_sheet.png'}, {out / 'images'}/")

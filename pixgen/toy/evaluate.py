@@ -25,8 +25,12 @@ soft rendering.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import os
 import platform
+import signal
 import time
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -35,7 +39,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pixgen.errors import PixgenError
+from pixgen.errors import Interrupted, PixgenError
+from pixgen.output import atomic_write, png_bytes
 from pixgen.toy.captions import (
     RELATIONS, CaptionError, Ref, Spec, holds, parse_caption, random_position, sample_spec, spec_text,
 )
@@ -253,16 +258,10 @@ def describe(scene: Scene) -> str:
     return f"{scene.background}: {objs or '(nothing)'}"
 
 
-def _save_images(rows: list[dict], images: list, folder: Path) -> None:
-    """Every generated image as its own PNG, named by its row (``000_s0.png``), so that any other checker can
-    judge the same pictures; each row of ``results.json`` names its file."""
-    from pixgen.output import atomic_write, png_bytes
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for i, (row, image) in enumerate(zip(rows, images)):
-        name = f"{i:03d}_s{row['seed']}.png"
-        atomic_write(folder / name, png_bytes(image, {"prompt": row["prompt"], "seed": str(row["seed"])}))
-        row["image"] = f"images/{name}"
+def _image_name(index: int, seed: int) -> str:
+    """Every generated image is kept as its own PNG, named by its row (``images/000_s0.png``), so that any other
+    checker can judge the same pictures; each row of ``results.json`` names its file."""
+    return f"images/{index:03d}_s{seed}.png"
 
 
 def _contact_sheet(rows: list[dict], images: list, baselines: list, path: Path, tile: int = 128) -> None:
@@ -290,7 +289,9 @@ def _contact_sheet(rows: list[dict], images: list, baselines: list, path: Path, 
         for j, line in enumerate(lines):
             draw.text((x, y + tile + 2 + 12 * j), line, fill=colour if j == len(lines) - 1 else (0, 0, 0), font=font)
         draw.rectangle([x - 2, y - 2, x + tile + 1, y + tile + 1], outline=colour, width=2)
-    sheet.save(path)
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG")
+    atomic_write(path, buf.getvalue())
 
 
 def _wrap(text: str, width: int) -> list[str]:
@@ -321,6 +322,116 @@ def table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+PROGRESS_NAME = "progress.jsonl"
+
+
+def _weights_digest() -> str:
+    """One SHA-256 over the toy weights and configs the run reads: a resumed eval must judge with the same."""
+    from pixgen.factory import TOY_DIR
+
+    digest = hashlib.sha256()
+    for path in sorted(TOY_DIR.glob("*")):
+        if path.suffix in (".pt", ".ckpt", ".safetensors", ".yaml", ".json"):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def _fingerprint(items: list[SuiteItem], seeds, iterations, size, config, overrides, threads: int) -> dict:
+    """What decides the images and verdicts of an eval: an unfinished one is resumed only if this is unchanged.
+    (The thread count is in it because another one may round differently, and so draw another picture.)"""
+    config_path = Path(config) if config else None
+    return {
+        "threads": threads,
+        "prompts": [[it.category, it.prompt] for it in items], "seeds": list(seeds), "iterations": iterations,
+        "size": list(size), "config": str(config) if config else None,
+        "config_sha256": (hashlib.sha256(config_path.read_bytes()).hexdigest()
+                          if config_path is not None and config_path.is_file() else None),
+        "overrides": json.loads(json.dumps(overrides, sort_keys=True, default=str)),
+        "weights_sha256": _weights_digest(),
+    }
+
+
+def _read_progress(path: Path) -> tuple[dict | None, list[dict]]:
+    """The header and the rows of an unfinished eval's ``progress.jsonl``; a line cut short by a crash is dropped."""
+    header, rows = None, []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if "fingerprint" in record:
+            header = record
+        elif "row" in record:
+            rows.append(record["row"])
+    return header, rows
+
+
+def _append_line(path: Path, record: dict) -> None:
+    """One JSON line, flushed to disk before the next image starts (so an interruption loses at most that one)."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _differences(old: dict, new: dict) -> list[str]:
+    return [key for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+
+
+@lru_cache(maxsize=1)
+def _evaluator():
+    from pixgen.toy.evaluator import load_evaluator
+
+    return load_evaluator()
+
+
+def _judge_job(task: tuple) -> tuple[int, dict, object, object]:
+    """Generate one image of the suite, read it with the evaluator and the strict reader: (index, row, image,
+    no-optimisation start). Runs in the calling process or in a worker of ``--jobs``."""
+    import pixgen
+
+    index, item, seed, size, config, options = task
+    evaluator = _evaluator()
+    c0, w0 = time.process_time(), time.time()
+    result = pixgen.generate(item.prompt, config=str(config) if config else None, model="toy", seed=seed,
+                             size=list(size), write=False, progress=False, echo=False, **options)
+    cpu, wall = time.process_time() - c0, time.time() - w0
+    if result.interrupted:  # Ctrl-C stopped the search early: its picture is not this prompt's verdict
+        raise KeyboardInterrupt
+    start = random_start(seed, size)
+    got, base = evaluator.read([result.image, start])
+    strict = strict_read(result.image)
+    row = {
+        "category": item.category, "prompt": item.prompt, "seed": seed,
+        "pass": judge(item, got), "baseline_pass": judge(item, base), "exact_pass": judge_exact(item, got),
+        "strict_pass": strict_pass(item.spec, strict, holds_for=lambda scene: judge(item, scene)),
+        "read": describe(got), "baseline_read": describe(base), "strict_read": describe(strict.scene),
+        # what the strict reader counted: every object it found (strays included) and how many were blobs
+        "strict_objects": len(strict.scene.objects),
+        "strict_blobs": strict.blobs,
+        "cpu_s": round(cpu, 3), "wall_s": round(wall, 3),
+        "final_loss": result.losses[-1]["loss"] if result.losses else None,
+        "messages": list(result.messages),  # e.g. which start colour the run chose
+    }
+    return index, row, result.image, start
+
+
+def _worker_init(threads: int) -> None:
+    """A ``--jobs`` worker: Ctrl-C is the parent's to handle (it stops the workers), and torch gets ``threads``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(threads)
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's finished child processes (the ``--jobs`` workers, once joined)."""
+    try:
+        import resource
+    except ImportError:  # not on a POSIX system
+        return 0.0
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_suite(
     seeds: list[int] = (0, 1, 2),  # type: ignore[assignment]
     iterations: int | None = None,
@@ -332,6 +443,9 @@ def run_suite(
     progress: bool = True,
     items: list[SuiteItem] | None = None,
     source: str | None = None,
+    jobs: int = 1,
+    threads: int | None = None,
+    resume: bool = False,
     **overrides,
 ) -> dict:
     """Generate every suite prompt for every seed, judge it, and write ``results.json``, ``table.md``,
@@ -340,13 +454,22 @@ def run_suite(
     ``items`` replaces the fixed suite with other prompts (:func:`items_from_prompts`, :func:`held_out`);
     ``source`` says where they came from, for the record.
 
+    ``jobs`` above 1 makes that many images at once, each in its own worker process with ``threads`` torch
+    threads (default 1): the images and verdicts are those of ``jobs=1`` with one thread, in the same order.
+
+    With ``out``, each image and its row are written to ``out`` as soon as it is judged (rows in
+    ``progress.jsonl`` until the eval is complete), so an interrupted eval keeps them: run it again with
+    ``resume=True`` and the same settings to judge only the rest. Ctrl-C raises :class:`Interrupted`.
+
     Returns a dict with ``summary`` (per category accuracy and baseline), ``rows`` (one per image) and
     ``timing``.
     """
-    import pixgen
-    from pixgen.toy.evaluator import load_evaluator
+    from PIL import Image
 
-    evaluator = load_evaluator()
+    if jobs < 1:
+        raise PixgenError(f"jobs must be at least 1, not {jobs}", "e.g. --jobs 2 on a machine with two cores")
+    if threads is not None and threads < 1:
+        raise PixgenError(f"threads must be at least 1, not {threads}", "e.g. --threads 1")
     if source is None:
         source = "the fixed suite" if items is None else "given by the caller"
     items = [it for it in (suite() if items is None else items) if categories is None or it.category in categories]
@@ -358,45 +481,84 @@ def run_suite(
                 kept[it.category] = kept.get(it.category, 0) + 1
                 chosen.append(it)
         items = chosen
-    rows, images, baselines = [], [], []
-    jobs = [(it, s) for it in items for s in seeds]
-    cpu0, wall0 = time.process_time(), time.time()
+    options = dict(overrides)
+    if iterations is not None:
+        options["iterations"] = iterations
+    tasks = [(i, it, s, tuple(size), config, options) for i, (it, s) in enumerate((it, s) for it in items for s in seeds)]
+    per_job_threads = threads if threads is not None else (1 if jobs > 1 else torch.get_num_threads())
+    done: dict[int, tuple[dict, object, object]] = {}
+    progress_path = None
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        progress_path = out / PROGRESS_NAME
+        fingerprint = _fingerprint(items, seeds, iterations, size, config, overrides, per_job_threads)
+        if progress_path.exists():
+            header, old_rows = _read_progress(progress_path)
+            if not resume:
+                raise PixgenError(f"{out} holds an unfinished eval ({len(old_rows)} of its images judged)",
+                                  f"add --resume to judge the rest, or give another --out (or delete "
+                                  f"{progress_path}) to start over")
+            if header is None or header["fingerprint"] != fingerprint:
+                changed = _differences(header["fingerprint"], fingerprint) if header else ["(no header)"]
+                raise PixgenError(f"the unfinished eval in {out} was started with other settings "
+                                  f"(differs in: {', '.join(changed)})",
+                                  "resume it with the options it was started with, or give another --out")
+            for row in old_rows:
+                with Image.open(out / row["image"]) as im:
+                    image = im.convert("RGB")
+                done[row["index"]] = (row, image, random_start(row["seed"], size))
+        else:
+            atomic_write(progress_path, (json.dumps({"fingerprint": fingerprint}) + "\n").encode())
+            (out / "images").mkdir(exist_ok=True)
+    resumed = len(done)
+    todo = [t for t in tasks if t[0] not in done]
+    cpu0, wall0, children0 = time.process_time(), time.time(), _children_cpu()
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=len(jobs), desc="toy eval", unit="img")
-    options = dict(overrides)
-    if iterations is not None:
-        options["iterations"] = iterations
-    for item, seed in jobs:
-        c0, w0 = time.process_time(), time.time()
-        result = pixgen.generate(item.prompt, config=str(config) if config else None, model="toy", seed=seed,
-                                 size=list(size), write=False, progress=False, echo=False, **options)
-        cpu, wall = time.process_time() - c0, time.time() - w0
-        start = random_start(seed, size)
-        got, base = evaluator.read([result.image, start])
-        strict = strict_read(result.image)
-        row = {
-            "category": item.category, "prompt": item.prompt, "seed": seed,
-            "pass": judge(item, got), "baseline_pass": judge(item, base), "exact_pass": judge_exact(item, got),
-            "strict_pass": strict_pass(item.spec, strict, holds_for=lambda scene: judge(item, scene)),
-            "read": describe(got), "baseline_read": describe(base), "strict_read": describe(strict.scene),
-            # what the strict reader counted: every object it found (strays included) and how many were blobs
-            "strict_objects": len(strict.scene.objects),
-            "strict_blobs": strict.blobs,
-            "cpu_s": round(cpu, 3), "wall_s": round(wall, 3),
-            "final_loss": result.losses[-1]["loss"] if result.losses else None,
-            "messages": list(result.messages),  # e.g. which start colour the run chose
-        }
-        rows.append(row)
-        images.append(result.image)
-        baselines.append(start)
+        bar = tqdm(total=len(tasks), initial=resumed, desc="toy eval", unit="img")
+
+    def keep(index: int, row: dict, image, start) -> None:
+        row["index"] = index
+        if out is not None:
+            row["image"] = _image_name(index, row["seed"])
+            atomic_write(out / row["image"], png_bytes(image, {"prompt": row["prompt"], "seed": str(row["seed"])}))
+            _append_line(progress_path, {"row": row})
+        done[index] = (row, image, start)
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(acc=f"{np.mean([r['pass'] for r in rows]):.2f}")
+            bar.set_postfix(acc=f"{np.mean([r['pass'] for r, _, _ in done.values()]):.2f}")
+
+    try:
+        if jobs == 1 or len(todo) <= 1:
+            with _torch_threads(threads):
+                for task in todo:
+                    keep(*_judge_job(task))
+        else:
+            import multiprocessing
+
+            # spawn, not fork: a forked copy of a process that has run torch's thread pools can hang
+            pool = multiprocessing.get_context("spawn").Pool(min(jobs, len(todo)), _worker_init, (per_job_threads,))
+            try:
+                for result in pool.imap_unordered(_judge_job, todo):
+                    keep(*result)
+                pool.close()
+            finally:
+                pool.terminate()
+                pool.join()
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+        where = f"; they are kept in {out}" if out is not None else ""
+        raise Interrupted(f"eval interrupted after {len(done)} of {len(tasks)} images{where}",
+                          "run the same command with --resume to judge the rest" if out is not None else None) from None
     if bar is not None:
         bar.close()
+    rows = [done[i][0] for i in range(len(tasks))]
+    images = [done[i][1] for i in range(len(tasks))]
+    baselines = [done[i][2] for i in range(len(tasks))]
     summary: dict = {}
     for cat in [*CATEGORIES, *EXTRA_CATEGORIES, "overall"]:
         sel = [r for r in rows if cat == "overall" or r["category"] == cat]
@@ -406,12 +568,14 @@ def run_suite(
                             "exact": float(np.mean([r["exact_pass"] for r in sel])),
                             "strict": float(np.mean([r["strict_pass"] for r in sel]))}
     timing = {
-        "images": len(rows), "cpu_s_total": round(time.process_time() - cpu0, 1),
+        # this session's part only when resumed: the CPU of this process and of its --jobs workers
+        "images": len(rows), "images_resumed": resumed,
+        "cpu_s_total": round(time.process_time() - cpu0 + _children_cpu() - children0, 1),
         "wall_s_total": round(time.time() - wall0, 1),
         "cpu_s_per_image_mean": round(float(np.mean([r["cpu_s"] for r in rows])), 3) if rows else None,
         "cpu_s_per_image_max": round(float(np.max([r["cpu_s"] for r in rows])), 3) if rows else None,
         "wall_s_per_image_mean": round(float(np.mean([r["wall_s"] for r in rows])), 3) if rows else None,
-        "torch_threads": torch.get_num_threads(),
+        "jobs": jobs, "torch_threads": per_job_threads,
     }
     if rows:  # strays show here before they cost passes
         summary["overall"]["strict_objects_per_image"] = round(float(np.mean([r["strict_objects"] for r in rows])), 3)
@@ -426,15 +590,26 @@ def run_suite(
                     "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
     }
     if out is not None:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        if rows:
-            _save_images(rows, images, out / "images")
-        (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
-        (out / "table.md").write_text(table(summary) + "\n")
+        atomic_write(out / "results.json", (json.dumps(report, indent=2) + "\n").encode())
+        atomic_write(out / "table.md", (table(summary) + "\n").encode())
         if rows:
             _contact_sheet(rows, images, baselines, out / "contact_sheet.png")
+        progress_path.unlink()  # complete: results.json holds every row
     return report
+
+
+class _torch_threads:
+    """Within the block torch uses ``threads`` threads (None: leave them), as before it afterwards."""
+
+    def __init__(self, threads: int | None):
+        self.threads, self.before = threads, torch.get_num_threads()
+
+    def __enter__(self):
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.before)
 
 
 @lru_cache(maxsize=1)
