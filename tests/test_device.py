@@ -113,9 +113,15 @@ def test_a_coarse_run_on_cuda_grows_and_is_reproducible():
 def test_eval_suite_runs_on_cuda(tmp_path):
     from pixgen.toy.evaluate import run_suite
 
-    report = run_suite(seeds=[0], iterations=4, out=tmp_path, max_per_category=1, progress=False, device=DEVICE)
+    report = run_suite(seeds=[0], iterations=4, out=tmp_path, max_per_category=1, progress=False, device=DEVICE,
+                       threads=1)
     assert len(report["rows"]) == 8 and (report["machine"]["cuda"] or DEVICE == "cpu")
     assert (tmp_path / "results.json").is_file() and (tmp_path / "contact_sheet.png").is_file()
+    # --jobs: each worker process opens the GPU on its own; the rows are those of one process
+    jobs = run_suite(seeds=[0], iterations=4, out=tmp_path / "jobs", max_per_category=1, progress=False,
+                     device=DEVICE, jobs=2)
+    fields = ("prompt", "read", "strict_read", "final_loss")
+    assert [[r[k] for k in fields] for r in jobs["rows"]] == [[r[k] for k in fields] for r in report["rows"]]
 
 
 def _copy_vqgan(d: Path) -> Path:

@@ -237,11 +237,11 @@ def test_an_interrupted_eval_keeps_what_it_judged_and_resumes_to_the_uninterrupt
     settings = dict(seeds=[0, 1], iterations=3, items=_smoke_items(), progress=False, threads=1)
     whole = evaluate.run_suite(out=tmp_path / "whole", **settings)
 
-    real, calls = evaluate._judge_job, []
+    real, calls, stop_at = evaluate._judge_job, [], [3]
 
     def stopped_on_the_third(task):
         calls.append(task[0])
-        if len(calls) == 3:
+        if len(calls) == stop_at[0]:
             raise KeyboardInterrupt  # Ctrl-C while the third image is made
         return real(task)
 
@@ -249,6 +249,7 @@ def test_an_interrupted_eval_keeps_what_it_judged_and_resumes_to_the_uninterrupt
     out = tmp_path / "cut"
     with pytest.raises(Interrupted, match="after 2 of 4 images"):
         evaluate.run_suite(out=out, **settings)
+    stop_at[0] = None
     kept = [json.loads(line) for line in (out / "progress.jsonl").read_text().splitlines()]
     assert [r["row"]["index"] for r in kept[1:]] == [0, 1]
     assert all((out / r["row"]["image"]).is_file() for r in kept[1:])
@@ -258,11 +259,15 @@ def test_an_interrupted_eval_keeps_what_it_judged_and_resumes_to_the_uninterrupt
         evaluate.run_suite(out=out, **settings)
     with pytest.raises(PixgenError, match="differs in: iterations"):
         evaluate.run_suite(out=out, resume=True, **{**settings, "iterations": 4})
+    (out / kept[2]["row"]["image"]).unlink()  # a kept row whose image is gone is judged again
     calls.clear()
     report = evaluate.run_suite(out=out, resume=True, **settings)
-    assert calls == [2, 3]  # only the images it lacked
-    assert report["timing"]["images_resumed"] == 2
+    assert calls == [1, 2, 3]  # only the images it lacked
+    assert report["timing"]["images_resumed"] == 1
     assert not (out / "progress.jsonl").exists()
+    calls.clear()
+    again = evaluate.run_suite(out=out, resume=True, **settings)  # complete already: nothing to run
+    assert calls == [] and again["complete_already"] and again["rows"] == json.loads((out / "results.json").read_text())["rows"]
     fields = ("prompt", "seed", "read", "strict_read", "final_loss", "pass", "image")
     assert [[r[k] for k in fields] for r in report["rows"]] == [[r[k] for k in fields] for r in whole["rows"]]
     saved = json.loads((out / "results.json").read_text())

@@ -431,6 +431,8 @@ def eval_command(
     except Interrupted as exc:
         typer.echo(f"{exc.message}\n  {exc.hint}" if exc.hint else exc.message, err=True)
         raise typer.Exit(130) from None
+    if report.get("complete_already"):
+        typer.echo(f"nothing to resume: {out} holds the complete eval of these settings", err=True)
     typer.echo(table(report["summary"]))
     t = report["timing"]
     resumed = f" ({t['images_resumed']} of them judged before the resume)" if t["images_resumed"] else ""

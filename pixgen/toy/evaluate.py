@@ -374,6 +374,22 @@ def _append_line(path: Path, record: dict) -> None:
         os.fsync(f.fileno())
 
 
+def _digest(fingerprint: dict) -> str:
+    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
+
+
+def _finished_report(out: Path, fingerprint: dict) -> dict | None:
+    """The report in ``out/results.json`` if an eval with these settings completed there, else None."""
+    try:
+        report = json.loads((out / "results.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if report.get("settings", {}).get("fingerprint_sha256") != _digest(fingerprint):
+        return None
+    report["complete_already"] = True  # not saved: tells the caller that nothing was run
+    return report
+
+
 def _differences(old: dict, new: dict) -> list[str]:
     return [key for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
 
@@ -455,11 +471,13 @@ def run_suite(
     ``source`` says where they came from, for the record.
 
     ``jobs`` above 1 makes that many images at once, each in its own worker process with ``threads`` torch
-    threads (default 1): the images and verdicts are those of ``jobs=1`` with one thread, in the same order.
+    threads (default 1): the images and verdicts are those of ``jobs=1`` with one thread, in the same order. The
+    workers are spawned, so they import the calling script: call from under ``if __name__ == "__main__":``.
 
     With ``out``, each image and its row are written to ``out`` as soon as it is judged (rows in
     ``progress.jsonl`` until the eval is complete), so an interrupted eval keeps them: run it again with
-    ``resume=True`` and the same settings to judge only the rest. Ctrl-C raises :class:`Interrupted`.
+    ``resume=True`` and the same settings to judge only the rest (where that eval had completed, its report is
+    returned as it is, with ``complete_already``). Ctrl-C raises :class:`Interrupted`.
 
     Returns a dict with ``summary`` (per category accuracy and baseline), ``rows`` (one per image) and
     ``timing``.
@@ -505,10 +523,17 @@ def run_suite(
                                   f"(differs in: {', '.join(changed)})",
                                   "resume it with the options it was started with, or give another --out")
             for row in old_rows:
-                with Image.open(out / row["image"]) as im:
-                    image = im.convert("RGB")
+                try:
+                    with Image.open(out / row["image"]) as im:
+                        image = im.convert("RGB")
+                except OSError:  # its image is gone or damaged: judge it again
+                    continue
                 done[row["index"]] = (row, image, random_start(row["seed"], size))
         else:
+            if resume:
+                finished = _finished_report(out, fingerprint)
+                if finished is not None:
+                    return finished
             atomic_write(progress_path, (json.dumps({"fingerprint": fingerprint}) + "\n").encode())
             (out / "images").mkdir(exist_ok=True)
     resumed = len(done)
@@ -583,7 +608,9 @@ def run_suite(
         "summary": summary, "timing": timing, "rows": rows,
         "settings": {"prompts": source,
                      "seeds": list(seeds), "iterations": iterations, "size": list(size),
-                     "config": str(config) if config else None, "overrides": overrides},
+                     "config": str(config) if config else None, "overrides": overrides,
+                     # what --resume compares: the prompts, seeds, settings, weights and thread count
+                     "fingerprint_sha256": _digest(fingerprint) if out is not None else None},
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "cpu": _cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                     "cpu_count": _cpu_count(), "torch": torch.__version__, "packages": _versions(),
