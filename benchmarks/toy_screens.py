@@ -20,6 +20,9 @@ Variants:
               and numbers (tenth session; the screens of prompt seeds 33-35 ran before near misses kept "a"/"an"
               in agreement with a changed word)
   contrast-nocount-0.5   configs/toy-contrast.yaml as it is: weight 0.5, no numbers
+  and-mask-T  each cutout's gradient taken back to the image on its own; a pixel value keeps their sum only where
+              the views touching it agree in sign, |sum of signs| / views >= T (eleventh session); and-mask-0 keeps
+              every value: the same search as shipped, computed this way (a check of the patch)
 
 The preset's own lr became 0.035 after these screens (it was 0.05). To run a variant as it was screened, give the
 learning rate of the time: screens A-G (snap ... cutouts-16) and their baseline ran with ``--lr 0.05``; lr-0.025
@@ -90,6 +93,55 @@ def patch_cosine(final: float = 0.1) -> None:
     engine.Engine.step = decayed
 
 
+def patch_and_mask(threshold: float) -> None:
+    """Each step, every cutout's gradient is taken back to the image on its own, and a pixel value keeps the sum of
+    them only where the views that touch it agree in sign: |sum of signs| / (views touching it) >= ``threshold``
+    (an AND-mask across views). Directions that only some views ask for are dropped. The TV term is unchanged."""
+    from pixgen.cutouts import crop_resize
+
+    def step(self, i):
+        self.optimizer.zero_grad(set_to_none=True)
+        image = self.generator()
+        targets = self.active_targets(i)
+        flat = image.detach()
+        labels, terms, total = [], [], torch.zeros_like(flat[0])
+        for size, make in self.cutouts.items():
+            users = [k for k, p in enumerate(self.perceptors) if p.input_size == size
+                     and any(t.perceptor == k for t in targets)]
+            if not users:
+                continue
+            _, _, h, w = flat.shape
+            copies = flat.expand(make.n, -1, -1, -1).clone().requires_grad_()
+            boxes = make.boxes(h, w, flat.device)
+            boxes[:, 0] = torch.arange(make.n, dtype=boxes.dtype)
+            crops = make.augment(crop_resize(copies, boxes, make.cut_size))
+            if make.noise > 0:
+                facs = torch.rand(make.n, 1, 1, 1) * make.noise
+                crops = crops + facs * torch.randn_like(crops)
+            loss = flat.new_zeros(())
+            for k in users:
+                perceptor = self.perceptors[k]
+                embeds = perceptor.encode_image(crops).float()
+                for t in (t for t in targets if t.perceptor == k):
+                    term = perceptor.weight * engine.prompt_loss(embeds, t.embed, t.weight, t.stop)
+                    labels.append(t.label)
+                    terms.append(term.detach())
+                    loss = loss + term
+            (grads,) = torch.autograd.grad(loss, copies)
+            signs = grads.sign()
+            agree = signs.sum(0).abs() / signs.abs().sum(0).clamp(min=1)
+            total = total + grads.sum(0) * (agree >= threshold)
+        tv = self.tv_weight * engine.total_variation(image)
+        labels.append("tv")
+        terms.append(tv.detach())
+        image.backward(total[None] + torch.autograd.grad(tv, image, retain_graph=True)[0])
+        self.optimizer.step()
+        self.generator.project_()
+        return labels, torch.stack(terms)
+
+    engine.Engine.step = step
+
+
 # The toy world's word classes for contrast terms (configs/toy-contrast.yaml), and the class of numbers that the
 # first contrast screens (prompt seeds 33-35) also swapped.
 NUMBERS = [["two", "2"], ["three", "3"], ["four", "4"]]
@@ -109,7 +161,7 @@ def main() -> None:
     ap.add_argument("variant", choices=["shipped", "snap", "ensemble", "tv-l1", "early-only", "lr-0.05", "lr-0.07",
                                         "lr-0.035", "lr-0.025", "cutouts-16", "iterations-150", "whole-views",
                                         "cosine", "contrast-0.5", "contrast-1", "contrast-2", "contrast-5",
-                                        "contrast-nocount-0.5"])
+                                        "contrast-nocount-0.5", "and-mask-0.5", "and-mask-0.25", "and-mask-0"])
     ap.add_argument("out")
     ap.add_argument("--prompt-seed", type=int, default=25)
     ap.add_argument("--seeds", default="0,1")
@@ -142,6 +194,8 @@ def main() -> None:
         options.setdefault("overrides", []).extend(["cutouts.pow=0.0001", "cutouts.augments=[]"])
     elif v == "cosine":
         patch_cosine(0.1)
+    elif v.startswith("and-mask-"):
+        patch_and_mask(float(v.rsplit("-", 1)[1]))
     elif v.startswith("contrast-"):
         options["contrast"] = {"weight": float(v.rsplit("-", 1)[1]), "swaps": toy_swaps("nocount" not in v)}
     items = held_out(58, seed=args.prompt_seed)
