@@ -310,3 +310,32 @@ def test_errors_keep_their_hint_across_processes():
 
     error = pickle.loads(pickle.dumps(ModelError("weights not found", "download them first")))
     assert type(error) is ModelError and error.hint == "download them first"
+
+
+@pytest.mark.skipif(not (TOY / "vqgan.ckpt").exists(), reason="toy weights not present")
+@pytest.mark.parametrize("options, says", [
+    (dict(size=(50, 50)), "not a positive multiple of the toy VQGAN's factor 4"),
+    (dict(size=(0, 0)), "not a positive multiple"),
+    (dict(iterations=0), "iterations must be at least 1"),
+    (dict(jobs=0), "jobs must be at least 1"),
+])
+def test_eval_refuses_bad_settings_before_it_makes_anything(tmp_path, options, says):
+    from pixgen.errors import PixgenError
+    from pixgen.toy.evaluate import run_suite
+
+    with pytest.raises(PixgenError, match=says):
+        run_suite(seeds=[0], out=tmp_path / "ev", items=_smoke_items(), progress=False, **options)
+    assert not (tmp_path / "ev").exists()
+
+
+@pytest.mark.skipif(not (TOY / "vqgan.ckpt").exists(), reason="toy weights not present")
+def test_eval_says_when_out_cannot_be_its_directory(tmp_path):
+    from pixgen.errors import PixgenError
+    from pixgen.toy.evaluate import run_suite
+
+    a_file = tmp_path / "taken"
+    a_file.write_text("not a directory")
+    with pytest.raises(PixgenError, match="is a file, not a directory"):
+        run_suite(seeds=[0], iterations=1, out=a_file, items=_smoke_items(), progress=False)
+    with pytest.raises(PixgenError, match="cannot write the eval to"):
+        run_suite(seeds=[0], iterations=1, out=a_file / "below", items=_smoke_items(), progress=False)

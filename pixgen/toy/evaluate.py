@@ -488,6 +488,13 @@ def run_suite(
         raise PixgenError(f"jobs must be at least 1, not {jobs}", "e.g. --jobs 2 on a machine with two cores")
     if threads is not None and threads < 1:
         raise PixgenError(f"threads must be at least 1, not {threads}", "e.g. --threads 1")
+    if iterations is not None and iterations < 1:
+        raise PixgenError(f"iterations must be at least 1, not {iterations}", "e.g. --iterations 100")
+    factor = _toy_vqgan().factor
+    if any(side < factor or side % factor for side in size):
+        near = round(max(size) / factor) * factor
+        raise PixgenError(f"image size {size[0]}x{size[1]} is not a positive multiple of the toy VQGAN's factor "
+                          f"{factor}", f"e.g. --size {near if near >= 32 else 64}")
     if source is None:
         source = "the fixed suite" if items is None else "given by the caller"
     items = [it for it in (suite() if items is None else items) if categories is None or it.category in categories]
@@ -508,11 +515,18 @@ def run_suite(
     progress_path = None
     if out is not None:
         out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
+        if out.exists() and not out.is_dir():
+            raise PixgenError(f"--out {out} is a file, not a directory", "give --out a directory (it is created)")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "images").mkdir(exist_ok=True)
+        except OSError as exc:
+            raise PixgenError(f"cannot write the eval to {out}: {exc.strerror or exc}",
+                              "give --out a directory that can be created and written") from None
         progress_path = out / PROGRESS_NAME
         fingerprint = _fingerprint(items, seeds, iterations, size, config, overrides, per_job_threads)
-        if progress_path.exists():
-            header, old_rows = _read_progress(progress_path)
+        header, old_rows = _read_progress(progress_path) if progress_path.exists() else (None, [])
+        if old_rows:
             if not resume:
                 raise PixgenError(f"{out} holds an unfinished eval ({len(old_rows)} of its images judged)",
                                   f"add --resume to judge the rest, or give another --out (or delete "
@@ -529,13 +543,12 @@ def run_suite(
                 except OSError:  # its image is gone or damaged: judge it again
                     continue
                 done[row["index"]] = (row, image, random_start(row["seed"], size))
-        else:
+        else:  # nothing judged yet there (an eval that stopped before its first image has nothing to keep)
             if resume:
                 finished = _finished_report(out, fingerprint)
                 if finished is not None:
                     return finished
             atomic_write(progress_path, (json.dumps({"fingerprint": fingerprint}) + "\n").encode())
-            (out / "images").mkdir(exist_ok=True)
     resumed = len(done)
     todo = [t for t in tasks if t[0] not in done]
     cpu0, wall0, children0 = time.process_time(), time.time(), _children_cpu()
