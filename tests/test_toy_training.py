@@ -186,6 +186,37 @@ def test_toy_training_refuses_a_thread_count_below_one_like_generate(tmp_path, m
     assert not (tmp_path / "state").exists()  # refused before any training started
 
 
+@pytest.mark.parametrize("model", ["vqgan", "decoder", "clip", "evaluator", "prior"])
+@pytest.mark.parametrize("flag", ["--steps", "--batch"])
+def test_toy_training_refuses_no_steps_or_an_empty_batch(tmp_path, model, flag):
+    from typer.testing import CliRunner
+
+    from pixgen.cli import app
+
+    extra = ["--init", str(tmp_path)] if model == "decoder" else []
+    result = CliRunner().invoke(app, ["toy", "train", model, "--out", str(tmp_path / "o"), *extra, flag, "0"])
+    assert result.exit_code == 2 and "greater than or equal to 1" in result.output
+    assert not (tmp_path / "o").exists()  # nothing written: a 0-step run once saved untrained weights
+
+
+@pytest.mark.parametrize("model", ["vqgan", "clip", "evaluator"])
+def test_toy_training_says_when_out_cannot_be_created(tmp_path, model):
+    from typer.testing import CliRunner
+
+    from pixgen.cli import app
+
+    (tmp_path / "file").write_text("x")
+    result = CliRunner().invoke(app, ["toy", "train", model, "--out", str(tmp_path / "file" / "o"), "--steps", "1"])
+    assert result.exit_code == 2 and "cannot create --out" in result.output
+
+
+def test_vqgan_training_takes_a_batch_smaller_than_four(tmp_path):
+    from pixgen.toy.train_vqgan import train_vqgan
+
+    train_vqgan(tmp_path, steps=1, batch=2, progress=False)  # the last fifth's whole canvases: batch // 4 was 0
+    assert (tmp_path / "vqgan.ckpt").is_file()
+
+
 @needs
 @pytest.mark.parametrize("aux_layout,aux_relation,fade,robust,warp,align,align_clutter,align_latent",
                          [(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, False), (1.0, 1.0, 0.5, 0.5, 0.5, 0.5, 0.5, False),

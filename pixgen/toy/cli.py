@@ -34,11 +34,19 @@ def _parse_pair(text: str, flag: str, example: str) -> tuple[float, float]:
 def _check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise PixgenError(f"--out {out} is a file, not a directory", "give a directory for the weights and logs")
+    missing = [p for p in (out, *out.parents) if not p.exists()]  # deepest first
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PixgenError(f"cannot create --out {out}: {exc.strerror or exc}",
+                          "give a directory that can be created and written") from None
+    for path in missing:  # only a check: the trainer makes them when it starts, after the other options pass
+        path.rmdir()
 
 
 @train_app.command("vqgan")
-def train_vqgan_cmd(out: Path = _OUT, steps: int = typer.Option(900, "--steps"), seed: int = _SEED,
-                    batch: int = typer.Option(32, "--batch"), resume: bool = _RESUME,
+def train_vqgan_cmd(out: Path = _OUT, steps: int = typer.Option(900, "--steps", min=1), seed: int = _SEED,
+                    batch: int = typer.Option(32, "--batch", min=1), resume: bool = _RESUME,
                     device: Optional[str] = _DEVICE, threads: int = _THREADS,
                     factor: int = typer.Option(4, "--factor", help="Pixels per latent cell along each side: 2, 4 "
                                                "(the shipped model) or 8."),
@@ -63,8 +71,8 @@ def train_vqgan_cmd(out: Path = _OUT, steps: int = typer.Option(900, "--steps"),
 def train_decoder_cmd(init: Path = typer.Option(Path("checkpoints/toy"), "--init",
                                                help="Directory with the vqgan.yaml + vqgan.ckpt to start from."),
                       out: Path = typer.Option(..., "--out", "-o", help="Directory for the new VQGAN, state and log."),
-                      steps: int = typer.Option(900, "--steps"), seed: int = _SEED,
-                      batch: int = typer.Option(16, "--batch"), lr: float = typer.Option(1e-4, "--lr"),
+                      steps: int = typer.Option(900, "--steps", min=1), seed: int = _SEED,
+                      batch: int = typer.Option(16, "--batch", min=1), lr: float = typer.Option(1e-4, "--lr"),
                       gan_weight: float = typer.Option(0.5, "--gan-weight", min=0.0,
                                                        help="Weight of the critic's term (times the adaptive weight)."),
                       scramble: str = typer.Option("0.05,0.3", "--scramble",
@@ -133,8 +141,8 @@ def parse_align_mix(text: str) -> tuple[float, float, float]:
 
 
 @train_app.command("clip")
-def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps"), seed: int = _SEED,
-                   batch: int = typer.Option(96, "--batch"),
+def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps", min=1), seed: int = _SEED,
+                   batch: int = typer.Option(96, "--batch", min=1),
                    negatives: int = typer.Option(3, "--negatives", help="Hard-negative captions per scene."),
                    resume: bool = _RESUME, device: Optional[str] = _DEVICE, threads: int = _THREADS,
                    lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate (cosine schedule)."),
@@ -315,8 +323,8 @@ def image_tower_cmd(src: Path = typer.Argument(..., help="clip.pt of a run train
 
 
 @train_app.command("evaluator")
-def train_evaluator_cmd(out: Path = _OUT, steps: int = typer.Option(600, "--steps"), seed: int = _SEED,
-                        batch: int = typer.Option(32, "--batch"), resume: bool = _RESUME,
+def train_evaluator_cmd(out: Path = _OUT, steps: int = typer.Option(600, "--steps", min=1), seed: int = _SEED,
+                        batch: int = typer.Option(32, "--batch", min=1), resume: bool = _RESUME,
                         device: Optional[str] = _DEVICE, threads: int = _THREADS) -> None:
     """Train the evaluator and print its held-out accuracy; writes OUT/evaluator.safetensors (+ .json)."""
     from pixgen.toy.train_evaluator import train_evaluator

@@ -110,7 +110,7 @@ def train_vqgan(
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="vqgan", disable=not progress)
     for step in bar:
         full = step >= int(0.8 * steps)
-        x = _batch(rng, batch // 4 if full else batch, CANVAS if full else 32, dev)
+        x = _batch(rng, max(1, batch // 4) if full else batch, CANVAS if full else 32, dev)
         for g in opt.param_groups:
             g["lr"] = lr * cosine_decay(step, steps, 0.1)
         z = model.encode(x)
