@@ -32,6 +32,7 @@ import os
 import platform
 import signal
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -394,6 +395,47 @@ def _differences(old: dict, new: dict) -> list[str]:
     return [key for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
 
 
+def _prepare_out(out: Path) -> Path:
+    """Make ``out`` and ``out/images`` (or say why not); the path of the progress file."""
+    if out.exists() and not out.is_dir():
+        raise PixgenError(f"--out {out} is a file, not a directory", "give --out a directory (it is created)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "images").mkdir(exist_ok=True)
+    except OSError as exc:
+        raise PixgenError(f"cannot write the eval to {out}: {exc.strerror or exc}",
+                          "give --out a directory that can be created and written") from None
+    return out / PROGRESS_NAME
+
+
+def _kept_rows(out: Path, progress_path: Path, fingerprint: dict, resume: bool, size) -> dict | None:
+    """What an unfinished eval in ``out`` kept, by index: (row, image, start), for ``resume`` with the same
+    settings; None where nothing was judged there. Refuses to go on without ``resume``, or with other settings."""
+    header, rows = _read_progress(progress_path) if progress_path.exists() else (None, [])
+    if not rows:
+        return None
+    if not resume:
+        raise PixgenError(f"{out} holds an unfinished eval ({len(rows)} of its images judged)",
+                          f"add --resume to judge the rest, or give another --out (or delete {progress_path}) "
+                          "to start over")
+    if header is None or header["fingerprint"] != fingerprint:
+        changed = _differences(header["fingerprint"], fingerprint) if header else ["(no header)"]
+        raise PixgenError(f"the unfinished eval in {out} was started with other settings "
+                          f"(differs in: {', '.join(changed)})",
+                          "resume it with the options it was started with, or give another --out")
+    from PIL import Image
+
+    kept = {}
+    for row in rows:
+        try:
+            with Image.open(out / row["image"]) as im:
+                image = im.convert("RGB")
+        except OSError:  # its image is gone or damaged: judge it again
+            continue
+        kept[row["index"]] = (row, image, random_start(row["seed"], size))
+    return kept
+
+
 @lru_cache(maxsize=1)
 def _evaluator():
     from pixgen.toy.evaluator import load_evaluator
@@ -482,8 +524,6 @@ def run_suite(
     Returns a dict with ``summary`` (per category accuracy and baseline), ``rows`` (one per image) and
     ``timing``.
     """
-    from PIL import Image
-
     if jobs < 1:
         raise PixgenError(f"jobs must be at least 1, not {jobs}", "e.g. --jobs 2 on a machine with two cores")
     if threads is not None and threads < 1:
@@ -512,43 +552,19 @@ def run_suite(
     tasks = [(i, it, s, tuple(size), config, options) for i, (it, s) in enumerate((it, s) for it in items for s in seeds)]
     per_job_threads = threads if threads is not None else (1 if jobs > 1 else torch.get_num_threads())
     done: dict[int, tuple[dict, object, object]] = {}
-    progress_path = None
+    progress_path, fingerprint = None, None
     if out is not None:
         out = Path(out)
-        if out.exists() and not out.is_dir():
-            raise PixgenError(f"--out {out} is a file, not a directory", "give --out a directory (it is created)")
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "images").mkdir(exist_ok=True)
-        except OSError as exc:
-            raise PixgenError(f"cannot write the eval to {out}: {exc.strerror or exc}",
-                              "give --out a directory that can be created and written") from None
-        progress_path = out / PROGRESS_NAME
         fingerprint = _fingerprint(items, seeds, iterations, size, config, overrides, per_job_threads)
-        header, old_rows = _read_progress(progress_path) if progress_path.exists() else (None, [])
-        if old_rows:
-            if not resume:
-                raise PixgenError(f"{out} holds an unfinished eval ({len(old_rows)} of its images judged)",
-                                  f"add --resume to judge the rest, or give another --out (or delete "
-                                  f"{progress_path}) to start over")
-            if header is None or header["fingerprint"] != fingerprint:
-                changed = _differences(header["fingerprint"], fingerprint) if header else ["(no header)"]
-                raise PixgenError(f"the unfinished eval in {out} was started with other settings "
-                                  f"(differs in: {', '.join(changed)})",
-                                  "resume it with the options it was started with, or give another --out")
-            for row in old_rows:
-                try:
-                    with Image.open(out / row["image"]) as im:
-                        image = im.convert("RGB")
-                except OSError:  # its image is gone or damaged: judge it again
-                    continue
-                done[row["index"]] = (row, image, random_start(row["seed"], size))
-        else:  # nothing judged yet there (an eval that stopped before its first image has nothing to keep)
-            if resume:
-                finished = _finished_report(out, fingerprint)
-                if finished is not None:
-                    return finished
+        progress_path = _prepare_out(out)
+        kept = _kept_rows(out, progress_path, fingerprint, resume, size)
+        if kept is None and resume:
+            finished = _finished_report(out, fingerprint)
+            if finished is not None:
+                return finished
+        if kept is None:  # a fresh eval (one that stopped before its first image had nothing to keep)
             atomic_write(progress_path, (json.dumps({"fingerprint": fingerprint}) + "\n").encode())
+        done.update(kept or {})
     resumed = len(done)
     todo = [t for t in tasks if t[0] not in done]
     cpu0, wall0, children0 = time.process_time(), time.time(), _children_cpu()
@@ -571,7 +587,7 @@ def run_suite(
 
     try:
         if jobs == 1 or len(todo) <= 1:
-            with _torch_threads(threads):
+            with _torch_threads(per_job_threads):
                 for task in todo:
                     keep(*_judge_job(task))
         else:
@@ -623,7 +639,7 @@ def run_suite(
                      "seeds": list(seeds), "iterations": iterations, "size": list(size),
                      "config": str(config) if config else None, "overrides": overrides,
                      # what --resume compares: the prompts, seeds, settings, weights and thread count
-                     "fingerprint_sha256": _digest(fingerprint) if out is not None else None},
+                     "fingerprint_sha256": _digest(fingerprint) if fingerprint is not None else None},
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                     "cpu": _cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                     "cpu_count": _cpu_count(), "torch": torch.__version__, "packages": _versions(),
@@ -638,18 +654,15 @@ def run_suite(
     return report
 
 
-class _torch_threads:
-    """Within the block torch uses ``threads`` threads (None: leave them), as before it afterwards."""
-
-    def __init__(self, threads: int | None):
-        self.threads, self.before = threads, torch.get_num_threads()
-
-    def __enter__(self):
-        if self.threads is not None:
-            torch.set_num_threads(self.threads)
-
-    def __exit__(self, *exc):
-        torch.set_num_threads(self.before)
+@contextmanager
+def _torch_threads(threads: int):
+    """Within the block torch uses ``threads`` threads; afterwards as many as before."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @lru_cache(maxsize=1)
