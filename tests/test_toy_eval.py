@@ -339,3 +339,24 @@ def test_eval_says_when_out_cannot_be_its_directory(tmp_path):
         run_suite(seeds=[0], iterations=1, out=a_file, items=_smoke_items(), progress=False)
     with pytest.raises(PixgenError, match="cannot write the eval to"):
         run_suite(seeds=[0], iterations=1, out=a_file / "below", items=_smoke_items(), progress=False)
+
+
+@pytest.mark.skipif(not (TOY / "clip.pt").exists(), reason="toy weights not present")
+def test_an_eval_image_carries_its_config_and_generate_from_image_makes_it_again(tmp_path):
+    import numpy as np
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from pixgen.cli import app
+    from pixgen.toy.evaluate import run_suite
+
+    report = run_suite(seeds=[1], iterations=3, out=tmp_path / "ev", items=_smoke_items()[:1], progress=False,
+                       threads=1)
+    made = tmp_path / "ev" / report["rows"][0]["image"]
+    result = CliRunner().invoke(app, ["generate", "--from-image", str(made), "--threads", "1", "--quiet",
+                                      "-o", str(tmp_path / "again")])
+    assert result.exit_code == 0, result.output
+    again = next((tmp_path / "again").glob("*/image.png"))
+    with Image.open(made) as a, Image.open(again) as b:
+        assert a.info["pixgen:seed"] == "1" and a.info["prompt"] == report["rows"][0]["prompt"]
+        assert np.array_equal(np.asarray(a), np.asarray(b))

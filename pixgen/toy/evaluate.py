@@ -443,10 +443,12 @@ def _evaluator():
     return load_evaluator()
 
 
-def _judge_job(task: tuple) -> tuple[int, dict, object, object]:
+def _judge_job(task: tuple) -> tuple[int, dict, object, object, dict[str, str]]:
     """Generate one image of the suite, read it with the evaluator and the strict reader: (index, row, image,
-    no-optimisation start). Runs in the calling process or in a worker of ``--jobs``."""
+    no-optimisation start, PNG text chunks). Runs in the calling process or in a worker of ``--jobs``."""
     import pixgen
+    from pixgen.config import to_yaml
+    from pixgen.output import META_PREFIX, metadata_for
 
     index, item, seed, size, config, options = task
     evaluator = _evaluator()
@@ -471,7 +473,11 @@ def _judge_job(task: tuple) -> tuple[int, dict, object, object]:
         "final_loss": result.losses[-1]["loss"] if result.losses else None,
         "messages": list(result.messages),  # e.g. which start colour the run chose
     }
-    return index, row, result.image, start
+    # as pixgen generate writes them, so that `pixgen generate --from-image` makes this picture again
+    made_by = metadata_for(item.prompt, seed, to_yaml(result.config, without_location=True), pixgen.__version__,
+                           result.weights)
+    meta = {"prompt": item.prompt, "seed": str(seed), **{META_PREFIX + k: v for k, v in made_by.items()}}
+    return index, row, result.image, start, meta
 
 
 def _worker_init(threads: int) -> None:
@@ -574,11 +580,11 @@ def run_suite(
 
         bar = tqdm(total=len(tasks), initial=resumed, desc="toy eval", unit="img")
 
-    def keep(index: int, row: dict, image, start) -> None:
+    def keep(index: int, row: dict, image, start, meta: dict[str, str]) -> None:
         row["index"] = index
         if out is not None:
             row["image"] = _image_name(index, row["seed"])
-            atomic_write(out / row["image"], png_bytes(image, {"prompt": row["prompt"], "seed": str(row["seed"])}))
+            atomic_write(out / row["image"], png_bytes(image, meta))
             _append_line(progress_path, {"row": row})
         done[index] = (row, image, start)
         if bar is not None:
