@@ -360,3 +360,19 @@ def test_an_eval_image_carries_its_config_and_generate_from_image_makes_it_again
     with Image.open(made) as a, Image.open(again) as b:
         assert a.info["pixgen:seed"] == "1" and a.info["prompt"] == report["rows"][0]["prompt"]
         assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_eval_makes_one_image_per_core_by_default_as_far_as_memory_and_the_images_go(tmp_path, monkeypatch):
+    import pixgen.factory
+    from pixgen.toy import evaluate
+
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       25165824 kB\nMemAvailable:    3000000 kB\n")  # about 3.1 GB free
+    monkeypatch.setattr(evaluate, "_cpu_count", lambda: 8)
+    assert evaluate.auto_jobs(100, "cpu", meminfo) == 2  # 1.2 GB a job
+    assert evaluate.auto_jobs(1, "cpu", meminfo) == 1
+    meminfo.write_text("MemAvailable:   64000000 kB\n")
+    assert evaluate.auto_jobs(100, "cpu", meminfo) == 8
+    assert evaluate.auto_jobs(100, "cpu", tmp_path / "missing") == 8  # no meminfo: cores only
+    monkeypatch.setattr(pixgen.factory, "resolve_device", lambda name: torch.device("cuda"))
+    assert evaluate.auto_jobs(100, "auto", meminfo) == 1  # a GPU is kept busy by one process

@@ -377,11 +377,13 @@ def eval_command(
         "suite already); grammar: prompts drawn from the training grammar, paraphrased "
         "(sizes, backgrounds, three or four objects)."),
     prompt_seed: int = typer.Option(0, "--prompt-seed", help="Which random prompts --held-out draws."),
-    threads: Optional[int] = typer.Option(
-        None, "--threads", help=THREADS_HELP + " With --jobs, the threads of each job (default 1)."),
-    jobs: int = typer.Option(
-        1, "--jobs", "-j", help="Make this many images at once, each in its own process (e.g. one per core): the "
-        "images and verdicts are those of --jobs 1 --threads 1."),
+    threads: int = typer.Option(
+        1, "--threads", help="CPU threads for torch in each job. One (the default) spends the least CPU on a 64x64 "
+        "image, and gives the same images on machines with any number of cores."),
+    jobs: Optional[int] = typer.Option(
+        None, "--jobs", "-j", help="Make this many images at once, each in its own process (default: one per CPU "
+        "core, as many as the free memory holds at about 1 GB each; one on a GPU). Any --jobs gives the same "
+        "images."),
     resume: bool = typer.Option(
         False, "--resume", help="Go on with the unfinished eval in --out (interrupted, e.g. by Ctrl-C): judge only "
         "the images it lacks. Give the options it was started with."),
@@ -392,7 +394,7 @@ def eval_command(
     from pixgen.toy.evaluate import CATEGORIES, EXTRA_CATEGORIES, HELD_OUT_STYLES, items_from_prompts
     from pixgen.toy.evaluate import held_out as draw_held_out
     from pixgen.toy.evaluate import held_out_source
-    from pixgen.toy.evaluate import run_suite, suite, table
+    from pixgen.toy.evaluate import auto_jobs, run_suite, suite, table
 
     if model != "toy":
         raise PixgenError(f"pixgen eval judges the toy world only, not model {model!r}",
@@ -400,7 +402,7 @@ def eval_command(
     set_threads(threads)
     if seeds < 1:
         raise PixgenError("--seeds must be at least 1", "e.g. --seeds 3")
-    if jobs < 1:
+    if jobs is not None and jobs < 1:
         raise PixgenError(f"--jobs {jobs} is not a number of processes", "give 1 or more, e.g. --jobs 2 on two cores")
     if category:
         known = (*CATEGORIES, *EXTRA_CATEGORIES)
@@ -432,8 +434,12 @@ def eval_command(
     if category and not any(it.category in category for it in (suite() if items is None else items)):
         raise PixgenError(f"no prompt to judge is in the categories {', '.join(category)}",
                           "drop --category or choose another one")
+    seed_list = [0] if quick else list(range(seeds))
+    if jobs is None:
+        chosen = [it for it in (suite() if items is None else items) if not category or it.category in category]
+        jobs = auto_jobs(len(seed_list) * len(chosen))
     try:
-        report = run_suite(seeds=[0] if quick else list(range(seeds)), iterations=iterations, size=(size, size),
+        report = run_suite(seeds=seed_list, iterations=iterations, size=(size, size),
                            out=out, categories=category, max_per_category=2 if quick else None, items=items,
                            source=source, jobs=jobs, threads=threads, resume=resume)
     except Interrupted as exc:
@@ -445,5 +451,5 @@ def eval_command(
     t = report["timing"]
     resumed = f" ({t['images_resumed']} of them judged before the resume)" if t["images_resumed"] else ""
     typer.echo(f"\n{t['images']} images{resumed}, {t['cpu_s_per_image_mean']:.2f} s CPU per image (mean), "
-               f"{t['wall_s_total']:.0f} s wall in all")
+               f"{t['wall_s_total']:.0f} s wall in all ({t['jobs']} at once, {t['torch_threads']} thread(s) each)")
     typer.echo(f"wrote {out / 'results.json'}, {out / 'table.md'}, {out / 'contact_sheet.png'}, {out / 'images'}/")

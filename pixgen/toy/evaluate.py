@@ -730,6 +730,26 @@ def _versions() -> dict[str, str | None]:
     return found
 
 
+JOB_MEMORY_BYTES = 1.2e9  # resident memory of one --jobs worker with the toy models (about 1 GB, measured)
+
+
+def auto_jobs(images: int, device: str = "auto", meminfo: Path = Path("/proc/meminfo")) -> int:
+    """How many images ``pixgen eval`` makes at once by default: one per CPU core, as many as the free memory holds
+    (``JOB_MEMORY_BYTES`` each) and no more than there are images; one on a GPU, which a single process keeps busy."""
+    from pixgen.factory import resolve_device
+
+    if resolve_device(device).type != "cpu":
+        return 1
+    jobs = _cpu_count() or 1
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                jobs = min(jobs, int(int(line.split()[1]) * 1024 // JOB_MEMORY_BYTES))
+    except (OSError, ValueError, IndexError):  # not Linux: cores only
+        pass
+    return max(1, min(jobs, images))
+
+
 def _cpu_count() -> int | None:
     import os
 
