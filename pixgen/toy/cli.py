@@ -322,6 +322,17 @@ def image_tower_cmd(src: Path = typer.Argument(..., help="clip.pt of a run train
     typer.echo(str(export_image_tower(src, base, out)))
 
 
+@toy_app.command("compare")
+def compare_cmd(a: Path = typer.Argument(..., help="One eval's --out directory (or its results.json)."),
+                b: Path = typer.Argument(..., help="The other's, made from the same prompts and seeds.")) -> None:
+    """Two `pixgen eval` results image by image: passes per category and verdict, the images only one of them
+    passes, and a sign test of that split."""
+    from pixgen.toy.compare import compare, load_rows, report
+
+    (a_file, a_rows), (b_file, b_rows) = load_rows(a), load_rows(b)
+    typer.echo(report(compare(a_rows, b_rows), str(a_file), str(b_file)))
+
+
 @train_app.command("evaluator")
 def train_evaluator_cmd(out: Path = _OUT, steps: int = typer.Option(600, "--steps", min=1), seed: int = _SEED,
                         batch: int = typer.Option(32, "--batch", min=1), resume: bool = _RESUME,

@@ -1,0 +1,108 @@
+"""Two toy evals side by side, image by image: which setting passes more, and could chance explain the gap?
+
+Each image of one eval is paired with the image of the other made from the same prompt and seed. Counting the
+passes alone hides how noisy a gap is; the pairs show it. Where the two settings disagree on an image, each such
+image is a coin toss if neither setting is better, so the two-sided sign test over those images says how often a gap
+at least this large would come by chance.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from pixgen.errors import PixgenError
+from pixgen.toy.evaluate import CATEGORIES, EXTRA_CATEGORIES
+
+VERDICTS = (("pass", "evaluator"), ("exact_pass", "nothing extra"), ("strict_pass", "strict reader"))
+
+
+def sign_test(only_a: int, only_b: int) -> float:
+    """Two-sided exact sign test: the chance of a split at least this uneven among ``only_a + only_b`` fair coin
+    tosses (1.0 when nothing differs)."""
+    n, k = only_a + only_b, min(only_a, only_b)
+    if n == 0:
+        return 1.0
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)
+
+
+@dataclass
+class Tally:
+    """One verdict over a set of paired images."""
+
+    images: int = 0
+    a: int = 0
+    b: int = 0
+    only_a: int = 0
+    only_b: int = 0
+
+    def add(self, a: bool, b: bool) -> None:
+        self.images += 1
+        self.a += a
+        self.b += b
+        self.only_a += a and not b
+        self.only_b += b and not a
+
+    @property
+    def p(self) -> float:
+        return sign_test(self.only_a, self.only_b)
+
+
+def load_rows(path: str | Path) -> tuple[Path, list[dict]]:
+    """The rows of an eval's ``results.json`` (given as the file or its directory)."""
+    path = Path(path)
+    file = path / "results.json" if path.is_dir() else path
+    if not file.is_file():
+        raise PixgenError(f"{path} holds no results.json", "give the --out directory of a finished `pixgen eval`")
+    try:
+        rows = json.loads(file.read_text())["rows"]
+        keys = [(r["prompt"], r["seed"], r["category"]) for r in rows]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise PixgenError(f"{file} is not the results.json of a pixgen eval ({type(exc).__name__}: {exc})",
+                          "give the --out directory of a finished `pixgen eval`") from None
+    if len(set(k[:2] for k in keys)) != len(keys):
+        raise PixgenError(f"{file} holds the same prompt and seed twice", "give the results of one pixgen eval")
+    return file, rows
+
+
+def compare(a_rows: list[dict], b_rows: list[dict]) -> dict:
+    """Per category and verdict, the tallies over the images both evals made (paired by prompt and seed), and how
+    many images only one of them made."""
+    b_by = {(r["prompt"], r["seed"]): r for r in b_rows}
+    paired = [(r, b_by[(r["prompt"], r["seed"])]) for r in a_rows if (r["prompt"], r["seed"]) in b_by]
+    if not paired:
+        raise PixgenError("the two evals share no image (no prompt made with the same seed in both)",
+                          "compare evals of the same prompts and seeds, e.g. the same --held-out and --prompt-seed")
+    tallies: dict[str, dict[str, Tally]] = {}
+    for ra, rb in paired:
+        for category in (ra["category"], "overall"):
+            by_verdict = tallies.setdefault(category, {key: Tally() for key, _ in VERDICTS})
+            for key, _ in VERDICTS:
+                if key in ra and key in rb:
+                    by_verdict[key].add(bool(ra[key]), bool(rb[key]))
+    order = [*CATEGORIES, *EXTRA_CATEGORIES, "overall"]
+    tallies = {c: tallies[c] for c in sorted(tallies, key=lambda c: (c == "overall", order.index(c) if c in order else 0))}
+    return {"tallies": tallies, "paired": len(paired), "only_in_a": len(a_rows) - len(paired),
+            "only_in_b": len(b_rows) - len(paired)}
+
+
+def _p(p: float) -> str:
+    return "1" if p >= 0.9995 else f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
+def report(result: dict, a_name: str, b_name: str) -> str:
+    """Markdown: one table per verdict, each category's passes in A and B, the images only one passes, and p."""
+    lines = [f"A: {a_name}", f"B: {b_name}", f"{result['paired']} images paired by prompt and seed"
+             + (f" ({result['only_in_a']} only in A and {result['only_in_b']} only in B left out)"
+                if result["only_in_a"] or result["only_in_b"] else "")]
+    for key, label in VERDICTS:
+        rows = [(c, t[key]) for c, t in result["tallies"].items() if t[key].images]
+        if not rows:
+            continue
+        lines += ["", f"{label}:", "", "| category | images | A | B | only A | only B | sign test p |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
+        lines += [f"| {c} | {t.images} | {t.a} | {t.b} | {t.only_a} | {t.only_b} | {_p(t.p)} |" for c, t in rows]
+    lines += ["", "p: the chance that a split of the images only one passes at least this uneven comes about if "
+              "neither setting is better (two-sided sign test)."]
+    return "\n".join(lines)

@@ -1,0 +1,79 @@
+"""pixgen toy compare: two evals paired image by image, with a sign test of the images only one passes."""
+import json
+
+import pytest
+
+from pixgen.errors import PixgenError
+from pixgen.toy.compare import compare, report, sign_test
+
+
+def _row(prompt, seed, category, passed, exact=None, strict=None):
+    row = {"prompt": prompt, "seed": seed, "category": category, "pass": passed}
+    if exact is not None:
+        row["exact_pass"] = exact
+    if strict is not None:
+        row["strict_pass"] = strict
+    return row
+
+
+def test_sign_test_is_the_two_sided_binomial_tail():
+    assert sign_test(0, 0) == 1.0
+    assert sign_test(4, 8) == pytest.approx(2 * (1 + 12 + 66 + 220 + 495) / 2 ** 12)  # 0.388
+    assert sign_test(8, 4) == sign_test(4, 8)
+    assert sign_test(0, 10) == pytest.approx(2 / 2 ** 10)
+    assert sign_test(5, 5) == 1.0  # an even split is capped at 1
+
+
+def test_images_are_paired_by_prompt_and_seed_not_by_order():
+    a = [_row("a red circle", 0, "single object", True, True, False),
+         _row("a red circle", 1, "single object", False, False, False),
+         _row("two red circles", 0, "counting", True, False, True),
+         _row("a blue cross", 0, "colour", True, True, True)]  # B did not make this one
+    b = [_row("two red circles", 0, "counting", False, False, False),
+         _row("a red circle", 1, "single object", True, True, False),
+         _row("a red circle", 0, "single object", True, False, False),
+         _row("a pink square", 0, "colour", False, False, False)]  # nor A this one
+    result = compare(a, b)
+    assert result["paired"] == 3 and result["only_in_a"] == 1 and result["only_in_b"] == 1
+    assert list(result["tallies"]) == ["single object", "counting", "overall"]
+    single = result["tallies"]["single object"]["pass"]
+    assert (single.images, single.a, single.b, single.only_a, single.only_b) == (2, 1, 2, 0, 1)
+    overall = result["tallies"]["overall"]
+    assert (overall["pass"].only_a, overall["pass"].only_b) == (1, 1)
+    assert (overall["exact_pass"].a, overall["exact_pass"].b, overall["exact_pass"].only_a) == (1, 1, 1)
+    assert (overall["strict_pass"].a, overall["strict_pass"].b) == (1, 0)
+    text = report(result, "A", "B")
+    assert "3 images paired by prompt and seed (1 only in A and 1 only in B left out)" in text
+    assert "| overall | 3 | 2 | 2 | 1 | 1 | 1 |" in text
+
+
+def test_a_verdict_that_older_records_lack_gets_no_table():
+    a = [_row("a red circle", 0, "single object", True)]
+    b = [_row("a red circle", 0, "single object", False, True, True)]
+    text = report(compare(a, b), "A", "B")
+    assert "evaluator:" in text and "nothing extra:" not in text and "strict reader:" not in text
+
+
+def test_evals_of_other_prompts_cannot_be_compared():
+    with pytest.raises(PixgenError, match="share no image"):
+        compare([_row("a red circle", 0, "single object", True)], [_row("a red circle", 1, "single object", True)])
+
+
+def test_compare_command_reads_two_eval_directories_and_refuses_what_is_not_one(tmp_path):
+    from typer.testing import CliRunner
+
+    from pixgen.cli import app
+
+    for name, passes in (("a", [True, True, False]), ("b", [False, True, False])):
+        (tmp_path / name).mkdir()
+        rows = [_row("a red circle", s, "single object", p, p, False) for s, p in enumerate(passes)]
+        (tmp_path / name / "results.json").write_text(json.dumps({"rows": rows}))
+    result = CliRunner().invoke(app, ["toy", "compare", str(tmp_path / "a"), str(tmp_path / "b")])
+    assert result.exit_code == 0, result.output
+    assert "| overall | 3 | 2 | 1 | 1 | 0 | 1 |" in result.output
+    result = CliRunner().invoke(app, ["toy", "compare", str(tmp_path / "a"), str(tmp_path)])
+    assert result.exit_code == 2 and "holds no results.json" in result.output
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "results.json").write_text('{"summary": {}}')
+    result = CliRunner().invoke(app, ["toy", "compare", str(tmp_path / "a"), str(tmp_path / "c")])
+    assert result.exit_code == 2 and "is not the results.json of a pixgen eval" in result.output
