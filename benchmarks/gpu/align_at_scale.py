@@ -39,15 +39,13 @@ def train(args) -> None:
 
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    for name in ("vqgan.ckpt", "vqgan.yaml"):
-        shutil.copy(TOY / name, work / name)
     t0 = time.time()
     train_clip(work, steps=args.steps, seed=args.seed, batch=args.batch, device=args.device, threads=None,
                init=f"{TOY / 'clip.pt'}+{TOY / 'clip_early_visual.safetensors'}", lock_text=True,
                lr=args.lr, warmup=30, hard_weight=1.5, roundtrip_p=0.3, fade=0.5, align=0.6, align_weight=10,
                align_clutter=args.clutter, align_latent=True, aux_layout=1.0, aux_relation=1.0,
                kinds=parse_kinds("relation=0.3,position=0.2"), log_every=10, save_every=args.keep_every,
-               keep_every=args.keep_every, progress=False)
+               keep_every=args.keep_every, progress=False, vqgan=TOY)
     print(json.dumps({"trained_steps": args.steps, "batch": args.batch, "wall_s": round(time.time() - t0, 1)}))
 
 
