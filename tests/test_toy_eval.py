@@ -247,8 +247,9 @@ def test_an_interrupted_eval_keeps_what_it_judged_and_resumes_to_the_uninterrupt
 
     monkeypatch.setattr(evaluate, "_judge_job", stopped_on_the_third)
     out = tmp_path / "cut"
-    with pytest.raises(Interrupted, match="after 2 of 4 images"):
+    with pytest.raises(Interrupted, match="after 2 of 4 images") as stopped:
         evaluate.run_suite(out=out, **settings)
+    assert stopped.value.summary["overall"]["n"] == 2  # the table so far
     stop_at[0] = None
     kept = [json.loads(line) for line in (out / "progress.jsonl").read_text().splitlines()]
     assert [r["row"]["index"] for r in kept[1:]] == [0, 1]
@@ -376,3 +377,26 @@ def test_eval_makes_one_image_per_core_by_default_as_far_as_memory_and_the_image
     assert evaluate.auto_jobs(100, "cpu", tmp_path / "missing") == 8  # no meminfo: cores only
     monkeypatch.setattr(pixgen.factory, "resolve_device", lambda name: torch.device("cuda"))
     assert evaluate.auto_jobs(100, "auto", meminfo) == 1  # a GPU is kept busy by one process
+
+
+@pytest.mark.skipif(not (TOY / "clip.pt").exists(), reason="toy weights not present")
+def test_eval_command_stopped_by_ctrl_c_prints_the_table_so_far_and_how_to_go_on(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from pixgen.cli import app
+    from pixgen.toy import evaluate
+
+    real, calls = evaluate._judge_job, []
+
+    def stopped_on_the_second(task):
+        calls.append(task)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(task)
+
+    monkeypatch.setattr(evaluate, "_judge_job", stopped_on_the_second)
+    out = tmp_path / "ev"
+    result = CliRunner().invoke(app, ["eval", "--quick", "-i", "1", "--jobs", "1", "-o", str(out)])
+    assert result.exit_code == 130
+    assert "The images judged so far" in result.output and "| overall | 1 |" in result.output
+    assert "interrupted after 1 of 16 images" in result.output and "--resume" in result.output

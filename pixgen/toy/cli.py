@@ -454,6 +454,8 @@ def eval_command(
                            out=out, categories=category, max_per_category=2 if quick else None, items=items,
                            source=source, jobs=jobs, threads=threads, resume=resume)
     except Interrupted as exc:
+        if getattr(exc, "summary", None):
+            typer.echo(f"The images judged so far:\n\n{table(exc.summary)}\n")
         typer.echo(f"{exc.message}\n  {exc.hint}" if exc.hint else exc.message, err=True)
         raise typer.Exit(130) from None
     if report.get("complete_already"):

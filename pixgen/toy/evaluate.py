@@ -323,6 +323,19 @@ def table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def summarize(rows: list[dict]) -> dict:
+    """Per category and overall: images, and the share passing each verdict (accuracy is the evaluator's)."""
+    summary: dict = {}
+    for cat in [*CATEGORIES, *EXTRA_CATEGORIES, "overall"]:
+        sel = [r for r in rows if cat == "overall" or r["category"] == cat]
+        if sel:
+            summary[cat] = {"n": len(sel), "accuracy": float(np.mean([r["pass"] for r in sel])),
+                            "baseline": float(np.mean([r["baseline_pass"] for r in sel])),
+                            "exact": float(np.mean([r["exact_pass"] for r in sel])),
+                            "strict": float(np.mean([r["strict_pass"] for r in sel]))}
+    return summary
+
+
 PROGRESS_NAME = "progress.jsonl"
 
 
@@ -612,21 +625,16 @@ def run_suite(
         if bar is not None:
             bar.close()
         where = f"; they are kept in {out}" if out is not None else ""
-        raise Interrupted(f"eval interrupted after {len(done)} of {len(tasks)} images{where}",
-                          "run the same command with --resume to judge the rest" if out is not None else None) from None
+        stopped = Interrupted(f"eval interrupted after {len(done)} of {len(tasks)} images{where}",
+                              "run the same command with --resume to judge the rest" if out is not None else None)
+        stopped.summary = summarize([done[i][0] for i in sorted(done)])  # the table so far
+        raise stopped from None
     if bar is not None:
         bar.close()
     rows = [done[i][0] for i in range(len(tasks))]
     images = [done[i][1] for i in range(len(tasks))]
     baselines = [done[i][2] for i in range(len(tasks))]
-    summary: dict = {}
-    for cat in [*CATEGORIES, *EXTRA_CATEGORIES, "overall"]:
-        sel = [r for r in rows if cat == "overall" or r["category"] == cat]
-        if sel:
-            summary[cat] = {"n": len(sel), "accuracy": float(np.mean([r["pass"] for r in sel])),
-                            "baseline": float(np.mean([r["baseline_pass"] for r in sel])),
-                            "exact": float(np.mean([r["exact_pass"] for r in sel])),
-                            "strict": float(np.mean([r["strict_pass"] for r in sel]))}
+    summary = summarize(rows)
     timing = {
         # this session's part only when resumed: the CPU of this process and of its --jobs workers
         "images": len(rows), "images_resumed": resumed,
