@@ -23,6 +23,7 @@ Variants:
   and-mask-T  each cutout's gradient taken back to the image on its own; a pixel value keeps their sum only where
               the views touching it agree in sign, |sum of signs| / views >= T (eleventh session); and-mask-0 keeps
               every value: the same search as shipped, computed this way (a check of the patch)
+  tv-late-0   the TV term for steps 1-60 only (the early tower's part), none for 61-100 (eleventh session)
 
 The preset's own lr became 0.035 after these screens (it was 0.05). To run a variant as it was screened, give the
 learning rate of the time: screens A-G (snap ... cutouts-16) and their baseline ran with ``--lr 0.05``; lr-0.025
@@ -142,6 +143,18 @@ def patch_and_mask(threshold: float) -> None:
     engine.Engine.step = step
 
 
+def patch_tv_until(share: float) -> None:
+    """The TV term only for the first ``share`` of the steps; after that the search may sharpen edges."""
+    step = engine.Engine.step
+
+    def regularised_early(self, i):
+        self.__dict__.setdefault("tv_start", self.tv_weight)
+        self.tv_weight = self.tv_start if i < round(share * self.total) else 0.0
+        return step(self, i)
+
+    engine.Engine.step = regularised_early
+
+
 # The toy world's word classes for contrast terms (configs/toy-contrast.yaml), and the class of numbers that the
 # first contrast screens (prompt seeds 33-35) also swapped.
 NUMBERS = [["two", "2"], ["three", "3"], ["four", "4"]]
@@ -161,7 +174,8 @@ def main() -> None:
     ap.add_argument("variant", choices=["shipped", "snap", "ensemble", "tv-l1", "early-only", "lr-0.05", "lr-0.07",
                                         "lr-0.035", "lr-0.025", "cutouts-16", "iterations-150", "whole-views",
                                         "cosine", "contrast-0.5", "contrast-1", "contrast-2", "contrast-5",
-                                        "contrast-nocount-0.5", "and-mask-0.5", "and-mask-0.25", "and-mask-0"])
+                                        "contrast-nocount-0.5", "and-mask-0.5", "and-mask-0.25", "and-mask-0",
+                                        "tv-late-0"])
     ap.add_argument("out")
     ap.add_argument("--prompt-seed", type=int, default=25)
     ap.add_argument("--seeds", default="0,1")
@@ -194,6 +208,8 @@ def main() -> None:
         options.setdefault("overrides", []).extend(["cutouts.pow=0.0001", "cutouts.augments=[]"])
     elif v == "cosine":
         patch_cosine(0.1)
+    elif v == "tv-late-0":
+        patch_tv_until(0.6)
     elif v.startswith("and-mask-"):
         patch_and_mask(float(v.rsplit("-", 1)[1]))
     elif v.startswith("contrast-"):
