@@ -20,7 +20,7 @@ RUNS_LR_0035 = [
     ("toy_heldout_screens.json", ["runs"], ["ps25 F: lr 0.035", "ps27 lr 0.035", "ps28 lr 0.035", "ps29 lr 0.035"]),
     ("toy_heldout_ninth.json", ["runs"], ["ps30 shipped", "ps31 shipped", "ps32 shipped"]),
     ("toy_heldout_tenth.json", ["runs"], [f"ps{s} shipped" for s in range(33, 40)]),
-    ("toy_heldout_eleventh.json", ["runs"], ["ps40 shipped", "ps41 shipped", "ps42 shipped", "ps43 shipped"]),
+    ("toy_heldout_eleventh.json", ["runs"], [f"ps{s} shipped" for s in range(40, 46)]),
 ]
 RUNS_LR_005 = [
     ("toy_heldout_stage13.json", ["runs"],

@@ -71,6 +71,15 @@ class ContrastConfig:
 
 
 @dataclass
+class BorderConfig:
+    # Keep the picture's outer frame, ``width`` pixels wide, as the run started it (its flat init colour or init
+    # image): a term ``weight`` x the mean squared difference there, at every step. Objects are then drawn whole,
+    # inside the canvas, rather than cut by its edge. 0 turns it off.
+    weight: float = 0.0
+    width: int = 3
+
+
+@dataclass
 class CoarseConfig:
     # Compose first at a smaller size, then grow to ``size`` for the rest of the run: the image is scaled up
     # (nearest pixel), encoded again, and the search goes on from there with a fresh optimizer. The coarse stage
@@ -115,6 +124,7 @@ class RunConfig:
     prior: PriorConfig = field(default_factory=PriorConfig)
     contrast: ContrastConfig = field(default_factory=ContrastConfig)
     coarse: CoarseConfig = field(default_factory=CoarseConfig)
+    border: BorderConfig = field(default_factory=BorderConfig)
 
 
 # Keys that say where a run is written, not what it makes: left out of the config embedded in images.
@@ -284,6 +294,15 @@ def _check_prior(prior: DictConfig) -> None:
                           "(`pixgen toy train prior --out DIR` writes one)")
 
 
+def _check_border(border: DictConfig, size: list[int]) -> None:
+    if not math.isfinite(border.weight) or border.weight < 0:
+        raise ConfigError(f"border.weight must be a finite number >= 0, got {border.weight}",
+                          "e.g. --set border.weight=5 (0 turns the border term off)")
+    if border.weight and (border.width < 1 or 2 * border.width >= min(int(v) for v in size)):
+        raise ConfigError(f"border.width must be at least 1 and leave an inside in a {size[0]}x{size[1]} image, "
+                          f"got {border.width}", "e.g. --set border.width=3")
+
+
 def _check_coarse(coarse: DictConfig) -> None:
     if coarse.size is not None:
         size = list(coarse.size)
@@ -351,6 +370,7 @@ def validate(cfg: DictConfig) -> None:
     _check_prior(cfg.prior)
     _check_contrast(cfg.contrast)
     _check_coarse(cfg.coarse)
+    _check_border(cfg.border, size)
     if not cfg.prompt.strip() and not cfg.image_prompts and not cfg.noise_prompts:
         raise ConfigError("the prompt is empty", 'give a text prompt, e.g. pixgen generate "a red circle"')
 

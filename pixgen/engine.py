@@ -15,7 +15,7 @@ from torch import nn
 from pixgen.contrast import contrast_loss
 from pixgen.cutouts import MakeCutouts
 from pixgen.errors import NonFiniteLossError
-from pixgen.losses import latent_anchor_loss, prior_loss, prompt_loss, total_variation
+from pixgen.losses import border_loss, latent_anchor_loss, prior_loss, prompt_loss, total_variation
 from pixgen.perceptor import Perceptor, step_in_range
 
 
@@ -95,7 +95,7 @@ class Engine:
                  phases: int = 1, init_weight: float = 0.0, tv_weight: float = 0.0, log_every: int = 10,
                  save_every: int | None = None, prior: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  prior_weight: float = 0.0, prior_steps: tuple[float, float] = (0.0, 1.0),
-                 grow_step: int | None = None):
+                 grow_step: int | None = None, border_weight: float = 0.0, border_width: int = 3):
         self.generator, self.perceptors, self.targets = generator, perceptors, targets
         self.cutouts, self.optimizer = cutouts, optimizer
         self.total, self.phases = total, max(1, phases)
@@ -103,6 +103,8 @@ class Engine:
         self.save_every = save_every or total
         self.prior, self.prior_weight, self.prior_steps = prior, prior_weight, tuple(prior_steps)
         self.grow_step = grow_step
+        self.border_weight, self.border_width = border_weight, border_width
+        self._start_image: torch.Tensor | None = None
 
     def grow_if_due(self, step: int) -> bool:
         """Grow a coarse generator to the output size once ``step`` (0-based) reaches ``grow_step``."""
@@ -158,7 +160,18 @@ class Engine:
                 and step_in_range(self.prior_steps, step, self.total)):
             labels.append("prior")
             terms.append(self.prior_weight * prior_loss(image, self.prior))
+        if self.border_weight and step is not None:
+            labels.append("border")
+            terms.append(border_loss(image, self.start_image(image), self.border_width, self.border_weight))
         return labels, torch.stack(terms) if terms else image.new_zeros(0)
+
+    def start_image(self, like: torch.Tensor) -> torch.Tensor:
+        """The picture the run started from, at the size of ``like`` (decoded from the starting latent, which a
+        resumed run restores and a coarse stage's growth carries over), kept until the size changes."""
+        if self._start_image is None or self._start_image.shape != like.shape:
+            with torch.no_grad():
+                self._start_image = self.generator.decode_latent(self.generator.z_init).detach()
+        return self._start_image
 
     def step(self, step: int) -> tuple[list[str], torch.Tensor]:
         """One optimisation step (0-based index); returns labels and detached per-term losses."""

@@ -47,3 +47,11 @@ def prior_loss(image: torch.Tensor, restore) -> torch.Tensor:
     with torch.no_grad():
         target = restore(image.detach())
     return (image - target).pow(2).mean() / 2
+
+
+def border_loss(image: torch.Tensor, start: torch.Tensor, width: int, weight: float) -> torch.Tensor:
+    """``weight`` x the mean squared difference between the outer frame of ``image``, ``width`` pixels wide, and
+    the same frame of ``start``: keeps the edges of the picture as the run started them."""
+    mask = torch.ones_like(image[:1, :1])
+    mask[..., width:-width, width:-width] = 0
+    return weight * ((image - start) ** 2 * mask).sum() / (mask.sum() * image.shape[0] * image.shape[1])

@@ -55,6 +55,10 @@ class VQGANGenerator(nn.Module):
     def forward(self) -> torch.Tensor:
         return self._decode(self.z)
 
+    def decode_latent(self, z: torch.Tensor) -> torch.Tensor:
+        """The image (1, 3, H, W) in [0, 1] that latent ``z`` decodes to (quantized), e.g. the start ``z_init``."""
+        return self._decode(z)
+
     def _decode(self, z: torch.Tensor) -> torch.Tensor:
         image = self.vqgan.decode(self.vqgan.quantize(z))
         return clamp_with_grad(image.add(1).div(2), 0.0, 1.0)
