@@ -25,7 +25,7 @@ Variants:
               every value: the same search as shipped, computed this way (a check of the patch)
   tv-late-0   the TV term for steps 1-60 only (the early tower's part), none for 61-100 (eleventh session)
   border-W-K  a term K x the mean squared difference between the image's outer W-pixel frame and the start's
-              (eleventh session)
+              (eleventh session; now the config keys border.width and border.weight)
 
 The preset's own lr became 0.035 after these screens (it was 0.05). To run a variant as it was screened, give the
 learning rate of the time: screens A-G (snap ... cutouts-16) and their baseline ran with ``--lr 0.05``; lr-0.025
@@ -157,26 +157,6 @@ def patch_tv_until(share: float) -> None:
     engine.Engine.step = regularised_early
 
 
-def patch_border(width: int, weight: float) -> None:
-    """At every step, a term ``weight`` x the mean squared difference between the image's outer frame (``width``
-    pixels wide) and the same frame of the run's start, so that objects are drawn whole, inside the canvas."""
-    losses = engine.Engine.losses
-
-    def framed(self, image, targets, step=None):
-        labels, terms = losses(self, image, targets, step)
-        if step is None:
-            return labels, terms
-        if getattr(self, "frame_start", None) is None or self.frame_start.shape != image.shape:
-            with torch.no_grad():
-                self.frame_start = self.generator._decode(self.generator.z_init)
-        mask = torch.ones_like(image[:1, :1])
-        mask[..., width:-width, width:-width] = 0
-        term = weight * ((image - self.frame_start) ** 2 * mask).sum() / (mask.sum() * image.shape[1])
-        return [*labels, "border"], torch.cat([terms, term[None]])
-
-    engine.Engine.losses = framed
-
-
 # The toy world's word classes for contrast terms (configs/toy-contrast.yaml), and the class of numbers that the
 # first contrast screens (prompt seeds 33-35) also swapped.
 NUMBERS = [["two", "2"], ["three", "3"], ["four", "4"]]
@@ -230,9 +210,9 @@ def main() -> None:
         options.setdefault("overrides", []).extend(["cutouts.pow=0.0001", "cutouts.augments=[]"])
     elif v == "cosine":
         patch_cosine(0.1)
-    elif v.startswith("border-"):
+    elif v.startswith("border-"):  # screened as a patch of the engine, which became these config keys (same runs)
         _, width, weight = v.split("-")
-        patch_border(int(width), float(weight))
+        options.setdefault("overrides", []).extend([f"border.width={width}", f"border.weight={weight}"])
     elif v == "tv-late-0":
         patch_tv_until(0.6)
     elif v.startswith("and-mask-"):
