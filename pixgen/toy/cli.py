@@ -405,7 +405,7 @@ def eval_command(
     from pixgen.toy.evaluate import CATEGORIES, EXTRA_CATEGORIES, HELD_OUT_STYLES, items_from_prompts
     from pixgen.toy.evaluate import held_out as draw_held_out
     from pixgen.toy.evaluate import held_out_source
-    from pixgen.toy.evaluate import auto_jobs, run_suite, suite, table
+    from pixgen.toy.evaluate import run_suite, suite, table
 
     if model != "toy":
         raise PixgenError(f"pixgen eval judges the toy world only, not model {model!r}",
@@ -445,12 +445,8 @@ def eval_command(
     if category and not any(it.category in category for it in (suite() if items is None else items)):
         raise PixgenError(f"no prompt to judge is in the categories {', '.join(category)}",
                           "drop --category or choose another one")
-    seed_list = [0] if quick else list(range(seeds))
-    if jobs is None:
-        chosen = [it for it in (suite() if items is None else items) if not category or it.category in category]
-        jobs = auto_jobs(len(seed_list) * len(chosen))
     try:
-        report = run_suite(seeds=seed_list, iterations=iterations, size=(size, size),
+        report = run_suite(seeds=[0] if quick else list(range(seeds)), iterations=iterations, size=(size, size),
                            out=out, categories=category, max_per_category=2 if quick else None, items=items,
                            source=source, jobs=jobs, threads=threads, resume=resume)
     except Interrupted as exc:

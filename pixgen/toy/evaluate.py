@@ -520,7 +520,7 @@ def run_suite(
     progress: bool = True,
     items: list[SuiteItem] | None = None,
     source: str | None = None,
-    jobs: int = 1,
+    jobs: int | None = 1,
     threads: int | None = None,
     resume: bool = False,
     **overrides,
@@ -532,7 +532,8 @@ def run_suite(
     ``source`` says where they came from, for the record.
 
     ``jobs`` above 1 makes that many images at once, each in its own worker process with ``threads`` torch
-    threads (default 1): the images and verdicts are those of ``jobs=1`` with one thread, in the same order. The
+    threads (default 1): the images and verdicts are those of ``jobs=1`` with one thread, in the same order.
+    ``jobs=None`` picks the number with :func:`auto_jobs`. The
     workers are spawned, so they import the calling script: call from under ``if __name__ == "__main__":``.
 
     With ``out``, each image and its row are written to ``out`` as soon as it is judged (rows in
@@ -543,7 +544,7 @@ def run_suite(
     Returns a dict with ``summary`` (per category accuracy and baseline), ``rows`` (one per image) and
     ``timing``.
     """
-    if jobs < 1:
+    if jobs is not None and jobs < 1:
         raise PixgenError(f"jobs must be at least 1, not {jobs}", "e.g. --jobs 2 on a machine with two cores")
     if threads is not None and threads < 1:
         raise PixgenError(f"threads must be at least 1, not {threads}", "e.g. --threads 1")
@@ -569,7 +570,7 @@ def run_suite(
     if iterations is not None:
         options["iterations"] = iterations
     tasks = [(i, it, s, tuple(size), config, options) for i, (it, s) in enumerate((it, s) for it in items for s in seeds)]
-    per_job_threads = threads if threads is not None else (1 if jobs > 1 else torch.get_num_threads())
+    per_job_threads = threads if threads is not None else (torch.get_num_threads() if jobs == 1 else 1)
     done: dict[int, tuple[dict, object, object]] = {}
     progress_path, fingerprint = None, None
     if out is not None:
@@ -586,6 +587,8 @@ def run_suite(
         done.update(kept or {})
     resumed = len(done)
     todo = [t for t in tasks if t[0] not in done]
+    if jobs is None:
+        jobs = auto_jobs(len(todo), str(options.get("device", "auto")))
     cpu0, wall0, children0 = time.process_time(), time.time(), _children_cpu()
     bar = None
     if progress:
