@@ -17,7 +17,7 @@ from pixgen import __version__
 from pixgen import config as config_mod
 from pixgen.engine import StepState
 from pixgen.errors import PixgenError
-from pixgen.factory import Session, build_session, weights_changes
+from pixgen.factory import Session, build_session, torch_threads, weights_changes
 from pixgen.output import (CONFIG_NAME, LOG_NAME, STATE_NAME, RunWriter, atomic_write, frame_paths,
                            make_run_dir, metadata_for, to_pil, truncate_log)
 
@@ -181,8 +181,10 @@ def generate(prompt: str | None = None, *, config: str | Path | None = None, ove
     return _execute(cfg, write=write, progress=progress, echo=echo, made_with=made_with)
 
 
-def resume(run_dir: str | Path, *, iterations: int | None = None, progress: bool = True) -> Result:
-    """Continue an interrupted (or finished) run from its last saved state, up to ``iterations`` steps."""
+def resume(run_dir: str | Path, *, iterations: int | None = None, threads: int | None = None,
+           progress: bool = True) -> Result:
+    """Continue an interrupted (or finished) run from its last saved state, up to ``iterations`` steps
+    (``threads``: CPU threads for torch, in place of the run's own ``threads``)."""
     run_dir = Path(run_dir)
     cfg_path, state_path = run_dir / CONFIG_NAME, run_dir / STATE_NAME
     if not cfg_path.is_file() or not state_path.is_file():
@@ -191,7 +193,9 @@ def resume(run_dir: str | Path, *, iterations: int | None = None, progress: bool
     cfg = config_mod.from_yaml_text(cfg_path.read_text(), str(cfg_path))
     if iterations is not None:
         cfg.iterations = iterations
-        config_mod.validate(cfg)
+    if threads is not None:
+        cfg.threads = threads
+    config_mod.validate(cfg)
     try:
         state = torch.load(state_path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable state file gets the same advice
@@ -199,8 +203,13 @@ def resume(run_dir: str | Path, *, iterations: int | None = None, progress: bool
     return _execute(cfg, write=True, progress=progress, run_dir=run_dir, state=state)
 
 
-def _execute(cfg: DictConfig, *, write: bool, progress: bool, run_dir: Path | None = None,
-             state: dict | None = None, echo: bool = True, made_with: dict[str, str] | None = None) -> Result:
+def _execute(cfg: DictConfig, **kwargs: Any) -> Result:
+    with torch_threads(cfg.threads):  # the config's thread count for this run only
+        return _run(cfg, **kwargs)
+
+
+def _run(cfg: DictConfig, *, write: bool, progress: bool, run_dir: Path | None = None,
+         state: dict | None = None, echo: bool = True, made_with: dict[str, str] | None = None) -> Result:
     session = build_session(cfg, state=state)
     changes = weights_changes(made_with, session.weights) if made_with is not None else []
     if changes:

@@ -8,7 +8,7 @@ from typing import Any, List, Optional
 
 import typer
 
-from pixgen.cli_util import THREADS_HELP, parse_colours, set_threads
+from pixgen.cli_util import parse_colours
 from pixgen.cli_util import friendly as _friendly
 from pixgen.errors import ConfigError
 
@@ -99,11 +99,13 @@ def generate(
     config: Optional[str] = typer.Option(None, "--config", "-c", help="YAML config file or preset name (configs/)."),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Dotted override KEY=VALUE (repeat), e.g. optim.lr=0.2."),
     from_image: Optional[Path] = typer.Option(None, "--from-image", help="Re-run the config stored in a pixgen PNG."),
-    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", help="CPU threads for torch (default: the config's threads; the toy preset uses 1, "
+                                "other models torch's own choice, usually one per core). It is recorded with the "
+                                "image, which can depend on it."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Generate an image from a prompt; prints the path of the image."""
-    set_threads(threads)
     base, made_with = None, None
     if from_image is not None:
         from pixgen.config import from_yaml_text
@@ -119,7 +121,7 @@ def generate(
         "cutouts.n": cutouts, "cutouts.pow": cut_pow, "image_prompts": image_prompt, "noise_prompts": noise_prompt,
         "init_image": init_image, "init_weight": init_weight, "init_noise": init_noise, "clip": clip, "vqgan_config": vqgan_config,
         "vqgan_checkpoint": vqgan_checkpoint, "save_every": save_every, "output_dir": output_dir,
-        "run_name": name, "device": device, "video": video,
+        "run_name": name, "device": device, "video": video, "threads": threads,
     }
     if size is not None:
         options["size"] = parse_size(size)
@@ -143,14 +145,14 @@ def generate(
 def resume(
     run_dir: Path = typer.Argument(..., help="A run directory written by pixgen generate."),
     iterations: Optional[int] = typer.Option(None, "--iterations", "-i", help="New total step count."),
-    threads: Optional[int] = typer.Option(None, "--threads", help=THREADS_HELP),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", help="CPU threads for torch (default: those the run was started with)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Continue an interrupted run from its last saved state to the requested iteration count."""
-    set_threads(threads)
     from pixgen import api
 
-    result = api.resume(run_dir, iterations=iterations, progress=not quiet)
+    result = api.resume(run_dir, iterations=iterations, threads=threads, progress=not quiet)
     _report(result)
     if result.interrupted:
         raise typer.Exit(130)

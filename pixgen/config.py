@@ -113,6 +113,10 @@ class RunConfig:
     # On CUDA, ask PyTorch for deterministic kernels (same seed, same image on the same GPU); false trades that for
     # whatever speed PyTorch's defaults give. No effect on the CPU, which is deterministic anyway.
     deterministic: bool = True
+    # CPU threads torch uses for the run (restored afterwards); None leaves torch's own choice, usually one per
+    # core. The count changes how sums are split, and a long search can grow that rounding into a different
+    # image, so a run that must repeat on another machine fixes it. The toy preset sets 1.
+    threads: Optional[int] = None
     video: bool = False
     fps: int = 20
     model: str = "imagenet_f16_16384"
@@ -345,6 +349,9 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"save_every must be at least 1, got {cfg.save_every}", "e.g. --save-every 50")
     if cfg.log_every <= 0:
         raise ConfigError(f"log_every must be at least 1, got {cfg.log_every}", "e.g. --set log_every=10")
+    if cfg.threads is not None and cfg.threads < 1:
+        raise ConfigError(f"threads must be at least 1, got {cfg.threads}",
+                          "e.g. --threads 1, or leave it out (--set threads=null) for torch's own choice")
     if cfg.fps <= 0:
         raise ConfigError(f"fps must be at least 1, got {cfg.fps}", "e.g. --set fps=20")
     _positive(cfg.optim.lr, "learning rate (optim.lr)", "e.g. --lr 0.1")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -372,6 +374,18 @@ def _toy_vocabulary_warnings(phases) -> list[str]:
             warnings.append(f"{term!r} is not a caption of the toy world, so the toy CLIP will not follow it: "
                             f"{e.message}; {e.hint}")
     return sorted(warnings)
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Within the block torch uses ``threads`` CPU threads (``None``: as it was); afterwards as many as before."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def build_session(cfg: DictConfig, *, state: dict | None = None) -> Session:

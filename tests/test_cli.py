@@ -21,16 +21,44 @@ def test_generate_prints_the_image_path(tmp_path):
     assert path.endswith("image.png") and os.path.isfile(path)
 
 
-def test_threads_option_sets_torchs_thread_count(tmp_path):
+@pytest.fixture
+def threads_seen(monkeypatch):
+    """The torch thread count each run built its session with; torch's own count is put back afterwards."""
     import torch
 
+    import pixgen.api as api
+
+    seen = []
+    build = api.build_session
+    monkeypatch.setattr(api, "build_session", lambda cfg, **kw: seen.append(torch.get_num_threads()) or build(cfg, **kw))
     before = torch.get_num_threads()
-    try:
-        result = run(["a castle", *FAST, "--threads", "1"], tmp_path / "out")
-        assert result.exit_code == 0, result.output
-        assert torch.get_num_threads() == 1
-    finally:
-        torch.set_num_threads(before)
+    yield seen
+    torch.set_num_threads(before)
+
+
+def test_threads_option_applies_to_the_run_only_and_is_recorded(tmp_path, threads_seen):
+    import torch
+
+    torch.set_num_threads(2)
+    result = run(["a castle", *FAST, "--threads", "1", "--name", "r"], tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert threads_seen == [1]  # the run used one thread
+    assert torch.get_num_threads() == 2  # and gave torch back its own count
+    assert "threads: 1" in (tmp_path / "out" / "r" / "run.yaml").read_text().splitlines()
+
+
+def test_resume_keeps_the_runs_threads_unless_told(tmp_path, threads_seen):
+    import torch
+
+    torch.set_num_threads(1)
+    assert run(["a castle", *FAST, "--threads", "2", "--name", "r"], tmp_path / "out").exit_code == 0
+    run_dir = str(tmp_path / "out" / "r")
+    assert runner.invoke(app, ["resume", run_dir, "-i", "3", "-q"]).exit_code == 0
+    result = runner.invoke(app, ["resume", run_dir, "-i", "4", "-q", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert threads_seen == [2, 2, 1]
+    bad = runner.invoke(app, ["resume", run_dir, "-i", "5", "--threads", "0"])
+    assert bad.exit_code == 2 and "threads must be at least 1" in bad.output
 
 
 def test_size_is_rounded_to_the_model_factor_with_a_message(tmp_path):
@@ -85,7 +113,7 @@ def _png(tmp_path):
     (["a", "--set", "iterations=many"], "bad value"),
     (["a", "--config", "no/such/file.yaml"], "not found"),
     (["a", "--clip", "ViT-B-99:openai"], "unknown CLIP model"),
-    (["a", "--threads", "0"], "is not a thread count"),
+    (["a", "--threads", "0"], "threads must be at least 1"),
     (["a", "--init-color", "1,2"], "is not R,G,B"),
     (["a", "--init-color", "1,2,256"], "is not R,G,B"),
     (["a", "--init-color", "1,2,3;4,5,6;7,8"], "'7,8' is not R,G,B"),

@@ -182,6 +182,10 @@ def test_init_color_starts_from_a_flat_canvas_and_a_chosen_start_replaces_the_pr
     Image.new("RGB", (64, 64), (200, 30, 30)).save(red)
     # the toy preset starts from a flat background (gray first); a user's init image replaces that start
     assert [list(c) for c in _build_config("a", None, {"model": "toy"}, None).init_color][0] == [128, 128, 128]
+    # the toy preset fixes one torch thread (the image can depend on the count); null leaves torch's choice
+    assert _build_config("a", None, {"model": "toy"}, None).threads == 1
+    assert _build_config("a", None, {"model": "toy"}, ["threads=null"]).threads is None
+    assert _build_config("a", None, {"model": "random-tiny"}, None).threads is None
     cfg = _build_config("a", None, {"model": "toy", "init_image": str(red)}, None)
     assert cfg.init_color is None and cfg.init_image == str(red)
     with pytest.raises(ConfigError, match="both set"):

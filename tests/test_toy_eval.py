@@ -352,10 +352,12 @@ def test_an_eval_image_carries_its_config_and_generate_from_image_makes_it_again
     from pixgen.toy.evaluate import run_suite
 
     report = run_suite(seeds=[1], iterations=3, out=tmp_path / "ev", items=_smoke_items()[:1], progress=False,
-                       threads=1)
+                       threads=2)
     made = tmp_path / "ev" / report["rows"][0]["image"]
-    result = CliRunner().invoke(app, ["generate", "--from-image", str(made), "--threads", "1", "--quiet",
-                                      "-o", str(tmp_path / "again")])
+    with Image.open(made) as a:
+        stored = a.info["pixgen:config"]
+    assert "threads: 2" in stored.splitlines()  # the eval's thread count, over the preset's 1
+    result = CliRunner().invoke(app, ["generate", "--from-image", str(made), "--quiet", "-o", str(tmp_path / "again")])
     assert result.exit_code == 0, result.output
     again = next((tmp_path / "again").glob("*/image.png"))
     with Image.open(made) as a, Image.open(again) as b:

@@ -32,7 +32,6 @@ import os
 import platform
 import signal
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -41,6 +40,7 @@ import numpy as np
 import torch
 
 from pixgen.errors import Interrupted, PixgenError
+from pixgen.factory import torch_threads
 from pixgen.output import atomic_write, png_bytes
 from pixgen.toy.captions import (
     RELATIONS, CaptionError, Ref, Spec, holds, parse_caption, random_position, sample_spec, spec_text,
@@ -569,8 +569,9 @@ def run_suite(
     options = dict(overrides)
     if iterations is not None:
         options["iterations"] = iterations
-    tasks = [(i, it, s, tuple(size), config, options) for i, (it, s) in enumerate((it, s) for it in items for s in seeds)]
     per_job_threads = threads if threads is not None else (torch.get_num_threads() if jobs == 1 else 1)
+    options["threads"] = per_job_threads  # the eval's choice, over the preset's (the images do not depend on it)
+    tasks = [(i, it, s, tuple(size), config, options) for i, (it, s) in enumerate((it, s) for it in items for s in seeds)]
     done: dict[int, tuple[dict, object, object]] = {}
     progress_path, fingerprint = None, None
     if out is not None:
@@ -609,7 +610,7 @@ def run_suite(
 
     try:
         if jobs == 1 or len(todo) <= 1:
-            with _torch_threads(per_job_threads):
+            with torch_threads(per_job_threads):
                 for task in todo:
                     keep(*_judge_job(task))
         else:
@@ -669,17 +670,6 @@ def run_suite(
             _contact_sheet(rows, images, baselines, out / "contact_sheet.png")
         progress_path.unlink()  # complete: results.json holds every row
     return report
-
-
-@contextmanager
-def _torch_threads(threads: int):
-    """Within the block torch uses ``threads`` threads; afterwards as many as before."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @lru_cache(maxsize=1)
