@@ -21,6 +21,7 @@ RUNS_LR_0035 = [
     ("toy_heldout_ninth.json", ["runs"], ["ps30 shipped", "ps31 shipped", "ps32 shipped"]),
     ("toy_heldout_tenth.json", ["runs"], [f"ps{s} shipped" for s in range(33, 40)]),
     ("toy_heldout_eleventh.json", ["runs"], [f"ps{s} shipped" for s in range(40, 46)]),
+    ("toy_heldout_twelfth.json", ["runs"], [f"ps{s} shipped" for s in range(46, 50)]),
 ]
 RUNS_LR_005 = [
     ("toy_heldout_stage13.json", ["runs"],
