@@ -27,6 +27,8 @@ Variants:
   border-W-K  a term K x the mean squared difference between the image's outer W-pixel frame and the start's
               (eleventh session; now the config keys border.width and border.weight)
 
+Variants joined by '+' apply together: border-3-5+contrast-nocount-0.5 (twelfth session).
+
 The preset's own lr became 0.035 after these screens (it was 0.05). To run a variant as it was screened, give the
 learning rate of the time: screens A-G (snap ... cutouts-16) and their baseline ran with ``--lr 0.05``; lr-0.025
 and iterations-150 ran with the preset's 0.035. "shipped" with ``--lr 0.05`` is the old preset.
@@ -173,11 +175,8 @@ def tower(path: Path | str, steps: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("variant", choices=["shipped", "snap", "ensemble", "tv-l1", "early-only", "lr-0.05", "lr-0.07",
-                                        "lr-0.035", "lr-0.025", "cutouts-16", "iterations-150", "whole-views",
-                                        "cosine", "contrast-0.5", "contrast-1", "contrast-2", "contrast-5",
-                                        "contrast-nocount-0.5", "and-mask-0.5", "and-mask-0.25", "and-mask-0",
-                                        "tv-late-0", "border-3-5", "border-3-20"])
+    ap.add_argument("variant", help="one of the variants above, or several joined by '+' "
+                                    "(border-3-5+contrast-nocount-0.5)")
     ap.add_argument("out")
     ap.add_argument("--prompt-seed", type=int, default=25)
     ap.add_argument("--seeds", default="0,1")
@@ -188,7 +187,28 @@ def main() -> None:
     torch.set_num_threads(1)
     early, late = TOY / "clip_early_visual.safetensors", TOY / "clip_late_visual.safetensors"
     options: dict = {"overrides": [f"optim.lr={args.lr}"]} if args.lr is not None else {}
-    v = args.variant
+    for v in args.variant.split("+"):
+        if v not in VARIANTS:
+            ap.error(f"unknown variant {v!r}; choose from {', '.join(VARIANTS)}")
+        apply_variant(v, options, args, ap, early, late)
+    items = held_out(58, seed=args.prompt_seed)
+    report = run_suite(seeds=[int(s) for s in args.seeds.split(",")], out=args.out, progress=False, items=items,
+                       source=held_out_source(58, args.prompt_seed), max_per_category=args.max_per_category,
+                       **options)
+    s, t = report["summary"]["overall"], report["timing"]
+    print(f"{args.variant}: pass {round(s['accuracy'] * s['n'])} nothing-extra {round(s['exact'] * s['n'])} "
+          f"strict {round(s['strict'] * s['n'])} of {s['n']}, objects/image {s.get('strict_objects_per_image')}, "
+          f"CPU {t['cpu_s_per_image_mean']} s/image")
+
+
+VARIANTS = ["shipped", "snap", "ensemble", "tv-l1", "early-only", "lr-0.05", "lr-0.07", "lr-0.035", "lr-0.025",
+            "cutouts-16", "iterations-150", "whole-views", "cosine", "contrast-0.5", "contrast-1", "contrast-2",
+            "contrast-5", "contrast-nocount-0.5", "and-mask-0.5", "and-mask-0.25", "and-mask-0", "tv-late-0",
+            "border-3-5", "border-3-20"]
+
+
+def apply_variant(v: str, options: dict, args, ap, early: Path, late: Path) -> None:
+    """Change ``options`` (or patch the engine) for one variant."""
     if v == "snap":
         patch_snap()
     elif v == "ensemble":
@@ -219,14 +239,6 @@ def main() -> None:
         patch_and_mask(float(v.rsplit("-", 1)[1]))
     elif v.startswith("contrast-"):
         options["contrast"] = {"weight": float(v.rsplit("-", 1)[1]), "swaps": toy_swaps("nocount" not in v)}
-    items = held_out(58, seed=args.prompt_seed)
-    report = run_suite(seeds=[int(s) for s in args.seeds.split(",")], out=args.out, progress=False, items=items,
-                       source=held_out_source(58, args.prompt_seed), max_per_category=args.max_per_category,
-                       **options)
-    s, t = report["summary"]["overall"], report["timing"]
-    print(f"{v}: pass {round(s['accuracy'] * s['n'])} nothing-extra {round(s['exact'] * s['n'])} "
-          f"strict {round(s['strict'] * s['n'])} of {s['n']}, objects/image {s.get('strict_objects_per_image')}, "
-          f"CPU {t['cpu_s_per_image_mean']} s/image")
 
 
 if __name__ == "__main__":
