@@ -1,6 +1,7 @@
 """Command line of the toy world: ``pixgen toy train vqgan|clip|evaluator`` and ``pixgen eval``."""
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import List, Optional
@@ -11,7 +12,7 @@ from pixgen.cli_util import THREADS_HELP, parse_colours, set_threads
 from pixgen.errors import Interrupted, PixgenError
 
 toy_app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                      help="The offline toy world: train its VQGAN, CLIP and evaluator.")
+                      help="The offline toy world: train its VQGAN, CLIP and evaluator; read and compare pictures.")
 train_app = typer.Typer(no_args_is_help=True, help="Train one toy model from a seed (resumable, logged).")
 toy_app.add_typer(train_app, name="train")
 
@@ -331,6 +332,27 @@ def compare_cmd(a: Path = typer.Argument(..., help="One eval's --out directory (
 
     (a_file, a_rows), (b_file, b_rows) = load_rows(a), load_rows(b)
     typer.echo(report(compare(a_rows, b_rows), str(a_file), str(b_file)))
+
+
+@toy_app.command("read")
+def read_cmd(images: List[Path] = typer.Argument(..., help="Pictures to read: PNG, JPEG or WebP, any size (read "
+                                                           "at 64x64)."),
+             prompt: Optional[str] = typer.Option(
+                 None, "--prompt", "-p", help="Judge every picture by this toy-world caption (default: the prompt a "
+                 "pixgen PNG carries, if it is one)."),
+             as_json: bool = typer.Option(False, "--json", help="One JSON object per picture instead of text.")) -> None:
+    """Read pictures with the evaluator and the strict reader, and judge them against a prompt as pixgen eval
+    does: the evaluator's verdict, nothing extra, strict."""
+    from dataclasses import asdict
+
+    from pixgen.toy.read import read_images, report
+
+    found = read_images(list(images), prompt)
+    if as_json:
+        for r in found:
+            typer.echo(json.dumps(asdict(r)))
+    else:
+        typer.echo(report(found))
 
 
 @train_app.command("evaluator")

@@ -45,7 +45,7 @@ from pixgen.output import atomic_write, png_bytes
 from pixgen.toy.captions import (
     RELATIONS, CaptionError, Ref, Spec, holds, parse_caption, random_position, sample_spec, spec_text,
 )
-from pixgen.toy.strict import names_exactly, strict_pass, strict_read
+from pixgen.toy.strict import StrictReading, names_exactly, strict_pass, strict_read
 from pixgen.toy.world import BACKGROUND_NAMES, COLOUR_NAMES, SHAPES, Scene
 
 __all__ = ["SuiteItem", "suite", "judge", "judge_exact", "run_suite", "category_of", "items_from_prompts", "held_out",
@@ -250,6 +250,20 @@ def judge_exact(item: SuiteItem, scene: Scene) -> bool:
     """:func:`judge`, and the scene holds nothing but what the prompt names: a stray object fails it, where
     :func:`judge` takes it as one more chance to find the named object."""
     return judge(item, scene) and names_exactly(item.spec, scene)
+
+
+def verdicts(item: SuiteItem, got: Scene, strict: StrictReading) -> dict[str, bool]:
+    """The eval's three verdicts on one picture: the evaluator's reading ``got`` (``pass``), the same with nothing
+    the prompt does not name (``exact_pass``), and the strict reading (``strict_pass``)."""
+    return {"pass": judge(item, got), "exact_pass": judge_exact(item, got),
+            "strict_pass": strict_pass(item.spec, strict, holds_for=lambda scene: judge(item, scene))}
+
+
+def readings(got: Scene, strict: StrictReading) -> dict:
+    """What the two readers saw, as the eval's rows keep it."""
+    return {"read": describe(got), "strict_read": describe(strict.scene),
+            # what the strict reader counted: every object it found (strays included) and how many were blobs
+            "strict_objects": len(strict.scene.objects), "strict_blobs": strict.blobs}
 
 
 def describe(scene: Scene) -> str:
@@ -476,12 +490,8 @@ def _judge_job(task: tuple) -> tuple[int, dict, object, object, dict[str, str]]:
     strict = strict_read(result.image)
     row = {
         "category": item.category, "prompt": item.prompt, "seed": seed,
-        "pass": judge(item, got), "baseline_pass": judge(item, base), "exact_pass": judge_exact(item, got),
-        "strict_pass": strict_pass(item.spec, strict, holds_for=lambda scene: judge(item, scene)),
-        "read": describe(got), "baseline_read": describe(base), "strict_read": describe(strict.scene),
-        # what the strict reader counted: every object it found (strays included) and how many were blobs
-        "strict_objects": len(strict.scene.objects),
-        "strict_blobs": strict.blobs,
+        **verdicts(item, got, strict), "baseline_pass": judge(item, base),
+        **readings(got, strict), "baseline_read": describe(base),
         "cpu_s": round(cpu, 3), "wall_s": round(wall, 3),
         "final_loss": result.losses[-1]["loss"] if result.losses else None,
         "messages": list(result.messages),  # e.g. which start colour the run chose

@@ -1,0 +1,78 @@
+"""pixgen toy read: pictures that already exist, read by the evaluator and the strict reader and judged."""
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+from typer.testing import CliRunner
+
+from pixgen.cli import app
+from pixgen.toy.world import Obj, Scene, render
+
+TOY = Path(__file__).resolve().parent.parent / "checkpoints" / "toy"
+pytestmark = pytest.mark.skipif(not (TOY / "evaluator.safetensors").exists(), reason="toy weights not present")
+runner = CliRunner()
+# a clean render of "a red circle above a blue square": both readers read it exactly
+SCENE = Scene("gray", [Obj("circle", "red", "large", 1, 0, 32.0, 11.0, 20.0),
+                       Obj("square", "blue", "large", 1, 2, 32.0, 52.0, 20.0)])
+
+
+def _png(path: Path, text: dict[str, str] | None = None, scale: int = 1) -> Path:
+    info = PngInfo()
+    for k, v in (text or {}).items():
+        info.add_text(k, v)
+    image = Image.fromarray(render(SCENE))
+    image.resize((64 * scale, 64 * scale), Image.NEAREST).save(path, pnginfo=info)
+    return path
+
+
+def _read(*args: str):
+    result = runner.invoke(app, ["toy", "read", *args, "--json"])
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_a_picture_is_judged_by_the_prompt_it_carries_or_the_one_given(tmp_path):
+    carried = _png(tmp_path / "a.png", {"pixgen:prompt": "a red circle above a blue square"})
+    [got] = _read(str(carried))
+    assert got["prompt"] == "a red circle above a blue square" and got["prompt_from"] == "the image"
+    assert got["row"]["read"] == got["row"]["strict_read"] == "gray: red circle@CT, blue square@CB"
+    assert got["row"]["pass"] and got["row"]["exact_pass"] and got["row"]["strict_pass"]
+    # a given prompt wins over the stored one; the picture does not show a green circle
+    [wrong] = _read(str(carried), "--prompt", "a green circle above a blue square")
+    assert wrong["prompt_from"] == "--prompt"
+    assert not (wrong["row"]["pass"] or wrong["row"]["exact_pass"] or wrong["row"]["strict_pass"])
+    # "a red circle" holds, but the blue square is an object the prompt does not name
+    [loose] = _read(str(carried), "--prompt", "a red circle")
+    assert loose["row"]["pass"] and not loose["row"]["exact_pass"] and not loose["row"]["strict_pass"]
+
+
+def test_pictures_of_any_size_are_read_at_the_canvas_size(tmp_path):
+    [got] = _read(str(_png(tmp_path / "big.png", scale=2)), "-p", "a blue square below a red circle")
+    assert got["row"]["strict_read"] == "gray: red circle@CT, blue square@CB" and got["row"]["strict_pass"]
+
+
+def test_without_a_toy_prompt_a_picture_is_read_but_not_judged(tmp_path):
+    bare = _png(tmp_path / "bare.png")
+    weighted = _png(tmp_path / "w.png", {"pixgen:prompt": "a red circle | blurry:-1"})
+    got = _read(str(bare), str(weighted))
+    assert [g["prompt"] for g in got] == [None, None]
+    assert got[0]["prompt_from"] == "no prompt given or stored in the image"
+    assert "is not a toy-world caption" in got[1]["prompt_from"]
+    assert all("pass" not in g["row"] and g["row"]["strict_objects"] == 2 for g in got)
+    text = runner.invoke(app, ["toy", "read", str(bare)])
+    assert text.exit_code == 0 and "red circle@CT" in text.stdout and "->" not in text.stdout
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["{png}", "--prompt", "a red dragon"], "--prompt 'a red dragon'"),
+    (["{dir}/missing.png"], "not found"),
+    (["{dir}/notes.txt"], "is not an image pixgen can read"),
+])
+def test_bad_input_fails_clearly(tmp_path, args, fragment):
+    png = _png(tmp_path / "a.png")
+    (tmp_path / "notes.txt").write_text("not a picture")
+    result = runner.invoke(app, ["toy", "read", *(a.format(png=png, dir=tmp_path) for a in args)])
+    assert result.exit_code == 2, result.output
+    assert fragment in result.output and "Traceback" not in result.output
