@@ -3,7 +3,8 @@
 Reads the rows kept in the ``toy_heldout_*.json`` records (one run per prompt seed, the shipped pair: stage 13
 early tower, stage 11 late tower, 64x64, image seeds 0-1) and prints the tables of section "Where it stands" in
 ``toy_results.md``: evaluator, nothing extra, strict reader and the unoptimised start, per category. One table
-for the preset's learning rate 0.035 (shipped since the eighth session of 2026-12-05), one for 0.05 before it.
+for the preset with the border term (since the twelfth session of 2026-12-06), one for the learning rate 0.035
+without it (shipped since the eighth session of 2026-12-05), one for 0.05 before that.
 
     python benchmarks/toy_heldout_summary.py
 """
@@ -21,7 +22,7 @@ RUNS_LR_0035 = [
     ("toy_heldout_ninth.json", ["runs"], ["ps30 shipped", "ps31 shipped", "ps32 shipped"]),
     ("toy_heldout_tenth.json", ["runs"], [f"ps{s} shipped" for s in range(33, 40)]),
     ("toy_heldout_eleventh.json", ["runs"], [f"ps{s} shipped" for s in range(40, 46)]),
-    ("toy_heldout_twelfth.json", ["runs"], [f"ps{s} shipped" for s in range(46, 50)]),
+    ("toy_heldout_twelfth.json", ["runs"], [f"ps{s} shipped" for s in (*range(46, 50), *range(51, 55))]),
 ]
 RUNS_LR_005 = [
     ("toy_heldout_stage13.json", ["runs"],
@@ -33,6 +34,12 @@ RUNS_LR_005 = [
      ["shipped (stage 13 early, stage 11 late, handover at 60%), prompt seed 21", "shipped, prompt seed 22"]),
     ("toy_heldout_coarse48.json", ["runs"], ["shipped"]),
     ("toy_heldout_screens.json", ["runs"], ["ps27 shipped (lr 0.05)", "ps28 shipped (lr 0.05)"]),
+]
+# the preset since the twelfth session (2026-12-06): the same pair with the border term (border.weight 5), judged
+# as the border-3-5 arm beside the shipped pair on each of these sets
+RUNS_BORDER = [
+    ("toy_heldout_eleventh.json", ["runs"], [f"ps{s} border-3-5" for s in range(43, 46)]),
+    ("toy_heldout_twelfth.json", ["runs"], [f"ps{s} border-3-5" for s in (*range(46, 50), *range(51, 55))]),
 ]
 CATEGORIES = [*SUITE_CATEGORIES, "overall"]  # held-out sets of the suite's forms have no extra categories
 TARGETS = {"single object": 0.95, "colour": 0.95, "position": 0.85, "background": 0.95, "two objects": 0.85,
@@ -80,7 +87,8 @@ def table(sets: list[list[dict]]) -> str:
 
 
 if __name__ == "__main__":
-    for lr, groups in (("0.035", RUNS_LR_0035), ("0.05", RUNS_LR_005)):
+    for name, groups in (("with the border term (the preset since the twelfth session)", RUNS_BORDER),
+                         ("lr 0.035, no border term", RUNS_LR_0035), ("lr 0.05", RUNS_LR_005)):
         sets = shipped_rows(groups)
-        print(f"lr {lr}: {len(sets)} held-out sets, {sum(map(len, sets))} images\n")
+        print(f"{name}: {len(sets)} held-out sets, {sum(map(len, sets))} images\n")
         print(table(sets), end="\n\n")

@@ -4,7 +4,9 @@ screens" of toy_results.md). Each variant changes one thing against the shipped 
     python benchmarks/toy_screens.py VARIANT OUT [--prompt-seed 25] [--seeds 0,1] [--max-per-category N]
 
 Variants:
-  shipped     the preset as it is
+  shipped     the preset as it is (with the border term since the twelfth session; every screen before it ran
+              without, and its "shipped" rows are the no-border preset)
+  no-border   the preset without the border term (border.weight=0): the "shipped" of the screens before
   snap        the CLIPs see the decoded image snapped, straight through, to the world's 11 colours (every step);
               the saved image is the decoder's own
   ensemble    steps 1-60 guided by the shipped early tower and stage 10's tower together (weight 1 each); pass
@@ -204,7 +206,7 @@ def main() -> None:
 VARIANTS = ["shipped", "snap", "ensemble", "tv-l1", "early-only", "lr-0.05", "lr-0.07", "lr-0.035", "lr-0.025",
             "cutouts-16", "iterations-150", "whole-views", "cosine", "contrast-0.5", "contrast-1", "contrast-2",
             "contrast-5", "contrast-nocount-0.5", "and-mask-0.5", "and-mask-0.25", "and-mask-0", "tv-late-0",
-            "border-3-5", "border-3-20"]
+            "border-3-5", "border-3-20", "no-border"]
 
 
 def apply_variant(v: str, options: dict, args, ap, early: Path, late: Path) -> None:
@@ -230,6 +232,8 @@ def apply_variant(v: str, options: dict, args, ap, early: Path, late: Path) -> N
         options.setdefault("overrides", []).extend(["cutouts.pow=0.0001", "cutouts.augments=[]"])
     elif v == "cosine":
         patch_cosine(0.1)
+    elif v == "no-border":
+        options.setdefault("overrides", []).append("border.weight=0")
     elif v.startswith("border-"):  # screened as a patch of the engine, which became these config keys (same runs)
         _, width, weight = v.split("-")
         options.setdefault("overrides", []).extend([f"border.width={width}", f"border.weight={weight}"])

@@ -46,7 +46,7 @@ def _frame_error(result, width=3):
 def test_a_border_run_keeps_its_frame_near_the_start_and_logs_the_term():
     # the toy model: its 4-pixel latent cells let a 3-pixel frame be held apart from the inside
     options = {"model": "toy", "iterations": 20, "write": False, "progress": False, "echo": False}
-    free = pixgen.generate("a red circle on the left", seed=2, **options)
+    free = pixgen.generate("a red circle on the left", seed=2, **options, border={"weight": 0.0})  # off (the preset holds 5)
     held = pixgen.generate("a red circle on the left", seed=2, **options, border={"weight": 20.0, "width": 3})
     assert "border" in held.losses[-1]["terms"] and "border" not in free.losses[-1]["terms"]
     free_frame, free_inside = _frame_error(free)

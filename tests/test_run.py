@@ -186,6 +186,10 @@ def test_init_color_starts_from_a_flat_canvas_and_a_chosen_start_replaces_the_pr
     assert _build_config("a", None, {"model": "toy"}, None).threads == 1
     assert _build_config("a", None, {"model": "toy"}, ["threads=null"]).threads is None
     assert _build_config("a", None, {"model": "random-tiny"}, None).threads is None
+    # and holds its outer frame to the start (weight 5, 3 pixels); other models leave the border term off
+    toy = _build_config("a", None, {"model": "toy"}, None)
+    assert (toy.border.weight, toy.border.width) == (5.0, 3)
+    assert _build_config("a", None, {"model": "random-tiny"}, None).border.weight == 0.0
     cfg = _build_config("a", None, {"model": "toy", "init_image": str(red)}, None)
     assert cfg.init_color is None and cfg.init_image == str(red)
     with pytest.raises(ConfigError, match="both set"):
