@@ -580,7 +580,7 @@ def run_suite(
     if iterations is not None:
         options["iterations"] = iterations
     per_job_threads = threads if threads is not None else (torch.get_num_threads() if jobs == 1 else 1)
-    options["threads"] = per_job_threads  # the eval's choice, over the preset's (the images do not depend on it)
+    options["threads"] = per_job_threads  # the eval's choice over the preset's, recorded with each image
     tasks = [(i, it, s, tuple(size), config, options) for i, (it, s) in enumerate((it, s) for it in items for s in seeds)]
     done: dict[int, tuple[dict, object, object]] = {}
     progress_path, fingerprint = None, None
