@@ -48,8 +48,8 @@ from pixgen.toy.captions import (
 from pixgen.toy.strict import StrictReading, names_exactly, strict_pass, strict_read
 from pixgen.toy.world import BACKGROUND_NAMES, COLOUR_NAMES, SHAPES, Scene
 
-__all__ = ["SuiteItem", "suite", "judge", "judge_exact", "run_suite", "category_of", "items_from_prompts", "held_out",
-           "held_out_source", "CATEGORIES", "TOY_PRESET"]
+__all__ = ["SuiteItem", "suite", "judge", "judge_exact", "run_suite", "category_of", "item_from_prompt",
+           "items_from_prompts", "held_out", "held_out_source", "CATEGORIES", "TOY_PRESET"]
 
 TOY_PRESET = Path(__file__).resolve().parents[2] / "configs" / "toy.yaml"
 CATEGORIES = ("single object", "colour", "position", "background", "two objects", "relation", "counting",
@@ -137,18 +137,23 @@ def category_of(spec: Spec) -> str:
     return "single object"
 
 
-def items_from_prompts(prompts: list[str]) -> list[SuiteItem]:
-    """Suite items for prompts written in the toy world's grammar, each judged on its whole meaning.
+def item_from_prompt(text: str) -> SuiteItem:
+    """The suite item for one prompt written in the toy world's grammar, judged on its whole meaning.
 
-    Raises :class:`pixgen.toy.captions.CaptionError` naming the first prompt that cannot be read.
+    Raises :class:`pixgen.toy.captions.CaptionError` saying what part of the prompt cannot be read.
     """
+    spec = parse_caption(text)
+    return SuiteItem(category_of(spec), spec, " ".join(text.split()))
+
+
+def items_from_prompts(prompts: list[str]) -> list[SuiteItem]:
+    """:func:`item_from_prompt` for each prompt; the CaptionError names the first one that cannot be read."""
     items = []
     for number, text in enumerate(prompts, 1):
         try:
-            spec = parse_caption(text)
+            items.append(item_from_prompt(text))
         except CaptionError as e:
             raise CaptionError(f"prompt {number} ({text.strip()!r}): {e.message}", e.hint) from None
-        items.append(SuiteItem(category_of(spec), spec, " ".join(text.split())))
     return items
 
 

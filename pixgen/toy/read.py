@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pixgen.errors import PixgenError
-from pixgen.toy.captions import CaptionError, parse_caption
+from pixgen.toy.captions import CaptionError
 
 PROMPT_KEYS = ("pixgen:prompt", "prompt")  # where pixgen's PNGs keep the prompt (generate; eval writes both)
 
@@ -45,7 +45,7 @@ def read_images(paths: list[str | Path], prompt: str | None = None) -> list[Read
     ``prompt`` that the toy grammar cannot read raises :class:`CaptionError` naming the part it does not know.
     """
     from pixgen.output import load_image, to_pil
-    from pixgen.toy.evaluate import _evaluator, items_from_prompts, readings, verdicts
+    from pixgen.toy.evaluate import _evaluator, item_from_prompt, readings, verdicts
     from pixgen.toy.strict import strict_read
 
     if not paths:
@@ -53,10 +53,9 @@ def read_images(paths: list[str | Path], prompt: str | None = None) -> list[Read
     given = None
     if prompt is not None:
         try:
-            parse_caption(prompt)
+            given = item_from_prompt(prompt)
         except CaptionError as exc:
             raise CaptionError(f"--prompt {prompt!r}: {exc.message}", exc.hint) from None
-        given = items_from_prompts([prompt])[0]
     pictures = [to_pil(load_image(p)) for p in paths]  # every path checked before any model is loaded
     scenes = _evaluator().read(pictures)
     out = []
@@ -70,7 +69,7 @@ def read_images(paths: list[str | Path], prompt: str | None = None) -> list[Read
                 source = "no prompt given or stored in the image"
             else:
                 try:
-                    item, source = items_from_prompts([text])[0], "the image"
+                    item, source = item_from_prompt(text), "the image"
                 except CaptionError as exc:
                     source = f"the image's prompt {text!r} is not a toy-world caption ({exc.message})"
         if item is not None:
@@ -89,7 +88,8 @@ def report(readings: list[Reading]) -> str:
         row = r.row
         head = f"{r.path}: " + (f"{r.prompt!r} (prompt from {r.prompt_from})" if r.prompt else r.prompt_from)
         ev = f"  evaluator: {row['read']}"
-        blobs = f" ({row['strict_blobs']} of its {row['strict_objects']} objects fit no shape)" if row["strict_blobs"] else ""
+        blobs = (f" ({row['strict_blobs']} of its {row['strict_objects']} objects fit no shape)"
+                 if row["strict_blobs"] else "")
         st = f"  strict:    {row['strict_read']}{blobs}"
         if r.prompt:
             ev += f" -> {verdict(row['pass'])}; nothing extra: {verdict(row['exact_pass'])}"
