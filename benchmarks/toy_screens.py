@@ -29,6 +29,10 @@ Variants:
   border-W-K  a term K x the mean squared difference between the image's outer W-pixel frame and the start's
               (eleventh session; now the config keys border.width and border.weight)
 
+  split-W     each object a two-object or relation prompt names is also its own prompt at weight W, beside the
+              whole prompt ("a green circle and a pink cross | a green circle:W | a pink cross:W"); judged on the
+              whole prompt's meaning (thirteenth session)
+
 Variants joined by '+' apply together: border-3-5+contrast-nocount-0.5 (twelfth session).
 
 The preset's own lr became 0.035 after these screens (it was 0.05). To run a variant as it was screened, give the
@@ -48,7 +52,8 @@ import yaml
 
 import pixgen.engine as engine
 from pixgen.config import resolve_preset
-from pixgen.toy.evaluate import held_out, held_out_source, run_suite
+from pixgen.toy.captions import Ref, Spec, spec_text
+from pixgen.toy.evaluate import SuiteItem, held_out, held_out_source, run_suite
 from pixgen.toy.strict import PALETTE as WORLD_PALETTE
 from pixgen.toy.training import cosine_decay
 
@@ -183,6 +188,7 @@ def main() -> None:
     ap.add_argument("--prompt-seed", type=int, default=25)
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--max-per-category", type=int, default=None)
+    ap.add_argument("--categories", default=None, help="only these categories, comma-separated")
     ap.add_argument("--stage10", default=None, help="stage 10's early tower file (variant ensemble)")
     ap.add_argument("--lr", type=float, default=None, help="the preset's learning rate for this run (default: as is)")
     args = ap.parse_args()
@@ -194,9 +200,11 @@ def main() -> None:
             ap.error(f"unknown variant {v!r}; choose from {', '.join(VARIANTS)}")
         apply_variant(v, options, args, ap, early, late)
     items = held_out(58, seed=args.prompt_seed)
+    if options.pop("split", None) is not None:
+        items = [split_item(it, args.split_weight) for it in items]
     report = run_suite(seeds=[int(s) for s in args.seeds.split(",")], out=args.out, progress=False, items=items,
                        source=held_out_source(58, args.prompt_seed), max_per_category=args.max_per_category,
-                       **options)
+                       categories=args.categories.split(",") if args.categories else None, **options)
     s, t = report["summary"]["overall"], report["timing"]
     print(f"{args.variant}: pass {round(s['accuracy'] * s['n'])} nothing-extra {round(s['exact'] * s['n'])} "
           f"strict {round(s['strict'] * s['n'])} of {s['n']}, objects/image {s.get('strict_objects_per_image')}, "
@@ -206,7 +214,17 @@ def main() -> None:
 VARIANTS = ["shipped", "snap", "ensemble", "tv-l1", "early-only", "lr-0.05", "lr-0.07", "lr-0.035", "lr-0.025",
             "cutouts-16", "iterations-150", "whole-views", "cosine", "contrast-0.5", "contrast-1", "contrast-2",
             "contrast-5", "contrast-nocount-0.5", "and-mask-0.5", "and-mask-0.25", "and-mask-0", "tv-late-0",
-            "border-3-5", "border-3-20", "no-border"]
+            "border-3-5", "border-3-20", "no-border", "split-0.3", "split-0.5", "split-1"]
+
+
+def split_item(item: SuiteItem, weight: float) -> SuiteItem:
+    """A two-object or relation item whose prompt also names each object on its own at ``weight``; the spec,
+    which the verdict reads, stays the item's."""
+    spec = item.spec
+    if spec.kind not in ("objects", "relation") or len(spec.refs) < 2:
+        return item
+    parts = [spec_text(Spec("objects", (Ref(r.colour, r.shape, r.size),))) for r in spec.refs]
+    return SuiteItem(item.category, spec, " | ".join([item.prompt, *(f"{t}:{weight:g}" for t in parts)]))
 
 
 def apply_variant(v: str, options: dict, args, ap, early: Path, late: Path) -> None:
@@ -232,6 +250,9 @@ def apply_variant(v: str, options: dict, args, ap, early: Path, late: Path) -> N
         options.setdefault("overrides", []).extend(["cutouts.pow=0.0001", "cutouts.augments=[]"])
     elif v == "cosine":
         patch_cosine(0.1)
+    elif v.startswith("split-"):
+        options["split"] = True
+        args.split_weight = float(v.split("-", 1)[1])
     elif v == "no-border":
         options.setdefault("overrides", []).append("border.weight=0")
     elif v.startswith("border-"):  # screened as a patch of the engine, which became these config keys (same runs)
