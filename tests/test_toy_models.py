@@ -147,6 +147,7 @@ def test_shipped_image_towers_share_the_text_tower_and_change_the_image_side(tow
     other = load_perceptor(f"pixgen-toy-clip:{TOY / 'clip.pt'}+{TOY / tower}")
     captions = ["a red circle", "a blue square above a green cross"]
     assert torch.equal(base.encode_text(captions), other.encode_text(captions))
+    assert base.tokenizer is other.tokenizer  # built once a process, not once a tower
     _, x = _images(4, seed=3)
     with torch.no_grad():
         assert not torch.allclose(base.encode_image(x), other.encode_image(x), atol=1e-3)
