@@ -32,6 +32,9 @@ Variants:
   split-W     each object a two-object or relation prompt names is also its own prompt at weight W, beside the
               whole prompt ("a green circle and a pink cross | a green circle:W | a pink cross:W"); judged on the
               whole prompt's meaning (thirteenth session)
+  layout-W    as split-W, each object's own prompt also naming a place that fits the prompt: a relation's objects
+              where the relation puts them ("A above B": "A at the top", "B at the bottom"), two objects the
+              first on the left and the second on the right (thirteenth session)
 
 Variants joined by '+' apply together: border-3-5+contrast-nocount-0.5 (twelfth session).
 
@@ -200,8 +203,9 @@ def main() -> None:
             ap.error(f"unknown variant {v!r}; choose from {', '.join(VARIANTS)}")
         apply_variant(v, options, args, ap, early, late)
     items = held_out(58, seed=args.prompt_seed)
-    if options.pop("split", None) is not None:
-        items = [split_item(it, args.split_weight) for it in items]
+    split = options.pop("split", None)
+    if split is not None:
+        items = [split_item(it, args.split_weight, layout=split == "layout") for it in items]
     report = run_suite(seeds=[int(s) for s in args.seeds.split(",")], out=args.out, progress=False, items=items,
                        source=held_out_source(58, args.prompt_seed), max_per_category=args.max_per_category,
                        categories=args.categories.split(",") if args.categories else None, **options)
@@ -214,16 +218,25 @@ def main() -> None:
 VARIANTS = ["shipped", "snap", "ensemble", "tv-l1", "early-only", "lr-0.05", "lr-0.07", "lr-0.035", "lr-0.025",
             "cutouts-16", "iterations-150", "whole-views", "cosine", "contrast-0.5", "contrast-1", "contrast-2",
             "contrast-5", "contrast-nocount-0.5", "and-mask-0.5", "and-mask-0.25", "and-mask-0", "tv-late-0",
-            "border-3-5", "border-3-20", "no-border", "split-0.3", "split-0.5", "split-1"]
+            "border-3-5", "border-3-20", "no-border", "split-0.3", "split-0.5", "split-1",
+            "layout-0.3", "layout-1"]
 
 
-def split_item(item: SuiteItem, weight: float) -> SuiteItem:
-    """A two-object or relation item whose prompt also names each object on its own at ``weight``; the spec,
-    which the verdict reads, stays the item's."""
+# Where each object of a two-object prompt is asked to be by the layout-W variant: (col, row) of the first and the
+# second object, by relation; two objects without one go side by side.
+PLACES = {"above": ((None, 0), (None, 2)), "below": ((None, 2), (None, 0)), "left of": ((0, None), (2, None)),
+          "right of": ((2, None), (0, None)), None: ((0, None), (2, None))}
+
+
+def split_item(item: SuiteItem, weight: float, layout: bool = False) -> SuiteItem:
+    """A two-object or relation item whose prompt also names each object on its own at ``weight`` (with
+    ``layout``, in a place that fits the prompt); the spec, which the verdict reads, stays the item's."""
     spec = item.spec
-    if spec.kind not in ("objects", "relation") or len(spec.refs) < 2:
+    if spec.kind not in ("objects", "relation") or len(spec.refs) != 2:
         return item
-    parts = [spec_text(Spec("objects", (Ref(r.colour, r.shape, r.size),))) for r in spec.refs]
+    places = PLACES[spec.relation] if layout else ((None, None), (None, None))
+    parts = [spec_text(Spec("objects", (Ref(r.colour, r.shape, r.size, *place),)))
+             for r, place in zip(spec.refs, places)]
     return SuiteItem(item.category, spec, " | ".join([item.prompt, *(f"{t}:{weight:g}" for t in parts)]))
 
 
@@ -250,8 +263,8 @@ def apply_variant(v: str, options: dict, args, ap, early: Path, late: Path) -> N
         options.setdefault("overrides", []).extend(["cutouts.pow=0.0001", "cutouts.augments=[]"])
     elif v == "cosine":
         patch_cosine(0.1)
-    elif v.startswith("split-"):
-        options["split"] = True
+    elif v.startswith(("split-", "layout-")):
+        options["split"] = v.split("-", 1)[0]
         args.split_weight = float(v.split("-", 1)[1])
     elif v == "no-border":
         options.setdefault("overrides", []).append("border.weight=0")
