@@ -36,6 +36,10 @@ Variants:
               where the relation puts them ("A above B": "A at the top", "B at the bottom"), two objects the
               first on the left and the second on the right (thirteenth session)
 
+  area-W      a term W x the mean absolute difference between the whole image and the start (the flat background
+              the run began from), beside the border term: a steady pull of every pixel back to the background,
+              so that only what the prompt's gradient holds up stays (thirteenth session)
+
 Variants joined by '+' apply together: border-3-5+contrast-nocount-0.5 (twelfth session).
 
 The preset's own lr became 0.035 after these screens (it was 0.05). To run a variant as it was screened, give the
@@ -169,6 +173,17 @@ def patch_tv_until(share: float) -> None:
     engine.Engine.step = regularised_early
 
 
+def patch_area(weight: float) -> None:
+    """Add ``weight`` x mean |image - start| over the whole canvas to the border term (which the preset has on,
+    so the engine calls it every step with the start image)."""
+    border = engine.border_loss
+
+    def border_and_area(image, start, width, border_weight):
+        return border(image, start, width, border_weight) + weight * (image - start).abs().mean()
+
+    engine.border_loss = border_and_area
+
+
 # The toy world's word classes for contrast terms (configs/toy-contrast.yaml), and the class of numbers that the
 # first contrast screens (prompt seeds 33-35) also swapped.
 NUMBERS = [["two", "2"], ["three", "3"], ["four", "4"]]
@@ -219,7 +234,7 @@ VARIANTS = ["shipped", "snap", "ensemble", "tv-l1", "early-only", "lr-0.05", "lr
             "cutouts-16", "iterations-150", "whole-views", "cosine", "contrast-0.5", "contrast-1", "contrast-2",
             "contrast-5", "contrast-nocount-0.5", "and-mask-0.5", "and-mask-0.25", "and-mask-0", "tv-late-0",
             "border-3-5", "border-3-20", "no-border", "split-0.3", "split-0.5", "split-1",
-            "layout-0.3", "layout-1"]
+            "layout-0.3", "layout-1", "area-1", "area-3"]
 
 
 # Where each object of a two-object prompt is asked to be by the layout-W variant: (col, row) of the first and the
@@ -266,6 +281,8 @@ def apply_variant(v: str, options: dict, args, ap, early: Path, late: Path) -> N
     elif v.startswith(("split-", "layout-")):
         options["split"] = v.split("-", 1)[0]
         args.split_weight = float(v.split("-", 1)[1])
+    elif v.startswith("area-"):
+        patch_area(float(v.split("-", 1)[1]))
     elif v == "no-border":
         options.setdefault("overrides", []).append("border.weight=0")
     elif v.startswith("border-"):  # screened as a patch of the engine, which became these config keys (same runs)
