@@ -49,6 +49,17 @@ def _stored_weights(stored: dict, image: Path) -> dict[str, str] | None:
     return {str(k): str(v) for k, v in record.items()}
 
 
+def _records_threads(config_text: str) -> bool:
+    """Whether a stored config names its thread count (PNGs from before pixgen recorded one do not)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(config_text)
+    except yaml.YAMLError:
+        return True  # from_yaml_text has already read it; nothing to add here
+    return isinstance(data, dict) and "threads" in data
+
+
 def _report(result) -> None:
     if result.run_dir is not None:
         image = result.run_dir / "image.png"
@@ -114,6 +125,10 @@ def generate(
         stored = read_png_metadata(from_image)
         base = from_yaml_text(stored["config"], str(from_image))
         made_with = _stored_weights(stored, from_image)
+        if threads is None and not _records_threads(stored["config"]):
+            typer.echo(f"pixgen: {from_image} records no thread count (it was made before pixgen kept one), so this "
+                       "re-run uses torch's default. The picture can depend on the count: if it differs from the "
+                       "original, give the count that made it, e.g. --threads 1", err=True)
     elif prompt is None and config is None:
         raise ConfigError("no prompt given", 'pixgen generate "a red circle above a blue square" --model toy')
     options: dict[str, Any] = {

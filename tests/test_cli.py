@@ -307,3 +307,34 @@ def test_images_record_their_weights_and_a_rerun_with_other_weights_says_so(tmp_
                                   "--output-dir", str(tmp_path / "out2")])
     assert garbled.exit_code == 2 and "weights record is not readable" in garbled.stderr
     assert not (tmp_path / "out2").exists()
+
+
+def test_rerun_of_an_image_without_a_thread_count_says_the_picture_can_depend_on_it(tmp_path):
+    import yaml
+    from PIL import Image, PngImagePlugin
+
+    from pixgen.output import META_PREFIX
+
+    first = run(["a castle", "--model", "random-tiny", "--size", "32x32", "-i", "1", "--cutouts", "1", "-q"],
+                tmp_path / "out")
+    assert first.exit_code == 0, first.output
+    image = first.stdout.strip().splitlines()[-1]
+    again = runner.invoke(app, ["generate", "--from-image", image, "-q", "--output-dir", str(tmp_path / "out")])
+    assert again.exit_code == 0, again.output
+    assert "records no thread count" not in again.stderr  # today's images carry the key (null: torch's choice)
+
+    info = PngImagePlugin.PngInfo()  # the same image as pixgen wrote it before it kept a thread count
+    for key, value in Image.open(image).text.items():
+        if key == META_PREFIX + "config":
+            stored = yaml.safe_load(value)
+            del stored["threads"]
+            value = yaml.safe_dump(stored)
+        info.add_text(key, value)
+    Image.open(image).save(tmp_path / "old.png", pnginfo=info)
+    old = runner.invoke(app, ["generate", "--from-image", str(tmp_path / "old.png"), "-q",
+                              "--output-dir", str(tmp_path / "out")])
+    assert old.exit_code == 0, old.output
+    assert "records no thread count" in old.stderr and "--threads" in old.stderr
+    told = runner.invoke(app, ["generate", "--from-image", str(tmp_path / "old.png"), "-q", "--threads", "1",
+                               "--output-dir", str(tmp_path / "out")])
+    assert told.exit_code == 0 and "records no thread count" not in told.stderr
