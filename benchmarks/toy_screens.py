@@ -28,17 +28,16 @@ Variants:
   tv-late-0   the TV term for steps 1-60 only (the early tower's part), none for 61-100 (eleventh session)
   border-W-K  a term K x the mean squared difference between the image's outer W-pixel frame and the start's
               (eleventh session; now the config keys border.width and border.weight)
-
   split-W     each object a two-object or relation prompt names is also its own prompt at weight W, beside the
               whole prompt ("a green circle and a pink cross | a green circle:W | a pink cross:W"); judged on the
               whole prompt's meaning (thirteenth session)
   layout-W    as split-W, each object's own prompt also naming a place that fits the prompt: a relation's objects
               where the relation puts them ("A above B": "A at the top", "B at the bottom"), two objects the
               first on the left and the second on the right (thirteenth session)
-
   area-W      a term W x the mean absolute difference between the whole image and the start (the flat background
               the run began from), beside the border term: a steady pull of every pixel back to the background,
-              so that only what the prompt's gradient holds up stays (thirteenth session)
+              so that only what the prompt's gradient holds up stays (thirteenth session; it rides on the
+              border term, so it does nothing joined with no-border)
 
 Variants joined by '+' apply together: border-3-5+contrast-nocount-0.5 (twelfth session).
 
