@@ -38,6 +38,7 @@ Variants:
               the run began from), beside the border term: a steady pull of every pixel back to the background,
               so that only what the prompt's gradient holds up stays (thirteenth session; it rides on the
               border term, so it does nothing joined with no-border)
+  sparsity-W  the same term through the config key it became (--set sparsity.weight=W), a term of its own
 
 Variants joined by '+' apply together: border-3-5+contrast-nocount-0.5 (twelfth session).
 
@@ -233,7 +234,7 @@ VARIANTS = ["shipped", "snap", "ensemble", "tv-l1", "early-only", "lr-0.05", "lr
             "cutouts-16", "iterations-150", "whole-views", "cosine", "contrast-0.5", "contrast-1", "contrast-2",
             "contrast-5", "contrast-nocount-0.5", "and-mask-0.5", "and-mask-0.25", "and-mask-0", "tv-late-0",
             "border-3-5", "border-3-20", "no-border", "split-0.3", "split-0.5", "split-1",
-            "layout-0.3", "layout-1", "area-1", "area-3"]
+            "layout-0.3", "layout-1", "area-1", "area-3", "sparsity-3"]
 
 
 # Where each object of a two-object prompt is asked to be by the layout-W variant: (col, row) of the first and the
@@ -280,6 +281,8 @@ def apply_variant(v: str, options: dict, args, ap, early: Path, late: Path) -> N
     elif v.startswith(("split-", "layout-")):
         options["split"] = v.split("-", 1)[0]
         args.split_weight = float(v.split("-", 1)[1])
+    elif v.startswith("sparsity-"):
+        options.setdefault("overrides", []).append(f"sparsity.weight={v.split('-', 1)[1]}")
     elif v.startswith("area-"):
         patch_area(float(v.split("-", 1)[1]))
     elif v == "no-border":

@@ -80,6 +80,15 @@ class BorderConfig:
 
 
 @dataclass
+class SparsityConfig:
+    # Pull every pixel back towards the run's start (its flat init colour or init image): a term ``weight`` x the
+    # mean absolute difference over the whole picture, at every step. Being L1, it takes the same small toll from
+    # every change, so what the prompt's gradient holds up stays while faint smears and weak stray blobs fade back
+    # into the start. 0 turns it off.
+    weight: float = 0.0
+
+
+@dataclass
 class CoarseConfig:
     # Compose first at a smaller size, then grow to ``size`` for the rest of the run: the image is scaled up
     # (nearest pixel), encoded again, and the search goes on from there with a fresh optimizer. The coarse stage
@@ -129,6 +138,7 @@ class RunConfig:
     contrast: ContrastConfig = field(default_factory=ContrastConfig)
     coarse: CoarseConfig = field(default_factory=CoarseConfig)
     border: BorderConfig = field(default_factory=BorderConfig)
+    sparsity: SparsityConfig = field(default_factory=SparsityConfig)
 
 
 # Keys that say where a run is written, not what it makes: left out of the config embedded in images.
@@ -307,6 +317,12 @@ def _check_border(border: DictConfig, size: list[int]) -> None:
                           f"got {border.width}", "e.g. --set border.width=3")
 
 
+def _check_sparsity(sparsity: DictConfig) -> None:
+    if not math.isfinite(sparsity.weight) or sparsity.weight < 0:
+        raise ConfigError(f"sparsity.weight must be a finite number >= 0, got {sparsity.weight}",
+                          "e.g. --set sparsity.weight=3 (0 turns the sparsity term off)")
+
+
 def _check_coarse(coarse: DictConfig) -> None:
     if coarse.size is not None:
         size = list(coarse.size)
@@ -378,6 +394,7 @@ def validate(cfg: DictConfig) -> None:
     _check_contrast(cfg.contrast)
     _check_coarse(cfg.coarse)
     _check_border(cfg.border, size)
+    _check_sparsity(cfg.sparsity)
     if not cfg.prompt.strip() and not cfg.image_prompts and not cfg.noise_prompts:
         raise ConfigError("the prompt is empty", 'give a text prompt, e.g. pixgen generate "a red circle"')
 

@@ -15,7 +15,8 @@ from torch import nn
 from pixgen.contrast import contrast_loss
 from pixgen.cutouts import MakeCutouts
 from pixgen.errors import NonFiniteLossError
-from pixgen.losses import border_loss, latent_anchor_loss, prior_loss, prompt_loss, total_variation
+from pixgen.losses import (border_loss, latent_anchor_loss, prior_loss, prompt_loss, sparsity_loss,
+                           total_variation)
 from pixgen.perceptor import Perceptor, step_in_range
 
 
@@ -95,7 +96,8 @@ class Engine:
                  phases: int = 1, init_weight: float = 0.0, tv_weight: float = 0.0, log_every: int = 10,
                  save_every: int | None = None, prior: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  prior_weight: float = 0.0, prior_steps: tuple[float, float] = (0.0, 1.0),
-                 grow_step: int | None = None, border_weight: float = 0.0, border_width: int = 3):
+                 grow_step: int | None = None, border_weight: float = 0.0, border_width: int = 3,
+                 sparsity_weight: float = 0.0):
         self.generator, self.perceptors, self.targets = generator, perceptors, targets
         self.cutouts, self.optimizer = cutouts, optimizer
         self.total, self.phases = total, max(1, phases)
@@ -104,6 +106,7 @@ class Engine:
         self.prior, self.prior_weight, self.prior_steps = prior, prior_weight, tuple(prior_steps)
         self.grow_step = grow_step
         self.border_weight, self.border_width = border_weight, border_width
+        self.sparsity_weight = sparsity_weight
         self._start_image: torch.Tensor | None = None
 
     def grow_if_due(self, step: int) -> bool:
@@ -163,6 +166,9 @@ class Engine:
         if self.border_weight and step is not None:
             labels.append("border")
             terms.append(border_loss(image, self.start_image(image), self.border_width, self.border_weight))
+        if self.sparsity_weight and step is not None:
+            labels.append("sparsity")
+            terms.append(sparsity_loss(image, self.start_image(image), self.sparsity_weight))
         return labels, torch.stack(terms) if terms else image.new_zeros(0)
 
     def start_image(self, like: torch.Tensor) -> torch.Tensor:

@@ -450,6 +450,7 @@ def build_session(cfg: DictConfig, *, state: dict | None = None) -> Session:
                     init_weight=cfg.init_weight, tv_weight=cfg.tv_weight, log_every=cfg.log_every,
                     save_every=cfg.save_every, prior=prior, prior_weight=float(cfg.prior.weight),
                     prior_steps=tuple(cfg.prior.steps), grow_step=grow_step,
-                    border_weight=float(cfg.border.weight), border_width=int(cfg.border.width))
+                    border_weight=float(cfg.border.weight), border_width=int(cfg.border.width),
+                    sparsity_weight=float(cfg.sparsity.weight))
     return Session(cfg, device, width, height, generator, perceptors, engine, messages,
                    weights_record(vqgan_file, specs, extra=[prior_file] if prior_file else []))

@@ -55,3 +55,9 @@ def border_loss(image: torch.Tensor, start: torch.Tensor, width: int, weight: fl
     mask = torch.ones_like(image[:1, :1])
     mask[..., width:-width, width:-width] = 0
     return weight * ((image - start) ** 2 * mask).sum() / (mask.sum() * image.shape[0] * image.shape[1])
+
+
+def sparsity_loss(image: torch.Tensor, start: torch.Tensor, weight: float) -> torch.Tensor:
+    """``weight`` x the mean absolute difference between ``image`` and ``start`` over the whole picture: the same
+    pull back to the start on every changed value, however large the change."""
+    return weight * (image - start).abs().mean()

@@ -1,0 +1,56 @@
+"""The sparsity term: every pixel is pulled back to the run's start by an L1 term, so only what the prompt holds up
+stays changed."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import pixgen
+from pixgen.errors import ConfigError
+from pixgen.losses import sparsity_loss
+
+TOY = Path(__file__).resolve().parents[1] / "checkpoints" / "toy"
+
+
+def test_sparsity_loss_is_the_mean_absolute_change():
+    start = torch.full((1, 3, 4, 4), 0.5)
+    assert sparsity_loss(start.clone(), start, 3.0).item() == 0.0
+    changed = start.clone()
+    changed[0, 0, 0, 0] = 1.0  # one value of 48 off by 0.5
+    changed[0, 1, 1, 1] = 0.0  # and one off by 0.5 the other way: L1 counts both alike
+    assert sparsity_loss(changed, start, 3.0).item() == pytest.approx(3.0 * 1.0 / 48)
+    small = start.clone()
+    small[0, 0, 0, :2] = 0.75  # two changes half as large cost as much as one full one (squared: half as much)
+    assert sparsity_loss(small, start, 3.0).item() == pytest.approx(3.0 * 0.5 / 48)
+
+
+@pytest.mark.parametrize("weight", [-1.0, float("inf"), float("nan")])
+def test_bad_sparsity_weight_is_refused_with_a_fix(tiny, weight):
+    with pytest.raises(ConfigError, match="sparsity.weight"):
+        pixgen.generate("a red circle", **tiny, sparsity={"weight": weight})
+
+
+@pytest.mark.skipif(not (TOY / "vqgan.ckpt").exists(), reason="toy weights not present")
+def test_a_sparse_run_changes_less_of_the_picture_and_logs_the_term():
+    options = {"model": "toy", "iterations": 20, "write": False, "progress": False, "echo": False}
+    free = pixgen.generate("a red circle and a blue square", seed=1, **options, sparsity={"weight": 0.0})
+    held = pixgen.generate("a red circle and a blue square", seed=1, **options, sparsity={"weight": 3.0})
+    assert "sparsity" in held.losses[-1]["terms"] and "sparsity" not in free.losses[-1]["terms"]
+
+    def changed(result):  # share of pixels visibly off the start
+        diff = np.abs(np.asarray(result.image, float) - np.asarray(result.initial_image, float)).max(-1)
+        return float((diff > 32).mean())
+
+    assert changed(free) > 0.02  # the search draws something without the term
+    assert 0 < changed(held) < 0.8 * changed(free)  # and less with it, but not nothing
+
+
+def test_a_sparse_run_resumes_to_the_same_picture(tiny):
+    options = tiny | {"optim": {"lr": 0.5}, "init_color": [128, 128, 128], "sparsity": {"weight": 2.0}}
+    straight = pixgen.generate("a red circle", seed=3, **options | {"output_dir": tiny["output_dir"] + "a"})
+    first = pixgen.generate("a red circle", seed=3, **options | {"output_dir": tiny["output_dir"] + "b",
+                                                                 "iterations": 3})
+    resumed = pixgen.resume(first.run_dir, iterations=6, progress=False)
+    assert "sparsity" in resumed.losses[-1]["terms"]
+    assert np.array_equal(np.asarray(straight.image), np.asarray(resumed.image))
