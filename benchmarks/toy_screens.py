@@ -234,7 +234,7 @@ VARIANTS = ["shipped", "snap", "ensemble", "tv-l1", "early-only", "lr-0.05", "lr
             "cutouts-16", "iterations-150", "whole-views", "cosine", "contrast-0.5", "contrast-1", "contrast-2",
             "contrast-5", "contrast-nocount-0.5", "and-mask-0.5", "and-mask-0.25", "and-mask-0", "tv-late-0",
             "border-3-5", "border-3-20", "no-border", "split-0.3", "split-0.5", "split-1",
-            "layout-0.3", "layout-1", "area-1", "area-3", "sparsity-1", "sparsity-3"]
+            "layout-0.3", "layout-1", "area-1", "area-3", "sparsity-1", "sparsity-2", "sparsity-3", "sparsity-6"]
 
 
 # Where each object of a two-object prompt is asked to be by the layout-W variant: (col, row) of the first and the
