@@ -54,3 +54,17 @@ def test_a_sparse_run_resumes_to_the_same_picture(tiny):
     resumed = pixgen.resume(first.run_dir, iterations=6, progress=False)
     assert "sparsity" in resumed.losses[-1]["terms"]
     assert np.array_equal(np.asarray(straight.image), np.asarray(resumed.image))
+
+
+def test_the_toy_sparse_preset_adds_the_term_over_the_toy_preset():
+    from omegaconf import OmegaConf
+
+    from pixgen.config import resolve_preset
+
+    assert OmegaConf.load(resolve_preset("toy-sparse")).sparsity.weight > 0
+    if not (TOY / "vqgan.ckpt").exists():
+        pytest.skip("toy weights not present")
+    res = pixgen.generate("a red circle", model="toy", config="toy-sparse", iterations=2, write=False,
+                          progress=False, echo=False)
+    assert {"sparsity", "border"} <= set(res.losses[-1]["terms"])  # the toy preset's own border stays on
+    assert res.config.sparsity.weight == OmegaConf.load(resolve_preset("toy-sparse")).sparsity.weight
