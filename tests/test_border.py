@@ -56,11 +56,13 @@ def test_a_border_run_keeps_its_frame_near_the_start_and_logs_the_term():
     assert held_inside > 0.5 * free_inside  # the inside still changes
 
 
-def test_a_border_run_resumes_to_the_same_picture(tiny):
-    options = tiny | {"optim": {"lr": 0.5}, "init_color": [128, 128, 128], "border": {"weight": 20.0, "width": 2}}
+@pytest.mark.parametrize("term, setting", [("border", {"weight": 20.0, "width": 2}),
+                                           ("sparsity", {"weight": 2.0})])  # both terms read the run's start
+def test_a_run_held_to_its_start_resumes_to_the_same_picture(tiny, term, setting):
+    options = tiny | {"optim": {"lr": 0.5}, "init_color": [128, 128, 128], term: setting}
     straight = pixgen.generate("a red circle", seed=3, **options | {"output_dir": tiny["output_dir"] + "a"})
     first = pixgen.generate("a red circle", seed=3, **options | {"output_dir": tiny["output_dir"] + "b",
                                                                  "iterations": 3})
     resumed = pixgen.resume(first.run_dir, iterations=6, progress=False)
-    assert "border" in resumed.losses[-1]["terms"]
+    assert term in resumed.losses[-1]["terms"]
     assert np.array_equal(np.asarray(straight.image), np.asarray(resumed.image))

@@ -46,16 +46,6 @@ def test_a_sparse_run_changes_less_of_the_picture_and_logs_the_term():
     assert 0 < changed(held) < 0.8 * changed(free)  # and less with it, but not nothing
 
 
-def test_a_sparse_run_resumes_to_the_same_picture(tiny):
-    options = tiny | {"optim": {"lr": 0.5}, "init_color": [128, 128, 128], "sparsity": {"weight": 2.0}}
-    straight = pixgen.generate("a red circle", seed=3, **options | {"output_dir": tiny["output_dir"] + "a"})
-    first = pixgen.generate("a red circle", seed=3, **options | {"output_dir": tiny["output_dir"] + "b",
-                                                                 "iterations": 3})
-    resumed = pixgen.resume(first.run_dir, iterations=6, progress=False)
-    assert "sparsity" in resumed.losses[-1]["terms"]
-    assert np.array_equal(np.asarray(straight.image), np.asarray(resumed.image))
-
-
 def test_the_toy_sparse_preset_adds_the_term_over_the_toy_preset():
     from omegaconf import OmegaConf
 
