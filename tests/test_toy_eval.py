@@ -193,6 +193,28 @@ def test_eval_command_judges_a_prompt_file(tmp_path):
     assert "| relation | 1 |" in result.output
 
 
+@pytest.mark.skipif(not (TOY / "clip.pt").exists(), reason="toy weights not present")
+@pytest.mark.parametrize("args", [["--set", "sparsity.weight=3"], ["--config", "toy-sparse"]])
+def test_eval_command_judges_an_option_over_the_toy_preset(tmp_path, args):
+    import yaml
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from pixgen.cli import app
+
+    prompts = tmp_path / "one.txt"
+    prompts.write_text("a red circle\n")
+    out = tmp_path / "ev"
+    result = CliRunner().invoke(app, ["eval", "--prompts", str(prompts), "--seeds", "1", "-i", "2", *args,
+                                      "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    row = json.loads((out / "results.json").read_text())["rows"][0]
+    with Image.open(out / row["image"]) as image:
+        stored = yaml.safe_load(image.info["pixgen:config"])
+    assert stored["sparsity"]["weight"] == 3.0  # the option reached the image
+    assert stored["border"]["weight"] == 5.0 and stored["model"] == "toy"  # over the toy preset, not instead of it
+
+
 @pytest.mark.parametrize("args, says", [
     (["--prompts", "missing.txt"], "not found"),
     (["--held-out", "0"], "at least 1"),
@@ -200,6 +222,10 @@ def test_eval_command_judges_a_prompt_file(tmp_path):
     (["--held-out", "3", "--held-out-style", "other"], "unknown --held-out-style"),
     (["--category", "three or four objects"], "no prompt to judge"),
     (["--jobs", "0"], "not a number of processes"),
+    (["--set", "sparsity.weight=-1"], "sparsity.weight must be"),
+    (["--set", "threads=2"], "give --threads instead"),
+    (["--set", "no.such=1"], "unknown config key"),
+    (["--config", "no-such-preset"], "not found"),
 ])
 def test_eval_command_refuses_bad_prompt_options_before_generating(tmp_path, args, says):
     from typer.testing import CliRunner

@@ -390,6 +390,30 @@ def train_prior_cmd(out: Path = _OUT, steps: int = typer.Option(2500, "--steps",
         typer.echo(json.dumps(json.loads(f.metadata()["meta"]), indent=2))
 
 
+# Keys the eval sets itself for every image: --set may not change them, or its images would not be the eval's.
+_EVAL_OWN_KEYS = {"model": "pixgen eval judges the toy model only", "threads": "give --threads instead",
+                  "size": "give --size instead", "iterations": "give --iterations instead",
+                  "seed": "the eval's seeds are 0..--seeds-1", "prompt": "give --prompts or --held-out instead"}
+
+
+def _eval_config(config: str | None, dotted: list[str], size: int) -> Path | None:
+    """Check ``--config`` and ``--set`` for the eval before any image is made: the file or preset must exist,
+    every key must be a config key, none may be one the eval sets itself, and the result must be a valid toy
+    config. Returns the config file's path (None without ``--config``)."""
+    from pixgen import api
+    from pixgen.config import parse_dotted, resolve_preset, validate
+
+    for item in dotted:
+        key = item.split("=", 1)[0].strip()
+        if key.split(".", 1)[0] in _EVAL_OWN_KEYS:
+            raise PixgenError(f"--set {item}: the eval sets {key!r} itself", _EVAL_OWN_KEYS[key.split(".", 1)[0]])
+    path = resolve_preset(config) if config is not None else None
+    parse_dotted(dotted)
+    validate(api._build_config("a red circle", str(path) if path else None, {"model": "toy", "size": [size, size]},
+                               dotted or None))
+    return path
+
+
 def eval_command(
     model: str = typer.Option("toy", "--model", "-m", help="Only 'toy' can be judged (the evaluator knows its world)."),
     seeds: int = typer.Option(3, "--seeds", help="Seeds per prompt (0..N-1)."),
@@ -420,6 +444,11 @@ def eval_command(
     resume: bool = typer.Option(
         False, "--resume", help="Go on with the unfinished eval in --out (interrupted, e.g. by Ctrl-C): judge only "
         "the images it lacks. Give the options it was started with."),
+    config: Optional[str] = typer.Option(
+        None, "--config", "-c", help="A YAML file or preset name applied over the toy preset for every image, "
+        "e.g. toy-sparse or toy-contrast, to judge that option."),
+    set_: Optional[List[str]] = typer.Option(
+        None, "--set", help="Dotted override KEY=VALUE for every image (repeat), e.g. sparsity.weight=3."),
 ) -> None:
     """Generate the fixed toy prompt suite (or your own prompts), judge each image with the evaluator, print
     accuracy per category. Each image is kept in --out as soon as it is judged; an interrupted eval goes on
@@ -464,13 +493,16 @@ def eval_command(
             raise PixgenError(f"unknown --held-out-style {held_out_style!r}", f"choose from: {', '.join(HELD_OUT_STYLES)}")
         items = draw_held_out(held_out, prompt_seed, held_out_style)
         source = held_out_source(held_out, prompt_seed, held_out_style)
+    config_file = _eval_config(config, set_ or [], size)
     if category and not any(it.category in category for it in (suite() if items is None else items)):
         raise PixgenError(f"no prompt to judge is in the categories {', '.join(category)}",
                           "drop --category or choose another one")
     try:
         report = run_suite(seeds=[0] if quick else list(range(seeds)), iterations=iterations, size=(size, size),
                            out=out, categories=category, max_per_category=2 if quick else None, items=items,
-                           source=source, jobs=jobs, threads=threads, resume=resume)
+                           source=source, jobs=jobs, threads=threads, resume=resume,
+                           **({"config": config_file} if config_file else {}),
+                           **({"overrides": list(set_)} if set_ else {}))
     except Interrupted as exc:
         if getattr(exc, "summary", None):
             typer.echo(f"The images judged so far:\n\n{table(exc.summary)}\n")
