@@ -400,7 +400,6 @@ def _eval_config(config: str | None, dotted: list[str], size: int) -> Path | Non
     """Check ``--config`` and ``--set`` for the eval before any image is made: the file or preset must exist,
     every key must be a config key, none may be one the eval sets itself, and the result must be a valid toy
     config. Returns the config file's path (None without ``--config``)."""
-    from pixgen import api
     from pixgen.config import parse_dotted, resolve_preset, validate
 
     for item in dotted:
@@ -409,6 +408,8 @@ def _eval_config(config: str | None, dotted: list[str], size: int) -> Path | Non
             raise PixgenError(f"--set {item}: the eval sets {key!r} itself", _EVAL_OWN_KEYS[key.split(".", 1)[0]])
     path = resolve_preset(config) if config is not None else None
     parse_dotted(dotted)
+    from pixgen import api  # torch and open_clip: only once the cheap checks have passed
+
     validate(api._build_config("a red circle", str(path) if path else None, {"model": "toy", "size": [size, size]},
                                dotted or None))
     return path
