@@ -397,21 +397,22 @@ _EVAL_OWN_KEYS = {"model": "pixgen eval judges the toy model only", "threads": "
 
 
 def _eval_config(config: str | None, dotted: list[str], size: int) -> Path | None:
-    """Check ``--config`` and ``--set`` for the eval before any image is made: the file or preset must exist,
-    every key must be a config key, none may be one the eval sets itself, and the result must be a valid toy
-    config. Returns the config file's path (None without ``--config``)."""
-    from pixgen.config import parse_dotted, resolve_preset, validate
+    """Check ``--config`` and ``--set`` for the eval before any image is made: none of the keys may be one the
+    eval sets itself, the file or preset must exist, and the config built from them over the toy preset must be
+    valid (``_build_config`` parses the overrides and validates every key and value). Returns the config file's
+    path (None without ``--config``)."""
+    from pixgen.config import resolve_preset
 
     for item in dotted:
         key = item.split("=", 1)[0].strip()
-        if key.split(".", 1)[0] in _EVAL_OWN_KEYS:
-            raise PixgenError(f"--set {item}: the eval sets {key!r} itself", _EVAL_OWN_KEYS[key.split(".", 1)[0]])
+        top = key.split(".", 1)[0]
+        if top in _EVAL_OWN_KEYS:
+            raise PixgenError(f"--set {item}: the eval sets {key!r} itself", _EVAL_OWN_KEYS[top])
     path = resolve_preset(config) if config is not None else None
-    parse_dotted(dotted)
-    from pixgen import api  # torch and open_clip: only once the cheap checks have passed
+    from pixgen import api  # torch and open_clip: only once the checks above have passed
 
-    validate(api._build_config("a red circle", str(path) if path else None, {"model": "toy", "size": [size, size]},
-                               dotted or None))
+    api._build_config("a red circle", str(path) if path else None, {"model": "toy", "size": [size, size]},
+                      dotted or None)
     return path
 
 
