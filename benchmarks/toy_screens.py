@@ -39,6 +39,10 @@ Variants:
               prompt's gradient holds up stays (thirteenth session; the config key sparsity.weight)
   area-W      the name sparsity-W was screened under, as a patch beside the border term; it now runs as
               sparsity-W, which made the same images bit for bit (18 of prompt seeds 50 and 63 checked)
+  sparsity-late-W         sparsity-W for steps 61-100 only, the late tower's part (sparsity.steps=[0.6,1.0]): the
+                          objects form without the pull, which then clears what is faint (fourteenth session)
+  sparsity-latecap-C-W    as sparsity-late-W, each value's change counted up to C only (sparsity.cap=C): drawn
+                          objects feel no pull, faint smears and edges do (fourteenth session)
 
 Variants joined by '+' apply together: border-3-5+contrast-nocount-0.5 (twelfth session).
 
@@ -223,7 +227,8 @@ VARIANTS = ["shipped", "snap", "ensemble", "tv-l1", "early-only", "lr-0.05", "lr
             "cutouts-16", "iterations-150", "whole-views", "cosine", "contrast-0.5", "contrast-1", "contrast-2",
             "contrast-5", "contrast-nocount-0.5", "and-mask-0.5", "and-mask-0.25", "and-mask-0", "tv-late-0",
             "border-3-5", "border-3-20", "no-border", "split-0.3", "split-0.5", "split-1",
-            "layout-0.3", "layout-1", "area-1", "area-3", "sparsity-1", "sparsity-2", "sparsity-3", "sparsity-6"]
+            "layout-0.3", "layout-1", "area-1", "area-3", "sparsity-1", "sparsity-2", "sparsity-3", "sparsity-6",
+            "sparsity-late-3", "sparsity-late-6", "sparsity-latecap-0.15-3", "sparsity-latecap-0.15-6"]
 
 
 # Where each object of a two-object prompt is asked to be by the layout-W variant: (col, row) of the first and the
@@ -270,6 +275,10 @@ def apply_variant(v: str, options: dict, args, ap, early: Path, late: Path) -> N
     elif v.startswith(("split-", "layout-")):
         options["split"] = v.split("-", 1)[0]
         args.split_weight = float(v.split("-", 1)[1])
+    elif v.startswith("sparsity-late"):
+        *_, weight = v.split("-")
+        extra = [f"sparsity.cap={v.split('-')[2]}"] if v.startswith("sparsity-latecap-") else []
+        options.setdefault("overrides", []).extend([f"sparsity.weight={weight}", "sparsity.steps=[0.6,1.0]", *extra])
     elif v.startswith(("sparsity-", "area-")):  # area-W: the screen's patch, which became this config key
         options.setdefault("overrides", []).append(f"sparsity.weight={v.split('-', 1)[1]}")
     elif v == "no-border":

@@ -86,6 +86,10 @@ class SparsityConfig:
     # every change, so what the prompt's gradient holds up stays while faint smears and weak stray blobs fade back
     # into the start. 0 turns it off.
     weight: float = 0.0
+    steps: list[float] = field(default_factory=lambda: [0.0, 1.0])  # share of the run it acts in
+    # Each value's change counts up to ``cap`` and no further, so a change larger than that (an object the prompt
+    # has already drawn) feels no pull, and only faint ones are taken back; None: no cap.
+    cap: Optional[float] = None
 
 
 @dataclass
@@ -321,6 +325,13 @@ def _check_sparsity(sparsity: DictConfig) -> None:
     if not math.isfinite(sparsity.weight) or sparsity.weight < 0:
         raise ConfigError(f"sparsity.weight must be a finite number >= 0, got {sparsity.weight}",
                           "e.g. --set sparsity.weight=3 (0 turns the sparsity term off)")
+    steps = list(sparsity.steps)
+    if len(steps) != 2 or not is_step_range(*steps):
+        raise ConfigError(f"sparsity.steps must be [START, END] with 0 <= START < END <= 1, got {steps}",
+                          "give the share of the run the term acts in, e.g. --set sparsity.steps=[0.6,1.0]")
+    if sparsity.cap is not None and not (math.isfinite(sparsity.cap) and sparsity.cap > 0):
+        raise ConfigError(f"sparsity.cap must be a finite number > 0 (a change in [0, 1] pixel units), "
+                          f"got {sparsity.cap}", "e.g. --set sparsity.cap=0.15, or sparsity.cap=null for no cap")
 
 
 def _check_coarse(coarse: DictConfig) -> None:

@@ -97,7 +97,8 @@ class Engine:
                  save_every: int | None = None, prior: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  prior_weight: float = 0.0, prior_steps: tuple[float, float] = (0.0, 1.0),
                  grow_step: int | None = None, border_weight: float = 0.0, border_width: int = 3,
-                 sparsity_weight: float = 0.0):
+                 sparsity_weight: float = 0.0, sparsity_steps: tuple[float, float] = (0.0, 1.0),
+                 sparsity_cap: float | None = None):
         self.generator, self.perceptors, self.targets = generator, perceptors, targets
         self.cutouts, self.optimizer = cutouts, optimizer
         self.total, self.phases = total, max(1, phases)
@@ -106,7 +107,8 @@ class Engine:
         self.prior, self.prior_weight, self.prior_steps = prior, prior_weight, tuple(prior_steps)
         self.grow_step = grow_step
         self.border_weight, self.border_width = border_weight, border_width
-        self.sparsity_weight = sparsity_weight
+        self.sparsity_weight, self.sparsity_steps = sparsity_weight, tuple(sparsity_steps)
+        self.sparsity_cap = sparsity_cap
         self._start_image: torch.Tensor | None = None
 
     def grow_if_due(self, step: int) -> bool:
@@ -166,9 +168,10 @@ class Engine:
         if self.border_weight and step is not None:
             labels.append("border")
             terms.append(border_loss(image, self.start_image(image), self.border_width, self.border_weight))
-        if self.sparsity_weight and step is not None:
+        if (self.sparsity_weight and step is not None
+                and step_in_range(self.sparsity_steps, step, self.total)):
             labels.append("sparsity")
-            terms.append(sparsity_loss(image, self.start_image(image), self.sparsity_weight))
+            terms.append(sparsity_loss(image, self.start_image(image), self.sparsity_weight, self.sparsity_cap))
         return labels, torch.stack(terms) if terms else image.new_zeros(0)
 
     def start_image(self, like: torch.Tensor) -> torch.Tensor:

@@ -451,6 +451,7 @@ def build_session(cfg: DictConfig, *, state: dict | None = None) -> Session:
                     save_every=cfg.save_every, prior=prior, prior_weight=float(cfg.prior.weight),
                     prior_steps=tuple(cfg.prior.steps), grow_step=grow_step,
                     border_weight=float(cfg.border.weight), border_width=int(cfg.border.width),
-                    sparsity_weight=float(cfg.sparsity.weight))
+                    sparsity_weight=float(cfg.sparsity.weight), sparsity_steps=tuple(cfg.sparsity.steps),
+                    sparsity_cap=None if cfg.sparsity.cap is None else float(cfg.sparsity.cap))
     return Session(cfg, device, width, height, generator, perceptors, engine, messages,
                    weights_record(vqgan_file, specs, extra=[prior_file] if prior_file else []))

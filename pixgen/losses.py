@@ -57,7 +57,12 @@ def border_loss(image: torch.Tensor, start: torch.Tensor, width: int, weight: fl
     return weight * ((image - start) ** 2 * mask).sum() / (mask.sum() * image.shape[0] * image.shape[1])
 
 
-def sparsity_loss(image: torch.Tensor, start: torch.Tensor, weight: float) -> torch.Tensor:
+def sparsity_loss(image: torch.Tensor, start: torch.Tensor, weight: float, cap: float | None = None
+                  ) -> torch.Tensor:
     """``weight`` x the mean absolute difference between ``image`` and ``start`` over the whole picture: the same
-    pull back to the start on every changed value, however large the change."""
-    return weight * (image - start).abs().mean()
+    pull back to the start on every changed value, however large the change. With ``cap``, each value's difference
+    counts up to ``cap`` only, so values changed by more than that feel no pull."""
+    diff = (image - start).abs()
+    if cap is not None:
+        diff = diff.clamp(max=cap)
+    return weight * diff.mean()
