@@ -25,6 +25,36 @@ def test_sparsity_loss_is_the_mean_absolute_change():
     assert sparsity_loss(small, start, 3.0).item() == pytest.approx(3.0 * 0.5 / 48)
 
 
+def test_a_capped_change_counts_up_to_the_cap_and_is_not_pulled_past_it():
+    start = torch.full((1, 3, 4, 4), 0.5)
+    image = start.clone()
+    image[0, 0, 0, 0] = 1.0  # a drawn value, off by 0.5: counts as the cap, 0.1
+    image[0, 1, 1, 1] = 0.45  # a faint one, off by 0.05: counts in full
+    assert sparsity_loss(image, start, 3.0, cap=0.1).item() == pytest.approx(3.0 * 0.15 / 48)
+    image.requires_grad_(True)
+    sparsity_loss(image, start, 3.0, cap=0.1).backward()
+    assert image.grad[0, 0, 0, 0] == 0  # the drawn value feels no pull
+    assert image.grad[0, 1, 1, 1] < 0  # the faint one is pulled back up towards the start
+    assert sparsity_loss(image, start, 3.0).item() > sparsity_loss(image, start, 3.0, cap=0.1).item()
+
+
+@pytest.mark.parametrize("setting, message", [({"steps": [0.6, 0.6]}, "sparsity.steps"),
+                                              ({"steps": [0.5]}, "sparsity.steps"),
+                                              ({"cap": 0.0}, "sparsity.cap"),
+                                              ({"cap": float("nan")}, "sparsity.cap")])
+def test_bad_sparsity_steps_or_cap_are_refused_with_a_fix(tiny, setting, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        pixgen.generate("a red circle", **tiny, sparsity={"weight": 1.0, **setting})
+    assert "--set sparsity." in err.value.hint
+
+
+def test_the_term_acts_only_in_its_share_of_the_run(tiny):
+    res = pixgen.generate("a red circle", seed=1, **tiny | {"log_every": 1, "write": False},
+                          sparsity={"weight": 2.0, "steps": [0.5, 1.0]})
+    on = [("sparsity" in r["terms"]) for r in res.losses]
+    assert len(on) == 6 and on == [False] * 3 + [True] * 3  # steps 4-6 of 6
+
+
 @pytest.mark.parametrize("weight", [-1.0, float("inf"), float("nan")])
 def test_bad_sparsity_weight_is_refused_with_a_fix(tiny, weight):
     with pytest.raises(ConfigError, match="sparsity.weight"):
@@ -58,3 +88,29 @@ def test_the_toy_sparse_preset_adds_the_term_over_the_toy_preset():
                           progress=False, echo=False)
     assert {"sparsity", "border"} <= set(res.losses[-1]["terms"])  # the toy preset's own border stays on
     assert res.config.sparsity.weight == OmegaConf.load(resolve_preset("toy-sparse")).sparsity.weight
+
+
+def test_a_run_stopped_before_its_sparsity_starts_resumes_to_the_straight_one(tiny, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    import pixgen.engine as engine_mod
+
+    options = tiny | {"optim": {"lr": 0.5}, "init_color": [128, 128, 128],
+                      "sparsity": {"weight": 2.0, "steps": [0.5, 1.0], "cap": 0.02}}
+    straight = pixgen.generate("a red circle", seed=3, **options | {"output_dir": str(tmp_path / "straight")})
+    real_step = engine_mod.Engine.step
+
+    def step_then_ctrl_c(self, step):
+        out = real_step(self, step)
+        if step == 1:  # Ctrl-C after the 2nd of 6 steps; the term starts at the 4th
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(engine_mod.Engine, "step", step_then_ctrl_c)
+    stopped = pixgen.generate("a red circle", seed=3, **options)
+    monkeypatch.setattr(engine_mod.Engine, "step", real_step)
+    assert stopped.interrupted
+    resumed = pixgen.resume(stopped.run_dir, progress=False)
+    assert "sparsity" in resumed.losses[-1]["terms"]
+    assert (resumed.run_dir / "image.png").read_bytes() == (straight.run_dir / "image.png").read_bytes()
