@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pixgen.errors import ConfigError
@@ -178,8 +178,23 @@ def _merge(base: DictConfig, other: Any, where: str) -> DictConfig:
         key = getattr(exc, "full_key", None) or getattr(exc, "key", None)
         if "not in struct" in str(exc) or "Key '" in str(exc) and "not" in str(exc):
             raise _unknown_key_error(str(key), where) from None
-        raise ConfigError(f"bad value in {where}: {_first_line(exc)}",
-                          "check the value's type against `pixgen generate --help`") from None
+        raise _bad_value_error(str(key) if key else None, exc, where) from None
+
+
+def _bad_value_error(key: str | None, exc: Exception, where: str) -> ConfigError:
+    """A value of the wrong type: names the key and shows its default, whose form the value must take."""
+    reason = _first_line(exc)
+    if "is not a ListConfig" in reason:  # omegaconf's words for "a list was expected"
+        reason = "expected a list"
+    default = OmegaConf.select(schema(), key) if key else None
+    if isinstance(default, (DictConfig, ListConfig)):
+        default = OmegaConf.to_container(default)
+    hint = "check the value's type against `pixgen generate --help`"
+    if default is not None:
+        shown = str(default).replace(" ", "") if isinstance(default, list) else default
+        hint = f"{key} takes a value of the same form as its default, {shown}"
+    return ConfigError(f"bad value for {key} in {where}: {reason}" if key else f"bad value in {where}: {reason}",
+                       hint)
 
 
 def _first_line(exc: Exception) -> str:

@@ -110,7 +110,9 @@ def _png(tmp_path):
     (["a", "--device", "cuda"], "CUDA is not available"),
     (["a", "--model", "imagenet_f16_1638"], "imagenet_f16_16384"),
     (["a", "--set", "optim.lrr=0.1"], "unknown config key 'optim.lrr'"),
-    (["a", "--set", "iterations=many"], "bad value"),
+    (["a", "--set", "iterations=many"], "bad value for iterations"),
+    (["a", "--set", "size=12"], "size takes a value of the same form as its default, [256,256]"),
+    (["a", "--set", "sparsity.steps=late"], "bad value for sparsity.steps in --set overrides: expected a list"),
     (["a", "--config", "no/such/file.yaml"], "not found"),
     (["a", "--clip", "ViT-B-99:openai"], "unknown CLIP model"),
     (["a", "--threads", "0"], "threads must be at least 1"),
@@ -338,3 +340,13 @@ def test_rerun_of_an_image_without_a_thread_count_says_the_picture_can_depend_on
     told = runner.invoke(app, ["generate", "--from-image", str(tmp_path / "old.png"), "-q", "--threads", "1",
                                "--output-dir", str(tmp_path / "out")])
     assert told.exit_code == 0 and "records no thread count" not in told.stderr
+
+
+def test_python_m_pixgen_is_the_same_command_line():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "pixgen", "generate", "a red circle", "--size", "0x64"],
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "positive width and height" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr
