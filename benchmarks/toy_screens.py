@@ -43,6 +43,8 @@ Variants:
                           objects form without the pull, which then clears what is faint (fourteenth session)
   sparsity-latecap-C-W    as sparsity-late-W, each value's change counted up to C only (sparsity.cap=C): drawn
                           objects feel no pull, faint smears and edges do (fourteenth session)
+  sparsity-early-W        sparsity-W for steps 1-60 only, the early tower's part (sparsity.steps=[0.0,0.6]): the
+                          pull while the objects form, none while the late tower finishes (fourteenth session)
 
 Variants joined by '+' apply together: border-3-5+contrast-nocount-0.5 (twelfth session).
 
@@ -228,7 +230,8 @@ VARIANTS = ["shipped", "snap", "ensemble", "tv-l1", "early-only", "lr-0.05", "lr
             "contrast-5", "contrast-nocount-0.5", "and-mask-0.5", "and-mask-0.25", "and-mask-0", "tv-late-0",
             "border-3-5", "border-3-20", "no-border", "split-0.3", "split-0.5", "split-1",
             "layout-0.3", "layout-1", "area-1", "area-3", "sparsity-1", "sparsity-2", "sparsity-3", "sparsity-6",
-            "sparsity-late-3", "sparsity-late-6", "sparsity-latecap-0.15-3", "sparsity-latecap-0.15-6"]
+            "sparsity-late-3", "sparsity-late-6", "sparsity-latecap-0.15-3", "sparsity-latecap-0.15-6",
+            "sparsity-early-3", "sparsity-early-6"]
 
 
 # Where each object of a two-object prompt is asked to be by the layout-W variant: (col, row) of the first and the
@@ -275,10 +278,11 @@ def apply_variant(v: str, options: dict, args, ap, early: Path, late: Path) -> N
     elif v.startswith(("split-", "layout-")):
         options["split"] = v.split("-", 1)[0]
         args.split_weight = float(v.split("-", 1)[1])
-    elif v.startswith("sparsity-late"):
+    elif v.startswith(("sparsity-late", "sparsity-early")):
         *_, weight = v.split("-")
+        steps = "[0.0,0.6]" if v.startswith("sparsity-early") else "[0.6,1.0]"
         extra = [f"sparsity.cap={v.split('-')[2]}"] if v.startswith("sparsity-latecap-") else []
-        options.setdefault("overrides", []).extend([f"sparsity.weight={weight}", "sparsity.steps=[0.6,1.0]", *extra])
+        options.setdefault("overrides", []).extend([f"sparsity.weight={weight}", f"sparsity.steps={steps}", *extra])
     elif v.startswith(("sparsity-", "area-")):  # area-W: the screen's patch, which became this config key
         options.setdefault("overrides", []).append(f"sparsity.weight={v.split('-', 1)[1]}")
     elif v == "no-border":
