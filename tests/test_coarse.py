@@ -1,7 +1,5 @@
 """A coarse stage: compose at a smaller size, then grow to the output size and go on."""
 import json
-import os
-import signal
 
 import imageio.v2 as imageio
 import numpy as np
@@ -96,19 +94,9 @@ def test_no_coarse_stage_when_the_output_fits_it(tiny, monkeypatch):
 
 
 @pytest.mark.parametrize("stop_after", [1, 4])  # during the coarse stage, and after the growth
-def test_a_coarse_run_stopped_and_resumed_matches_a_straight_one(tiny, tmp_path, monkeypatch, stop_after):
+def test_a_coarse_run_stopped_and_resumed_matches_a_straight_one(tiny, tmp_path, generate_ctrl_c, stop_after):
     straight = pixgen.generate("a castle", seed=2, **_coarse(tiny, output_dir=str(tmp_path / "straight")))
-    real_step = engine_mod.Engine.step
-
-    def step_then_ctrl_c(self, step):
-        out = real_step(self, step)
-        if step == stop_after:
-            os.kill(os.getpid(), signal.SIGINT)
-        return out
-
-    monkeypatch.setattr(engine_mod.Engine, "step", step_then_ctrl_c)
-    stopped = pixgen.generate("a castle", seed=2, **_coarse(tiny))
-    monkeypatch.setattr(engine_mod.Engine, "step", real_step)
+    stopped = generate_ctrl_c(stop_after, "a castle", seed=2, **_coarse(tiny))
     assert stopped.interrupted
     assert stopped.image.size == (32, 32)  # the last image is kept at the output size, even a coarse one
     assert Image.open(stopped.run_dir / "image.png").size == (32, 32)

@@ -1,7 +1,6 @@
 """End-to-end runs on the random-tiny smoke model: optimisation, outputs, reproducibility, resume."""
 import json
 import os
-import signal
 from pathlib import Path
 
 import numpy as np
@@ -101,22 +100,12 @@ def test_video_has_one_frame_per_saved_frame(tiny):
 
 
 @pytest.mark.parametrize("clip", [None, ["pixgen-random-tiny@0-0.5", "pixgen-random-tiny::2@0.5-1"]])
-def test_interrupt_saves_state_and_resume_matches_an_uninterrupted_run(tiny, tmp_path, monkeypatch, clip):
+def test_interrupt_saves_state_and_resume_matches_an_uninterrupted_run(tiny, tmp_path, generate_ctrl_c, clip):
     if clip:  # stopped just after the handover: the resumed steps must stay with the second CLIP
         tiny = {**tiny, "clip": clip}
     straight = pixgen.generate("a castle", seed=2, **{**tiny, "output_dir": str(tmp_path / "straight")})
 
-    real_step = engine_mod.Engine.step
-
-    def step_then_ctrl_c(self, step):
-        out = real_step(self, step)
-        if step == 3:  # the 4th step: not on a save boundary
-            os.kill(os.getpid(), signal.SIGINT)
-        return out
-
-    monkeypatch.setattr(engine_mod.Engine, "step", step_then_ctrl_c)
-    stopped = pixgen.generate("a castle", seed=2, **tiny)
-    monkeypatch.setattr(engine_mod.Engine, "step", real_step)
+    stopped = generate_ctrl_c(3, "a castle", seed=2, **tiny)  # after the 4th step: not on a save boundary
     assert stopped.interrupted
     state = torch.load(stopped.run_dir / "state.pt", weights_only=True)
     assert state["step"] == 4

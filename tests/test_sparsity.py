@@ -90,26 +90,11 @@ def test_the_toy_sparse_preset_adds_the_term_over_the_toy_preset():
     assert res.config.sparsity.weight == OmegaConf.load(resolve_preset("toy-sparse")).sparsity.weight
 
 
-def test_a_run_stopped_before_its_sparsity_starts_resumes_to_the_straight_one(tiny, tmp_path, monkeypatch):
-    import os
-    import signal
-
-    import pixgen.engine as engine_mod
-
+def test_a_run_stopped_before_its_sparsity_starts_resumes_to_the_same_picture(tiny, tmp_path, generate_ctrl_c):
     options = tiny | {"optim": {"lr": 0.5}, "init_color": [128, 128, 128],
                       "sparsity": {"weight": 2.0, "steps": [0.5, 1.0], "cap": 0.02}}
     straight = pixgen.generate("a red circle", seed=3, **options | {"output_dir": str(tmp_path / "straight")})
-    real_step = engine_mod.Engine.step
-
-    def step_then_ctrl_c(self, step):
-        out = real_step(self, step)
-        if step == 1:  # Ctrl-C after the 2nd of 6 steps; the term starts at the 4th
-            os.kill(os.getpid(), signal.SIGINT)
-        return out
-
-    monkeypatch.setattr(engine_mod.Engine, "step", step_then_ctrl_c)
-    stopped = pixgen.generate("a red circle", seed=3, **options)
-    monkeypatch.setattr(engine_mod.Engine, "step", real_step)
+    stopped = generate_ctrl_c(1, "a red circle", seed=3, **options)  # after the 2nd of 6 steps; the term starts at the 4th
     assert stopped.interrupted
     resumed = pixgen.resume(stopped.run_dir, progress=False)
     assert "sparsity" in resumed.losses[-1]["terms"]
