@@ -313,14 +313,19 @@ def _check_contrast(contrast: DictConfig) -> None:
                           "e.g. --set 'contrast.swaps=[[[red],[blue],[green]],[[circle],[square]]]'")
 
 
+def _check_steps(key: str, steps: Any, what: str, example: str) -> None:
+    """A config key that holds a share of the run, [START, END] (``prior.steps``, ``sparsity.steps``)."""
+    steps = list(steps)
+    if len(steps) != 2 or not is_step_range(*steps):
+        raise ConfigError(f"{key} must be [START, END] with 0 <= START < END <= 1, got {steps}",
+                          f"give the share of the run {what} acts in, e.g. --set {key}={example}")
+
+
 def _check_prior(prior: DictConfig) -> None:
     if not math.isfinite(prior.weight) or prior.weight < 0:
         raise ConfigError(f"prior.weight must be a finite number >= 0, got {prior.weight}",
                           "e.g. --set prior.weight=30 (0 turns the prior off)")
-    steps = list(prior.steps)
-    if len(steps) != 2 or not is_step_range(*steps):
-        raise ConfigError(f"prior.steps must be [START, END] with 0 <= START < END <= 1, got {steps}",
-                          "give the share of the run the prior acts in, e.g. --set prior.steps=[0.3,1.0]")
+    _check_steps("prior.steps", prior.steps, "the prior", "[0.3,1.0]")
     if prior.weight and not prior.path:
         raise ConfigError("prior.weight is set but prior.path names no prior",
                           "give the file with --set prior.path=DIR/prior.safetensors "
@@ -340,10 +345,7 @@ def _check_sparsity(sparsity: DictConfig) -> None:
     if not math.isfinite(sparsity.weight) or sparsity.weight < 0:
         raise ConfigError(f"sparsity.weight must be a finite number >= 0, got {sparsity.weight}",
                           "e.g. --set sparsity.weight=3 (0 turns the sparsity term off)")
-    steps = list(sparsity.steps)
-    if len(steps) != 2 or not is_step_range(*steps):
-        raise ConfigError(f"sparsity.steps must be [START, END] with 0 <= START < END <= 1, got {steps}",
-                          "give the share of the run the term acts in, e.g. --set sparsity.steps=[0.6,1.0]")
+    _check_steps("sparsity.steps", sparsity.steps, "the term", "[0.6,1.0]")
     if sparsity.cap is not None and not (math.isfinite(sparsity.cap) and sparsity.cap > 0):
         raise ConfigError(f"sparsity.cap must be a finite number > 0 (a change in [0, 1] pixel units), "
                           f"got {sparsity.cap}", "e.g. --set sparsity.cap=0.15, or sparsity.cap=null for no cap")
