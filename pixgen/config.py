@@ -4,8 +4,10 @@ Precedence, lowest first: schema defaults < preset/``--config`` file < explicit 
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -193,8 +195,29 @@ def _bad_value_error(key: str | None, exc: Exception, where: str) -> ConfigError
     if default is not None:
         shown = str(default).replace(" ", "") if isinstance(default, list) else default
         hint = f"{key} takes a value of the same form as its default, {shown}"
+    elif key and (form := _declared_form(key)):
+        hint = f"{key} takes {form}, or null (its default)"
     return ConfigError(f"bad value for {key} in {where}: {reason}" if key else f"bad value in {where}: {reason}",
                        hint)
+
+
+_FORMS = {float: "a number", int: "a whole number", str: "text", bool: "true or false", list: "a list"}
+
+
+def _declared_form(key: str) -> str | None:
+    """What kind of value the schema declares for dotted ``key`` ("a number", "a list", ...), read from the
+    dataclasses' annotations: the only record of the form of a key whose default is null."""
+    cls: Any = RunConfig
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(cls):
+            return None
+        hints = typing.get_type_hints(cls)
+        if part not in hints:
+            return None
+        cls = hints[part]
+    args = [a for a in typing.get_args(cls) if a is not type(None)] if typing.get_origin(cls) is typing.Union else []
+    declared = typing.get_origin(args[0]) or args[0] if len(args) == 1 else typing.get_origin(cls) or cls
+    return _FORMS.get(declared)
 
 
 def _first_line(exc: Exception) -> str:

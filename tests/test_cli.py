@@ -113,6 +113,10 @@ def _png(tmp_path):
     (["a", "--set", "iterations=many"], "bad value for iterations"),
     (["a", "--set", "size=12"], "size takes a value of the same form as its default, [256,256]"),
     (["a", "--set", "sparsity.steps=late"], "bad value for sparsity.steps in --set overrides: expected a list"),
+    # keys whose default is null: the form comes from the schema's declared type
+    (["a", "--set", "sparsity.cap=abc"], "sparsity.cap takes a number, or null (its default)"),
+    (["a", "--set", "threads=many"], "threads takes a whole number, or null"),
+    (["a", "--set", "coarse.size=big"], "coarse.size takes a list, or null"),
     (["a", "--config", "no/such/file.yaml"], "not found"),
     (["a", "--clip", "ViT-B-99:openai"], "unknown CLIP model"),
     (["a", "--threads", "0"], "threads must be at least 1"),
