@@ -101,7 +101,9 @@ class CoarseConfig:
     # keeps the aspect of ``size`` and fits within this [WIDTH, HEIGHT]; None, or a ``size`` that already fits,
     # runs at ``size`` throughout.
     size: Optional[list[int]] = None
-    share: float = 0.9  # share of the iterations spent at the coarse size
+    # Share of the iterations spent at the coarse size; 1 spends them all there and never grows: the picture is
+    # only scaled up (nearest pixel), for a model that draws nothing finer than its coarse size.
+    share: float = 0.9
 
 
 @dataclass
@@ -380,9 +382,10 @@ def _check_coarse(coarse: DictConfig) -> None:
         if len(size) != 2 or any(v <= 0 for v in size):
             raise ConfigError(f"coarse.size must be [WIDTH, HEIGHT] with both positive, got {size}",
                               "e.g. --set coarse.size=[64,64], or coarse.size=null for no coarse stage")
-    if not math.isfinite(coarse.share) or not 0 < coarse.share < 1:
-        raise ConfigError(f"coarse.share must be between 0 and 1 (exclusive), got {coarse.share}",
-                          "give the share of the iterations spent at the coarse size, e.g. --set coarse.share=0.9")
+    if not math.isfinite(coarse.share) or not 0 < coarse.share <= 1:
+        raise ConfigError(f"coarse.share must be above 0 and at most 1, got {coarse.share}",
+                          "give the share of the iterations spent at the coarse size, e.g. --set coarse.share=0.9 "
+                          "(1: the whole run, the picture scaled up at the end)")
 
 
 def coarse_size(size: list[int], coarse: list[int] | None, factor: int) -> tuple[int, int] | None:

@@ -31,7 +31,7 @@ def test_coarse_size_fits_within_and_keeps_the_aspect(size, coarse, factor, expe
 
 
 @pytest.mark.parametrize("key, value, match", [
-    ("coarse.share", 1.0, "coarse.share"),
+    ("coarse.share", 1.5, "coarse.share"),
     ("coarse.share", 0.0, "coarse.share"),
     ("coarse.size", [0, 64], "coarse.size"),
     ("coarse.size", [64], "coarse.size"),
@@ -86,6 +86,19 @@ def test_a_coarse_run_is_a_small_run_then_grows_to_the_output_size(tiny, monkeyp
     assert np.abs(grown - scaled).mean() < np.abs(other - scaled).mean() / 2
 
 
+def test_share_1_composes_throughout_and_only_scales_the_picture_up(tiny, monkeypatch):
+    grew = []
+    monkeypatch.setattr(generator_mod.VQGANGenerator, "grow_", lambda self: grew.append(1))
+    r = pixgen.generate("a castle", seed=3, **_coarse(tiny, coarse={"size": [16, 16], "share": 1.0}))
+    assert not grew
+    assert any("composing at 16x16 for all 6 steps, scaled up to 32x32" in m for m in r.messages)
+    assert r.image.size == (32, 32)
+    assert all(Image.open(f).size == (32, 32) for f in (r.run_dir / "frames").glob("*.png"))
+    # the picture is exactly the same run at the coarse size, scaled up by nearest pixel
+    small = pixgen.generate("a castle", seed=3, **{**tiny, "size": [16, 16], "write": False})
+    assert np.array_equal(np.asarray(r.image), np.asarray(small.image.resize((32, 32), Image.NEAREST)))
+
+
 def test_no_coarse_stage_when_the_output_fits_it(tiny, monkeypatch):
     grew = []
     monkeypatch.setattr(generator_mod.VQGANGenerator, "grow_", lambda self: grew.append(1))
@@ -93,10 +106,12 @@ def test_no_coarse_stage_when_the_output_fits_it(tiny, monkeypatch):
     assert not grew and not any("composing" in m for m in r.messages)
 
 
-@pytest.mark.parametrize("stop_after", [1, 4])  # during the coarse stage, and after the growth
-def test_a_coarse_run_stopped_and_resumed_matches_a_straight_one(tiny, tmp_path, generate_ctrl_c, stop_after):
-    straight = pixgen.generate("a castle", seed=2, **_coarse(tiny, output_dir=str(tmp_path / "straight")))
-    stopped = generate_ctrl_c(stop_after, "a castle", seed=2, **_coarse(tiny))
+@pytest.mark.parametrize("stop_after, share", [(1, 0.5), (4, 0.5), (4, 1.0)])  # before and after the growth; none
+def test_a_coarse_run_stopped_and_resumed_matches_a_straight_one(tiny, tmp_path, generate_ctrl_c, stop_after, share):
+    coarse = {"size": [16, 16], "share": share}
+    straight = pixgen.generate("a castle", seed=2, **_coarse(tiny, coarse=coarse,
+                                                             output_dir=str(tmp_path / "straight")))
+    stopped = generate_ctrl_c(stop_after, "a castle", seed=2, **_coarse(tiny, coarse=coarse))
     assert stopped.interrupted
     assert stopped.image.size == (32, 32)  # the last image is kept at the output size, even a coarse one
     assert Image.open(stopped.run_dir / "image.png").size == (32, 32)
