@@ -43,6 +43,7 @@ RUNS_BORDER = [
     ("toy_heldout_twelfth.json", ["runs"], [f"ps{s} border-3-5" for s in (*range(46, 50), *range(51, 55))]),
     ("toy_heldout_thirteenth.json", ["runs"], [f"ps{s} shipped" for s in range(63, 69)]),
     ("toy_heldout_fourteenth.json", ["runs"], [f"ps{s} shipped" for s in range(71, 77)]),
+    ("toy_heldout_fifteenth.json", ["runs"], [f"ps{s} shipped" for s in range(82, 84)]),
 ]
 # the option --config toy-sparse (thirteenth session): the preset with the sparsity term at weight 3, judged beside
 # the preset on each of these sets (63-64 as the screen's patch, 65-68 through the config key; the same images)
