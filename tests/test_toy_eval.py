@@ -428,3 +428,27 @@ def test_eval_command_stopped_by_ctrl_c_prints_the_table_so_far_and_how_to_go_on
     assert result.exit_code == 130
     assert "The images judged so far" in result.output and "| overall | 1 |" in result.output
     assert "interrupted after 1 of 16 images" in result.output and "--resume" in result.output
+
+
+@pytest.mark.parametrize("args, seeds, per_category", [
+    (["--quick"], [0], 2),
+    (["--quick", "--seeds", "2"], [0, 1], 2),  # --seeds is heard with --quick, not silently dropped
+    ([], [0, 1, 2], None),
+])
+def test_eval_command_passes_the_seeds_asked_for(tmp_path, monkeypatch, args, seeds, per_category):
+    from typer.testing import CliRunner
+
+    from pixgen.cli import app
+    from pixgen.errors import PixgenError
+    from pixgen.toy import evaluate
+
+    seen = {}
+
+    def capture(**kwargs):
+        seen.update(kwargs)
+        raise PixgenError("stopped by the test")
+
+    monkeypatch.setattr(evaluate, "run_suite", capture)
+    result = CliRunner().invoke(app, ["eval", *args, "-o", str(tmp_path / "ev")])
+    assert "stopped by the test" in result.output
+    assert seen["seeds"] == seeds and seen["max_per_category"] == per_category

@@ -418,11 +418,12 @@ def _eval_config(config: str | None, dotted: list[str], size: int) -> Path | Non
 
 def eval_command(
     model: str = typer.Option("toy", "--model", "-m", help="Only 'toy' can be judged (the evaluator knows its world)."),
-    seeds: int = typer.Option(3, "--seeds", help="Seeds per prompt (0..N-1)."),
+    seeds: Optional[int] = typer.Option(None, "--seeds", help="Seeds per prompt (0..N-1); default 3, or 1 with --quick."),
     iterations: Optional[int] = typer.Option(None, "--iterations", "-i", help="Steps per image (default: the toy preset)."),
     size: int = typer.Option(64, "--size", help="Square image side in pixels."),
     out: Path = typer.Option(Path("outputs/toy_eval"), "--out", "-o", help="Directory for results.json, table.md, contact_sheet.png, images/."),
-    quick: bool = typer.Option(False, "--quick", help="One seed and two prompts per category (a smoke test)."),
+    quick: bool = typer.Option(False, "--quick", help="Two prompts per category and one seed unless --seeds says "
+                               "otherwise (a smoke test)."),
     category: Optional[List[str]] = typer.Option(None, "--category", help="Only these categories (repeat)."),
     prompts: Optional[Path] = typer.Option(
         None, "--prompts", help="Judge your own prompts instead of the fixed suite: a text file, one toy-world "
@@ -464,6 +465,8 @@ def eval_command(
         raise PixgenError(f"pixgen eval judges the toy world only, not model {model!r}",
                           "run `pixgen eval --model toy`")
     set_threads(threads)
+    if seeds is None:
+        seeds = 1 if quick else 3
     if seeds < 1:
         raise PixgenError("--seeds must be at least 1", "e.g. --seeds 3")
     if jobs is not None and jobs < 1:
@@ -500,7 +503,7 @@ def eval_command(
         raise PixgenError(f"no prompt to judge is in the categories {', '.join(category)}",
                           "drop --category or choose another one")
     try:
-        report = run_suite(seeds=[0] if quick else list(range(seeds)), iterations=iterations, size=(size, size),
+        report = run_suite(seeds=list(range(seeds)), iterations=iterations, size=(size, size),
                            out=out, categories=category, max_per_category=2 if quick else None, items=items,
                            source=source, jobs=jobs, threads=threads, resume=resume,
                            **({"config": config_file} if config_file else {}),
