@@ -419,16 +419,14 @@ def build_session(cfg: DictConfig, *, state: dict | None = None) -> Session:
     # a coarse stage composes at (start_w, start_h) and grows to (width, height) before step grow_step
     coarse = config_mod.coarse_size([width, height], cfg.coarse.size, vqgan.factor) if cfg.iterations > 1 else None
     start_w, start_h = coarse or (width, height)
-    grow_step = None
-    if coarse and float(cfg.coarse.share) >= 1:  # never grows: the picture is scaled up by nearest pixel
-        grow_step = cfg.iterations
-        messages.append(f"composing at {start_w}x{start_h} for all {cfg.iterations} steps, scaled up to "
-                        f"{width}x{height} by nearest pixel (coarse.share=1; --set coarse.size=null runs at "
-                        f"{width}x{height} throughout)")
-    elif coarse:
-        grow_step = min(max(1, round(float(cfg.coarse.share) * cfg.iterations)), cfg.iterations - 1)
-        messages.append(f"composing at {start_w}x{start_h} for {grow_step} of {cfg.iterations} steps, then "
-                        f"{width}x{height} (coarse.size; --set coarse.size=null runs at {width}x{height} throughout)")
+    grow_step = None  # share 1: never grows, the picture is only scaled up by nearest pixel (``render``)
+    if coarse:
+        if float(cfg.coarse.share) < 1:
+            grow_step = min(max(1, round(float(cfg.coarse.share) * cfg.iterations)), cfg.iterations - 1)
+        plan = (f"for {grow_step} of {cfg.iterations} steps, then {width}x{height} (coarse.size; " if grow_step else
+                f"for all {cfg.iterations} steps, scaled up to {width}x{height} by nearest pixel (coarse.share=1; ")
+        messages.append(f"composing at {start_w}x{start_h} {plan}--set coarse.size=null runs at {width}x{height} "
+                        f"throughout)")
     init = load_image(cfg.init_image, (start_w, start_h), what="init image") if cfg.init_image else None
     torch.manual_seed(cfg.seed)
     targets, n_phases = _embed_targets(cfg, perceptors, cutouts, width, height, device, messages)
