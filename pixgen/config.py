@@ -217,9 +217,12 @@ def _declared_form(key: str) -> str | None:
         if part not in hints:
             return None
         cls = hints[part]
-    args = [a for a in typing.get_args(cls) if a is not type(None)] if typing.get_origin(cls) is typing.Union else []
-    declared = typing.get_origin(args[0]) or args[0] if len(args) == 1 else typing.get_origin(cls) or cls
-    return _FORMS.get(declared)
+    if typing.get_origin(cls) is typing.Union:  # Optional[X]: the form is X's
+        args = [a for a in typing.get_args(cls) if a is not type(None)]
+        if len(args) != 1:
+            return None
+        cls = args[0]
+    return _FORMS.get(typing.get_origin(cls) or cls)  # list[int] -> list
 
 
 def _first_line(exc: Exception) -> str:
