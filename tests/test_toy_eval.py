@@ -452,3 +452,51 @@ def test_eval_command_passes_the_seeds_asked_for(tmp_path, monkeypatch, args, se
     result = CliRunner().invoke(app, ["eval", *args, "-o", str(tmp_path / "ev")])
     assert "stopped by the test" in result.output
     assert seen["seeds"] == seeds and seen["max_per_category"] == per_category
+
+
+@pytest.mark.skipif(not (TOY / "clip.pt").exists(), reason="toy weights not present")
+def test_an_unfinished_eval_resumes_from_a_moved_checkout_but_not_with_another_config(tmp_path, monkeypatch):
+    import shutil
+
+    from pixgen.errors import Interrupted, PixgenError
+    from pixgen.toy import evaluate
+
+    old_home, new_home = tmp_path / "old" / "configs", tmp_path / "new" / "configs"
+    for home in (old_home, new_home):
+        home.mkdir(parents=True)
+        shutil.copy(evaluate.TOY_PRESET, home / "toy.yaml")
+    settings = dict(seeds=[0], iterations=2, items=_smoke_items(), progress=False, threads=1)
+    real, calls = evaluate._judge_job, []
+
+    def stopped_on_the_second(task):
+        calls.append(task[0])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(task)
+
+    monkeypatch.setattr(evaluate, "_judge_job", stopped_on_the_second)
+    out = tmp_path / "eval"
+    with pytest.raises(Interrupted):
+        evaluate.run_suite(out=out, config=old_home / "toy.yaml", **settings)
+    monkeypatch.setattr(evaluate, "_judge_job", real)
+    # an eval started by an earlier version recorded the config's whole path; that alone does not block it
+    lines = (out / "progress.jsonl").read_text().splitlines()
+    header = json.loads(lines[0])
+    assert header["fingerprint"]["config"] == "toy.yaml"
+    header["fingerprint"]["config"] = str(old_home / "toy.yaml")
+    (out / "progress.jsonl").write_text("\n".join([json.dumps(header), *lines[1:]]) + "\n")
+
+    (new_home / "toy.yaml").write_text((new_home / "toy.yaml").read_text() + "iterations: 7\n")
+    with pytest.raises(PixgenError, match="differs in: config_sha256"):
+        evaluate.run_suite(out=out, resume=True, config=new_home / "toy.yaml", **settings)
+    shutil.copy(evaluate.TOY_PRESET, new_home / "toy.yaml")  # the same preset in another place
+    report = evaluate.run_suite(out=out, resume=True, config=new_home / "toy.yaml", **settings)
+    assert report["timing"]["images_resumed"] == 1 and len(report["rows"]) == 2
+
+
+def test_the_report_names_the_checkouts_own_config_relative_to_it(tmp_path):
+    from pixgen.toy import evaluate
+
+    assert evaluate._config_label(evaluate.TOY_PRESET) == "configs/toy.yaml"
+    assert evaluate._config_label(tmp_path / "mine.yaml") == str(tmp_path / "mine.yaml")
+    assert evaluate._config_label(None) is None

@@ -376,12 +376,24 @@ def _fingerprint(items: list[SuiteItem], seeds, iterations, size, config, overri
     return {
         "threads": threads,
         "prompts": [[it.category, it.prompt] for it in items], "seeds": list(seeds), "iterations": iterations,
-        "size": list(size), "config": str(config) if config else None,
+        # the config by its name and content, not where it lies: a moved or fresh checkout resumes the same eval
+        "size": list(size), "config": config_path.name if config_path is not None else None,
         "config_sha256": (hashlib.sha256(config_path.read_bytes()).hexdigest()
                           if config_path is not None and config_path.is_file() else None),
         "overrides": json.loads(json.dumps(overrides, sort_keys=True, default=str)),
         "weights_sha256": _weights_digest(),
     }
+
+
+def _config_label(config: str | Path | None) -> str | None:
+    """How the report names the config: relative to the checkout for one of its own (``configs/toy.yaml``),
+    otherwise as given."""
+    if not config:
+        return None
+    try:
+        return Path(config).resolve().relative_to(TOY_PRESET.parents[1]).as_posix()
+    except ValueError:
+        return str(config)
 
 
 def _read_progress(path: Path) -> tuple[dict | None, list[dict]]:
@@ -450,8 +462,11 @@ def _kept_rows(out: Path, progress_path: Path, fingerprint: dict, resume: bool, 
         raise PixgenError(f"{out} holds an unfinished eval ({len(rows)} of its images judged)",
                           f"add --resume to judge the rest, or give another --out (or delete {progress_path}) "
                           "to start over")
-    if header is None or header["fingerprint"] != fingerprint:
-        changed = _differences(header["fingerprint"], fingerprint) if header else ["(no header)"]
+    started = dict(header["fingerprint"]) if header else None
+    if started and started.get("config"):  # evals started before 2026-12-06 recorded the config's whole path
+        started["config"] = Path(started["config"]).name
+    if started != fingerprint:
+        changed = _differences(started, fingerprint) if started else ["(no header)"]
         raise PixgenError(f"the unfinished eval in {out} was started with other settings "
                           f"(differs in: {', '.join(changed)})",
                           "resume it with the options it was started with, or give another --out")
@@ -670,7 +685,7 @@ def run_suite(
         "summary": summary, "timing": timing, "rows": rows,
         "settings": {"prompts": source,
                      "seeds": list(seeds), "iterations": iterations, "size": list(size),
-                     "config": str(config) if config else None, "overrides": overrides,
+                     "config": _config_label(config), "overrides": overrides,
                      # what --resume compares: the prompts, seeds, settings, weights and thread count
                      "fingerprint_sha256": _digest(fingerprint) if fingerprint is not None else None},
         "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
