@@ -3,9 +3,9 @@
 Reads the rows kept in the ``toy_heldout_*.json`` records (one run per prompt seed, the shipped pair: stage 13
 early tower, stage 11 late tower, 64x64, image seeds 0-1) and prints the tables of section "Where it stands" in
 ``toy_results.md``: evaluator, nothing extra, strict reader and the unoptimised start, per category. One table
-for the preset with the border term (since the twelfth session of 2026-12-06), one for the option ``--config
-toy-sparse`` (thirteenth session), one for the learning rate 0.035 without the border (shipped since the eighth
-session of 2026-12-05), one for 0.05 before that.
+for the preset with the sparsity term (since the sixteenth session of 2026-12-06), one for the border term alone
+(the preset from the twelfth session to the fifteenth), one for the learning rate 0.035 without the border term
+(from the eighth session of 2026-12-05), one for 0.05 before that.
 
     python benchmarks/toy_heldout_summary.py
 """
@@ -36,20 +36,23 @@ RUNS_LR_005 = [
     ("toy_heldout_coarse48.json", ["runs"], ["shipped"]),
     ("toy_heldout_screens.json", ["runs"], ["ps27 shipped (lr 0.05)", "ps28 shipped (lr 0.05)"]),
 ]
-# the preset since the twelfth session (2026-12-06): the same pair with the border term (border.weight 5), judged
-# as the border-3-5 arm beside the shipped pair on each of these sets
+# the preset from the twelfth session to the fifteenth (2026-12-06): the same pair with the border term
+# (border.weight 5), judged as the border-3-5 arm beside the shipped pair on the first sets
 RUNS_BORDER = [
     ("toy_heldout_eleventh.json", ["runs"], [f"ps{s} border-3-5" for s in range(43, 46)]),
     ("toy_heldout_twelfth.json", ["runs"], [f"ps{s} border-3-5" for s in (*range(46, 50), *range(51, 55))]),
     ("toy_heldout_thirteenth.json", ["runs"], [f"ps{s} shipped" for s in range(63, 69)]),
     ("toy_heldout_fourteenth.json", ["runs"], [f"ps{s} shipped" for s in range(71, 77)]),
     ("toy_heldout_fifteenth.json", ["runs"], [f"ps{s} shipped" for s in range(82, 84)]),
+    ("toy_heldout_sixteenth.json", ["runs"], [f"ps{s} shipped" for s in range(84, 86)]),
 ]
-# the option --config toy-sparse (thirteenth session): the preset with the sparsity term at weight 3, judged beside
-# the preset on each of these sets (63-64 as the screen's patch, 65-68 through the config key; the same images)
+# the preset since the sixteenth session (2026-12-06): the border term and the sparsity term at weight 3 (until then
+# the option --config toy-sparse), judged beside the preset of the time on each of these sets (63-64 as the
+# thirteenth session's screen patch, 65-68 and 84-85 through the config key; the same images)
 RUNS_SPARSE = [
     ("toy_heldout_thirteenth.json", ["runs"],
      ["ps63 area-3", "ps64 area-3", *(f"ps{s} sparsity-3" for s in range(65, 69))]),
+    ("toy_heldout_sixteenth.json", ["runs"], [f"ps{s} sparsity-3" for s in range(84, 86)]),
 ]
 CATEGORIES = [*SUITE_CATEGORIES, "overall"]  # held-out sets of the suite's forms have no extra categories
 TARGETS = {"single object": 0.95, "colour": 0.95, "position": 0.85, "background": 0.95, "two objects": 0.85,
@@ -97,8 +100,8 @@ def table(sets: list[list[dict]]) -> str:
 
 
 if __name__ == "__main__":
-    for name, groups in (("with the border term (the preset since the twelfth session)", RUNS_BORDER),
-                         ("the option --config toy-sparse (the preset with sparsity weight 3)", RUNS_SPARSE),
+    for name, groups in (("the preset: border and sparsity terms (since the sixteenth session)", RUNS_SPARSE),
+                         ("the border term alone (the preset from the twelfth session to the fifteenth)", RUNS_BORDER),
                          ("lr 0.035, no border term", RUNS_LR_0035), ("lr 0.05", RUNS_LR_005)):
         sets = shipped_rows(groups)
         print(f"{name}: {len(sets)} held-out sets, {sum(map(len, sets))} images\n")
