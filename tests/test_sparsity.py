@@ -76,18 +76,20 @@ def test_a_sparse_run_changes_less_of_the_picture_and_logs_the_term():
     assert 0 < changed(held) < 0.8 * changed(free)  # and less with it, but not nothing
 
 
-def test_the_toy_sparse_preset_adds_the_term_over_the_toy_preset():
+def test_the_toy_preset_pulls_towards_its_start_and_a_zero_weight_gives_the_preset_before_it():
     from omegaconf import OmegaConf
 
     from pixgen.config import resolve_preset
 
-    assert OmegaConf.load(resolve_preset("toy-sparse")).sparsity.weight > 0
+    weight = OmegaConf.load(resolve_preset("toy")).sparsity.weight
+    assert weight > 0 and OmegaConf.load(resolve_preset("toy-sparse")).sparsity.weight == weight  # old commands
     if not (TOY / "vqgan.ckpt").exists():
         pytest.skip("toy weights not present")
-    res = pixgen.generate("a red circle", model="toy", config="toy-sparse", iterations=2, write=False,
-                          progress=False, echo=False)
-    assert {"sparsity", "border"} <= set(res.losses[-1]["terms"])  # the toy preset's own border stays on
-    assert res.config.sparsity.weight == OmegaConf.load(resolve_preset("toy-sparse")).sparsity.weight
+    options = dict(model="toy", iterations=2, write=False, progress=False, echo=False)
+    res = pixgen.generate("a red circle", **options)
+    assert {"sparsity", "border"} <= set(res.losses[-1]["terms"]) and res.config.sparsity.weight == weight
+    before = pixgen.generate("a red circle", **options, overrides=["sparsity.weight=0"])
+    assert "sparsity" not in before.losses[-1]["terms"] and "border" in before.losses[-1]["terms"]
 
 
 def test_a_run_stopped_before_its_sparsity_starts_resumes_to_the_same_picture(tiny, tmp_path, generate_ctrl_c):
