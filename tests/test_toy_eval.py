@@ -500,3 +500,21 @@ def test_the_report_names_the_checkouts_own_config_relative_to_it(tmp_path):
     assert evaluate._config_label(evaluate.TOY_PRESET) == "configs/toy.yaml"
     assert evaluate._config_label(tmp_path / "mine.yaml") == str(tmp_path / "mine.yaml")
     assert evaluate._config_label(None) is None
+
+
+def test_the_contact_sheet_shows_every_picture_whole_with_its_start_beside_it(tmp_path):
+    from PIL import Image
+
+    from pixgen.toy import evaluate
+
+    red, blue = Image.new("RGB", (64, 64), (220, 30, 30)), Image.new("RGB", (64, 64), (30, 70, 220))
+    rows = [{"prompt": "a red square", "seed": s, "pass": s == 0, "baseline_pass": False, "strict_pass": False}
+            for s in (0, 1)]
+    evaluate._contact_sheet(rows, [red, red], [blue, blue], tmp_path / "sheet.png", tile=64)
+    sheet = Image.open(tmp_path / "sheet.png").convert("RGB")
+    for i in range(2):
+        x, y = 8 + i * (64 + 4 + 16 + 12), 8
+        # the picture's own top-right corner is not covered by the start's thumbnail, which sits to its right
+        assert sheet.getpixel((x + 60, y + 3)) == (220, 30, 30) and sheet.getpixel((x + 3, y + 60)) == (220, 30, 30)
+        assert sheet.getpixel((x + 64 + 4 + 8, y + 8)) == (30, 70, 220)
+    assert sheet.getpixel((7, 7)) != (255, 255, 255)  # framed: green for a pass

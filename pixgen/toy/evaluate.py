@@ -285,21 +285,25 @@ def _image_name(index: int, seed: int) -> str:
 
 
 def _contact_sheet(rows: list[dict], images: list, baselines: list, path: Path, tile: int = 128) -> None:
+    """Every image at ``tile`` pixels with its prompt and verdicts under it, and the unoptimised start it was judged
+    against as a small thumbnail beside it (not over it: objects in the top right corner stay in view)."""
     from PIL import Image, ImageDraw, ImageFont
 
     font = ImageFont.load_default()
     per_row = 6
     text_h = 52
-    w = per_row * (tile + 8) + 8
+    thumb = tile // 4
+    cell_w = tile + 4 + thumb + 12
+    w = per_row * cell_w + 8
     n_rows = (len(rows) + per_row - 1) // per_row
     sheet = Image.new("RGB", (w, n_rows * (tile + text_h + 8) + 8), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
     for i, (row, img, base) in enumerate(zip(rows, images, baselines)):
-        x = 8 + (i % per_row) * (tile + 8)
+        x = 8 + (i % per_row) * cell_w
         y = 8 + (i // per_row) * (tile + text_h + 8)
         sheet.paste(img.resize((tile, tile), Image.NEAREST), (x, y))
-        thumb = tile // 4
-        sheet.paste(base.resize((thumb, thumb), Image.NEAREST), (x + tile - thumb, y))
+        sheet.paste(base.resize((thumb, thumb), Image.NEAREST), (x + tile + 4, y))
+        draw.text((x + tile + 4, y + thumb + 2), "start", fill=(110, 110, 110), font=font)
         ok = row["pass"]
         colour = (0, 140, 0) if ok else (200, 0, 0)
         verdict = f"s{row['seed']} {'PASS' if ok else 'FAIL'} base:{'P' if row['baseline_pass'] else 'F'}"
