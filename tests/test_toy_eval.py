@@ -493,6 +493,20 @@ def test_an_unfinished_eval_resumes_from_a_moved_checkout_but_not_with_another_c
     report = evaluate.run_suite(out=out, resume=True, config=new_home / "toy.yaml", **settings)
     assert report["timing"]["images_resumed"] == 1 and len(report["rows"]) == 2
 
+    # a complete eval whose report an earlier version wrote (its digest taken over the config's whole path) is
+    # found complete, not made again
+    saved = json.loads((out / "results.json").read_text())
+    fingerprint = evaluate._fingerprint(settings["items"], [0], 2, (64, 64), new_home / "toy.yaml", {}, 1)
+    saved["settings"]["config"] = str(old_home / "toy.yaml")
+    saved["settings"]["fingerprint_sha256"] = evaluate._digest({**fingerprint, "config": str(old_home / "toy.yaml")})
+    (out / "results.json").write_text(json.dumps(saved))
+    def must_not_run(task):
+        raise AssertionError(f"image {task[0]} made again")
+
+    monkeypatch.setattr(evaluate, "_judge_job", must_not_run)
+    again = evaluate.run_suite(out=out, resume=True, config=new_home / "toy.yaml", **settings)
+    assert again.get("complete_already") and again["rows"] == saved["rows"]
+
 
 def test_the_report_names_the_checkouts_own_config_relative_to_it(tmp_path):
     from pixgen.toy import evaluate

@@ -433,7 +433,10 @@ def _finished_report(out: Path, fingerprint: dict) -> dict | None:
         report = json.loads((out / "results.json").read_text())
     except (OSError, ValueError):
         return None
-    if report.get("settings", {}).get("fingerprint_sha256") != _digest(fingerprint):
+    settings = report.get("settings", {})
+    # a report written before 2026-12-06 digested the config's path as it was given, which its settings keep
+    digests = {_digest(fingerprint), _digest({**fingerprint, "config": settings.get("config")})}
+    if settings.get("fingerprint_sha256") not in digests:
         return None
     report["complete_already"] = True  # not saved: tells the caller that nothing was run
     return report
