@@ -35,16 +35,10 @@ from pixgen.factory import build_session, torch_threads
 from pixgen.output import to_pil
 from pixgen.toy.evaluate import held_out, held_out_source, verdicts
 from pixgen.toy.evaluator import load_evaluator
-from pixgen.toy.strict import PALETTE, strict_read
+from pixgen.toy.strict import strict_read
+from toy_screens import nearest_world_colours  # the same snap as the screens' `snap` variant
 
 SIZE = 128
-
-
-def snapped(image: torch.Tensor) -> torch.Tensor:
-    """Each pixel replaced by the nearest of the world's 11 colours."""
-    pal = torch.from_numpy(PALETTE).to(image) / 255
-    x = image.permute(0, 2, 3, 1)
-    return pal[((x[..., None, :] - pal) ** 2).sum(-1).argmin(-1)].permute(0, 3, 1, 2)
 
 
 def branch(session, variant: str, coarse: torch.Tensor, z0: torch.Tensor, rng: torch.Tensor) -> torch.Tensor:
@@ -56,7 +50,7 @@ def branch(session, variant: str, coarse: torch.Tensor, z0: torch.Tensor, rng: t
     with torch.no_grad():
         gen.z.copy_(z0)
         if variant.startswith(("bil-", "snap-")):
-            source = coarse if variant.startswith("bil-") else snapped(coarse)
+            source = coarse if variant.startswith("bil-") else nearest_world_colours(coarse)
             mode = "bilinear" if variant.startswith("bil-") else "nearest"
             kw = {"align_corners": False} if mode == "bilinear" else {}
             gen.z.copy_(gen.vqgan.encode(F.interpolate(source, size=(SIZE, SIZE), mode=mode, **kw) * 2 - 1))

@@ -74,12 +74,16 @@ TOY = Path(__file__).resolve().parent.parent / "checkpoints" / "toy"
 PALETTE = torch.from_numpy(WORLD_PALETTE) / 255  # the world's 11 colours, in [0, 1]
 
 
-def snap_to_palette(image: torch.Tensor) -> torch.Tensor:
-    """Each pixel replaced by the nearest world colour in the forward pass; the gradient passes straight through."""
+def nearest_world_colours(image: torch.Tensor) -> torch.Tensor:
+    """Each pixel of a (B, 3, H, W) image in [0, 1] replaced by the nearest of the world's 11 colours."""
     pal = PALETTE.to(image)
     x = image.permute(0, 2, 3, 1)
-    nearest = pal[((x[..., None, :] - pal) ** 2).sum(-1).argmin(-1)].permute(0, 3, 1, 2)
-    return image + (nearest - image).detach()
+    return pal[((x[..., None, :] - pal) ** 2).sum(-1).argmin(-1)].permute(0, 3, 1, 2)
+
+
+def snap_to_palette(image: torch.Tensor) -> torch.Tensor:
+    """Each pixel replaced by the nearest world colour in the forward pass; the gradient passes straight through."""
+    return image + (nearest_world_colours(image) - image).detach()
 
 
 def patch_snap() -> None:
