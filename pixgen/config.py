@@ -405,6 +405,18 @@ def coarse_size(size: list[int], coarse: list[int] | None, factor: int) -> tuple
     return None if (w, h) == (width, height) else (w, h)
 
 
+_FILE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".mp4", ".webm")
+
+
+def _check_output_dir(output_dir: str) -> None:
+    """Refuse an output directory named like an image file (``-o art.png``), unless such a directory exists."""
+    root = Path(output_dir).expanduser()
+    if root.suffix.lower() in _FILE_SUFFIXES and not root.is_dir():
+        raise ConfigError(f"the output directory {output_dir!r} looks like a file name; pixgen writes each run into "
+                          "its own directory, as DIR/RUN/image.png",
+                          f"give a directory, e.g. -o {str(root.with_suffix(''))!r}, and --name to name the run")
+
+
 def validate(cfg: DictConfig) -> None:
     """Check values that the schema's types cannot; raise ConfigError saying what to change."""
     size = list(cfg.size)
@@ -452,6 +464,7 @@ def validate(cfg: DictConfig) -> None:
     _check_coarse(cfg.coarse)
     _check_border(cfg.border, size)
     _check_sparsity(cfg.sparsity)
+    _check_output_dir(cfg.output_dir)
     if not cfg.prompt.strip() and not cfg.image_prompts and not cfg.noise_prompts:
         raise ConfigError("the prompt is empty", 'give a text prompt, e.g. pixgen generate "a red circle"')
 

@@ -180,6 +180,15 @@ def test_unwritable_output_directory(tmp_path):
     assert "not writable" in result.stderr
 
 
+def test_output_directory_given_as_an_image_file_name(tmp_path):
+    result = run(["a", *FAST], tmp_path / "art.png")
+    assert result.exit_code == 2, result.output
+    assert "looks like a file name" in result.stderr and "art" in result.stderr
+    assert not (tmp_path / "art.png").exists()
+    (tmp_path / "old.png").mkdir()  # an existing directory that happens to carry the suffix is used as it is
+    assert run(["a", *FAST], tmp_path / "old.png").exit_code == 0
+
+
 def test_good_image_prompt_and_init_image_run(tmp_path):
     png = str(_png(tmp_path))
     result = run(["a", *FAST, "--image-prompt", f"{png}:0.5", "--init-image", png, "--init-weight", "0.5",
