@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import signal
 import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -16,7 +17,8 @@ from PIL import Image
 from pixgen import __version__
 from pixgen import config as config_mod
 from pixgen.engine import StepState
-from pixgen.errors import PixgenError
+from pixgen.errors import ConfigError, PixgenError
+from pixgen.prompts import parse_story
 from pixgen.factory import Session, build_session, torch_threads, weights_changes
 from pixgen.output import (CONFIG_NAME, LOG_NAME, STATE_NAME, RunWriter, atomic_write, frame_paths,
                            make_run_dir, metadata_for, to_pil, truncate_log)
@@ -179,6 +181,45 @@ def generate(prompt: str | None = None, *, config: str | Path | None = None, ove
     """
     cfg = _build_config(prompt, config, options, overrides, base)
     return _execute(cfg, write=write, progress=progress, echo=echo, made_with=made_with)
+
+
+def generate_many(prompts: list[str | None], *, count: int = 1, config: str | Path | None = None,
+                  overrides: list[str] | None = None, base: DictConfig | None = None, progress: bool = True,
+                  echo: bool = True, made_with: dict[str, str] | None = None,
+                  on_result: Callable[[Result], None] | None = None, **options: Any) -> list[Result]:
+    """Make ``count`` images of each prompt in one process, so the models load once and not once per image.
+
+    Image k of a prompt has seed ``seed + k`` (``seed`` from the options or config) and is the image
+    :func:`generate` makes alone with that seed. Every config is built and checked, prompts included, before
+    the first run, so a bad prompt further down the list stops the batch before it starts. A run stopped by
+    Ctrl-C ends the batch; it keeps its last image and resumes like any run. Arguments as :func:`generate`;
+    ``on_result`` is called with each finished (or interrupted) run as it ends.
+
+    Returns:
+        The runs made, in order (the last one interrupted if the batch was stopped).
+    """
+    if count < 1:
+        raise ConfigError(f"count must be at least 1, got {count}", "e.g. --count 4")
+    if not prompts:
+        raise ConfigError("no prompts given", "give at least one prompt")
+    configs = []
+    for prompt in prompts:
+        cfg = _build_config(prompt, config, options, overrides, base)
+        if cfg.prompt.strip():
+            parse_story(cfg.prompt)  # its errors quote the prompt
+        for k in range(count):
+            one = copy.deepcopy(cfg)
+            one.seed = int(cfg.seed) + k
+            configs.append(one)
+    results = []
+    for cfg in configs:
+        result = _execute(cfg, write=True, progress=progress, echo=echo, made_with=made_with)
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+        if result.interrupted:
+            break
+    return results
 
 
 def resume(run_dir: str | Path, *, iterations: int | None = None, threads: int | None = None,

@@ -115,8 +115,18 @@ def generate(
                                 "other models torch's own choice, usually one per core). It is recorded with the "
                                 "image, which can depend on it."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    prompts_file: Optional[Path] = typer.Option(
+        None, "--prompts", help="A text file of prompts, one per line ('#' comments and blank lines skipped): a "
+                                "run for each, all in one process, so the models load once."),
+    count: int = typer.Option(1, "--count", "-n", help="Images per prompt, with seeds SEED, SEED+1, ... (each the "
+                                                       "image that seed gives alone)."),
 ) -> None:
-    """Generate an image from a prompt; prints the path of the image."""
+    """Generate an image from a prompt; prints the path of the image (one line per image)."""
+    if count < 1:
+        raise ConfigError(f"--count must be at least 1, got {count}", "e.g. --count 4")
+    if prompts_file is not None and prompt is not None:
+        raise ConfigError("both a prompt and --prompts given", "give the prompt, or put it in the --prompts file")
+    prompts = _read_prompts(prompts_file) if prompts_file is not None else [prompt]
     base, made_with = None, None
     if from_image is not None:
         from pixgen.config import from_yaml_text
@@ -129,7 +139,7 @@ def generate(
             typer.echo(f"pixgen: {from_image} records no thread count (it was made before pixgen kept one), so this "
                        "re-run uses torch's default. The picture can depend on the count: if it differs from the "
                        "original, give the count that made it, e.g. --threads 1", err=True)
-    elif prompt is None and config is None:
+    elif prompt is None and config is None and prompts_file is None:
         raise ConfigError("no prompt given", 'pixgen generate "a red circle above a blue square" --model toy')
     options: dict[str, Any] = {
         "model": model, "iterations": iterations, "seed": seed, "optim.lr": lr, "optim.name": optimizer,
@@ -148,11 +158,31 @@ def generate(
         options["cutouts.augments"] = [{"name": a, "kwargs": {}} for a in names]
     from pixgen import api  # after the options are checked: importing torch and open_clip takes seconds
 
-    result = api.generate(prompt, config=config, overrides=set_, base=base, progress=not quiet, made_with=made_with,
-                          **options)
-    _report(result)
-    if result.interrupted:
+    if len(prompts) == 1 and count == 1:
+        results = [api.generate(prompt, config=config, overrides=set_, base=base, progress=not quiet,
+                                made_with=made_with, **options)]
+        _report(results[0])
+    else:
+        results = api.generate_many(prompts, count=count, config=config, overrides=set_, base=base,
+                                    progress=not quiet, made_with=made_with, on_result=_report, **options)
+    if results[-1].interrupted:
         raise typer.Exit(130)
+
+
+def _read_prompts(path: Path) -> list[str]:
+    """The prompts of a --prompts file: one per line, without blank lines and '#' comments."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise ConfigError(f"prompts file {str(path)!r} not found", "give a text file with one prompt per line") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read prompts file {str(path)!r} ({exc})",
+                          "give a UTF-8 text file with one prompt per line") from None
+    prompts = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not prompts:
+        raise ConfigError(f"prompts file {str(path)!r} holds no prompts",
+                          "write one prompt per line; lines starting with '#' are comments")
+    return prompts
 
 
 @app.command()

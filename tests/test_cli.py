@@ -1,7 +1,11 @@
 """The command line: each bad input gets a clear message and exit code 2, and nothing half-written."""
 import os
+from pathlib import Path
 
+import numpy as np
 import pytest
+import yaml
+from PIL import Image
 from typer.testing import CliRunner
 
 from pixgen.cli import app
@@ -187,6 +191,49 @@ def test_output_directory_given_as_an_image_file_name(tmp_path):
     assert not (tmp_path / "art.png").exists()
     (tmp_path / "old.png").mkdir()  # an existing directory that happens to carry the suffix is used as it is
     assert run(["a", *FAST], tmp_path / "old.png").exit_code == 0
+
+
+def _pixels(path):
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def test_prompts_file_and_count_make_each_seeds_own_image(tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("# my list\na castle\n\n  a red circle | fog:0.5  \n")
+    result = run(["--prompts", str(prompts), "--count", "2", "--seed", "5", *FAST], tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    paths = result.stdout.strip().splitlines()
+    assert len(paths) == 4 and all(os.path.isfile(p) for p in paths)
+    made = [(yaml.safe_load((Path(p).parent / "run.yaml").read_text())) for p in paths]
+    assert [(m["prompt"], m["seed"]) for m in made] == [("a castle", 5), ("a castle", 6),
+                                                         ("a red circle | fog:0.5", 5), ("a red circle | fog:0.5", 6)]
+    alone = run(["a red circle | fog:0.5", "--seed", "6", *FAST], tmp_path / "alone")
+    assert alone.exit_code == 0, alone.output
+    assert np.array_equal(_pixels(alone.stdout.strip().splitlines()[-1]), _pixels(paths[3]))
+    assert not np.array_equal(_pixels(paths[2]), _pixels(paths[3]))
+
+
+def test_prompts_file_is_checked_before_the_first_run(tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a castle\na tower | fog:0.5:oops\n")
+    result = run(["--prompts", str(prompts), *FAST], tmp_path / "out")
+    assert result.exit_code == 2
+    assert "oops" in result.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("case", ["both", "empty", "missing", "count"])
+def test_prompts_file_and_count_errors(tmp_path, case):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("# only a comment\n\n" if case == "empty" else "a castle\n")
+    args = {"both": ["a tower", "--prompts", str(prompts)], "empty": ["--prompts", str(prompts)],
+            "missing": ["--prompts", str(tmp_path / "nope.txt")], "count": ["a tower", "--count", "0"]}[case]
+    result = run([*args, *FAST], tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    expected = {"both": "both a prompt and --prompts", "empty": "holds no prompts", "missing": "not found",
+                "count": "--count must be at least 1"}[case]
+    assert expected in result.stderr
 
 
 def test_good_image_prompt_and_init_image_run(tmp_path):
