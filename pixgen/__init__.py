@@ -14,8 +14,9 @@ _API_NAMES = ("Result", "generate", "generate_many", "resume")
 
 
 def __getattr__(name: str):
-    """``generate``, ``generate_many``, ``resume`` and ``Result`` come from :mod:`pixgen.api`, imported on first use, so that the
-    command line answers ``--help`` and reports bad options without first importing torch and open_clip."""
+    """``generate``, ``generate_many``, ``resume`` and ``Result`` come from :mod:`pixgen.api`, imported on first
+    use, so that the command line answers ``--help`` and reports bad options without first importing torch and
+    open_clip."""
     if name in _API_NAMES:
         from pixgen import api
 

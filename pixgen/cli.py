@@ -159,7 +159,7 @@ def generate(
     from pixgen import api  # after the options are checked: importing torch and open_clip takes seconds
 
     if len(prompts) == 1 and count == 1:
-        results = [api.generate(prompt, config=config, overrides=set_, base=base, progress=not quiet,
+        results = [api.generate(prompts[0], config=config, overrides=set_, base=base, progress=not quiet,
                                 made_with=made_with, **options)]
         _report(results[0])
     else:

@@ -214,6 +214,15 @@ def test_prompts_file_and_count_make_each_seeds_own_image(tmp_path):
     assert not np.array_equal(_pixels(paths[2]), _pixels(paths[3]))
 
 
+def test_prompts_file_with_one_prompt(tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a lighthouse\n")
+    result = run(["--prompts", str(prompts), *FAST], tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    (path,) = result.stdout.strip().splitlines()
+    assert yaml.safe_load((Path(path).parent / "run.yaml").read_text())["prompt"] == "a lighthouse"
+
+
 def test_prompts_file_is_checked_before_the_first_run(tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a castle\na tower | fog:0.5:oops\n")
