@@ -158,13 +158,8 @@ def generate(
         options["cutouts.augments"] = [{"name": a, "kwargs": {}} for a in names]
     from pixgen import api  # after the options are checked: importing torch and open_clip takes seconds
 
-    if len(prompts) == 1 and count == 1:
-        results = [api.generate(prompts[0], config=config, overrides=set_, base=base, progress=not quiet,
-                                made_with=made_with, **options)]
-        _report(results[0])
-    else:
-        results = api.generate_many(prompts, count=count, config=config, overrides=set_, base=base,
-                                    progress=not quiet, made_with=made_with, on_result=_report, **options)
+    results = api.generate_many(prompts, count=count, config=config, overrides=set_, base=base, progress=not quiet,
+                                made_with=made_with, on_result=_report, **options)
     if results[-1].interrupted:
         raise typer.Exit(130)
 
