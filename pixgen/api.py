@@ -211,9 +211,9 @@ def generate_many(prompts: list[str | None], *, count: int = 1, config: str | Pa
             one = copy.deepcopy(cfg)
             one.seed = int(cfg.seed) + k
             configs.append(one)
-    results = []
+    results, shown = [], set()  # a message already printed in this batch is not printed again
     for cfg in configs:
-        result = _execute(cfg, write=True, progress=progress, echo=echo, made_with=made_with)
+        result = _execute(cfg, write=True, progress=progress, echo=echo, made_with=made_with, shown=shown)
         results.append(result)
         if on_result is not None:
             on_result(result)
@@ -250,14 +250,18 @@ def _execute(cfg: DictConfig, **kwargs: Any) -> Result:
 
 
 def _run(cfg: DictConfig, *, write: bool, progress: bool, run_dir: Path | None = None,
-         state: dict | None = None, echo: bool = True, made_with: dict[str, str] | None = None) -> Result:
+         state: dict | None = None, echo: bool = True, made_with: dict[str, str] | None = None,
+         shown: set[str] | None = None) -> Result:
     session = build_session(cfg, state=state)
     changes = weights_changes(made_with, session.weights) if made_with is not None else []
     if changes:
         session.messages.append("the weights differ from those that made the image, so this re-run will not "
                                 "reproduce it exactly: " + "; ".join(changes))
     for message in session.messages if echo else ():
-        print(f"pixgen: {message}", file=sys.stderr)
+        if shown is None or message not in shown:
+            print(f"pixgen: {message}", file=sys.stderr)
+    if shown is not None:
+        shown.update(session.messages)
     start = int(state["step"]) if state else 0
     if state is not None:
         torch.set_rng_state(state["rng_cpu"])

@@ -251,6 +251,19 @@ def test_toy_generation_warns_about_words_outside_the_toy_world_and_goes_on():
     assert not [m for m in quiet.messages if "toy world" in m]
 
 
+
+@pytest.mark.skipif(not (TOY / "clip.pt").exists(), reason="toy weights not present")
+def test_a_batch_prints_each_warning_once_and_each_runs_own_start(tmp_path, capsys):
+    import pixgen
+
+    results = pixgen.generate_many(["a castle at dusk", "a red circle"], count=2, model="toy", iterations=1,
+                                   progress=False, output_dir=str(tmp_path))
+    assert len(results) == 4
+    err = capsys.readouterr().err
+    assert err.count("not a caption of the toy world") == 1
+    # the start colour is chosen per run (its losses depend on the seed's cutouts), so each run still says it
+    assert err.count("started from flat") == 4
+
 def _smoke_items():
     return [it for it in suite() if it.category in ("single object", "relation")][:2]
 
