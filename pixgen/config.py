@@ -95,6 +95,16 @@ class SparsityConfig:
 
 
 @dataclass
+class PaletteConfig:
+    # Pull every pixel towards the nearest of ``colours`` ([[R, G, B], ...], 0-255): a term ``weight`` x the mean
+    # over pixels of the distance (RGB in [0, 1] units) to the nearest palette colour. Soft rims and in-between
+    # shades are pushed to one side or the other, so the picture is drawn in flat regions of the palette's colours.
+    # 0 turns it off.
+    weight: float = 0.0
+    colours: Optional[list[Any]] = None
+
+
+@dataclass
 class CoarseConfig:
     # Compose first at a smaller size, then grow to ``size`` for the rest of the run: the image is scaled up
     # (nearest pixel), encoded again, and the search goes on from there with a fresh optimizer. The coarse stage
@@ -147,6 +157,7 @@ class RunConfig:
     coarse: CoarseConfig = field(default_factory=CoarseConfig)
     border: BorderConfig = field(default_factory=BorderConfig)
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)
+    palette: PaletteConfig = field(default_factory=PaletteConfig)
 
 
 # Keys that say where a run is written, not what it makes: left out of the config embedded in images.
@@ -309,14 +320,27 @@ def _positive(value: float, name: str, hint: str) -> None:
 
 def init_colors(value: Any) -> list[list[int]]:
     """``init_color`` as a list of candidate colours: ``[R, G, B]`` is one, ``[[R, G, B], ...]`` several."""
-    items = list(value)
-    colours = [list(c) for c in items] if items and not isinstance(items[0], (int, float)) else [items]
-    if not colours:
-        raise ConfigError("init_color is an empty list", "give R,G,B, e.g. --init-color 128,128,128")
+    return _rgb_list(value, "init_color", "e.g. --init-color 128,128,128 for a flat gray start")
+
+
+def palette_colours(value: Any) -> list[list[int]]:
+    """``palette.colours`` as a list of colours (``[R, G, B]`` alone is a palette of one)."""
+    return _rgb_list(value, "palette.colours", "e.g. --set 'palette.colours=[[220,30,30],[240,240,240]]'")
+
+
+def _rgb_list(value: Any, key: str, hint: str) -> list[list[int]]:
+    """``[R, G, B]`` or ``[[R, G, B], ...]`` as a list of colours; raise ConfigError naming ``key`` otherwise."""
+    try:
+        items = list(value)
+        if not items:
+            raise ConfigError(f"{key} is an empty list", hint)
+        colours = [list(c) for c in items] if not isinstance(items[0], (int, float)) else [items]
+    except TypeError:
+        raise ConfigError(f"{key} must be [R, G, B] or a list of such colours, got {value!r}", hint) from None
     for rgb in colours:
-        if len(rgb) != 3 or not all(isinstance(v, int) and 0 <= v <= 255 for v in rgb):
-            raise ConfigError(f"init_color must be three whole numbers 0-255 (red, green, blue), or a list of such "
-                              f"colours; got {rgb!r}", "e.g. --init-color 128,128,128 for a flat gray start")
+        if len(rgb) != 3 or not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in rgb):
+            raise ConfigError(f"{key} must be three whole numbers 0-255 (red, green, blue), or a list of such "
+                              f"colours; got {rgb!r}", hint)
     return colours
 
 
@@ -367,6 +391,17 @@ def _check_border(border: DictConfig, size: list[int]) -> None:
     if border.weight and (border.width < 1 or 2 * border.width >= min(int(v) for v in size)):
         raise ConfigError(f"border.width must be at least 1 and leave an inside in a {size[0]}x{size[1]} image, "
                           f"got {border.width}", "e.g. --set border.width=3")
+
+
+def _check_palette(palette: DictConfig) -> None:
+    if not math.isfinite(palette.weight) or palette.weight < 0:
+        raise ConfigError(f"palette.weight must be a finite number >= 0, got {palette.weight}",
+                          "e.g. --set palette.weight=1 (0 turns the palette term off)")
+    if palette.weight and palette.colours is None:
+        raise ConfigError("palette.weight is set but palette.colours is not: the term needs the colours to pull to",
+                          "e.g. --set 'palette.colours=[[220,30,30],[240,240,240]]', or palette.weight=0")
+    if palette.colours is not None:
+        palette_colours(palette.colours)  # raises on a malformed colour
 
 
 def _check_sparsity(sparsity: DictConfig) -> None:
@@ -464,6 +499,7 @@ def validate(cfg: DictConfig) -> None:
     _check_coarse(cfg.coarse)
     _check_border(cfg.border, size)
     _check_sparsity(cfg.sparsity)
+    _check_palette(cfg.palette)
     _check_output_dir(cfg.output_dir)
     if not cfg.prompt.strip() and not cfg.image_prompts and not cfg.noise_prompts:
         raise ConfigError("the prompt is empty", 'give a text prompt, e.g. pixgen generate "a red circle"')

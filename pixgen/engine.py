@@ -15,8 +15,8 @@ from torch import nn
 from pixgen.contrast import contrast_loss
 from pixgen.cutouts import MakeCutouts
 from pixgen.errors import NonFiniteLossError
-from pixgen.losses import (border_loss, latent_anchor_loss, prior_loss, prompt_loss, sparsity_loss,
-                           total_variation)
+from pixgen.losses import (border_loss, latent_anchor_loss, palette_loss, prior_loss, prompt_loss,
+                           sparsity_loss, total_variation)
 from pixgen.perceptor import Perceptor, step_in_range
 
 
@@ -98,7 +98,8 @@ class Engine:
                  prior_weight: float = 0.0, prior_steps: tuple[float, float] = (0.0, 1.0),
                  grow_step: int | None = None, border_weight: float = 0.0, border_width: int = 3,
                  sparsity_weight: float = 0.0, sparsity_steps: tuple[float, float] = (0.0, 1.0),
-                 sparsity_cap: float | None = None):
+                 sparsity_cap: float | None = None, palette_weight: float = 0.0,
+                 palette: torch.Tensor | None = None):
         self.generator, self.perceptors, self.targets = generator, perceptors, targets
         self.cutouts, self.optimizer = cutouts, optimizer
         self.total, self.phases = total, max(1, phases)
@@ -109,6 +110,7 @@ class Engine:
         self.border_weight, self.border_width = border_weight, border_width
         self.sparsity_weight, self.sparsity_steps = sparsity_weight, tuple(sparsity_steps)
         self.sparsity_cap = sparsity_cap
+        self.palette_weight, self.palette = palette_weight, palette  # palette: (K, 3) in the image's units
         self._start_image: torch.Tensor | None = None
 
     def grow_if_due(self, step: int) -> bool:
@@ -172,6 +174,9 @@ class Engine:
                 and step_in_range(self.sparsity_steps, step, self.total)):
             labels.append("sparsity")
             terms.append(sparsity_loss(image, self.start_image(image), self.sparsity_weight, self.sparsity_cap))
+        if self.palette_weight and self.palette is not None and step is not None:
+            labels.append("palette")
+            terms.append(palette_loss(image, self.palette, self.palette_weight))
         return labels, torch.stack(terms) if terms else image.new_zeros(0)
 
     def start_image(self, like: torch.Tensor) -> torch.Tensor:

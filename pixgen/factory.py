@@ -456,6 +456,9 @@ def build_session(cfg: DictConfig, *, state: dict | None = None) -> Session:
                     prior_steps=tuple(cfg.prior.steps), grow_step=grow_step,
                     border_weight=float(cfg.border.weight), border_width=int(cfg.border.width),
                     sparsity_weight=float(cfg.sparsity.weight), sparsity_steps=tuple(cfg.sparsity.steps),
-                    sparsity_cap=None if cfg.sparsity.cap is None else float(cfg.sparsity.cap))
+                    sparsity_cap=None if cfg.sparsity.cap is None else float(cfg.sparsity.cap),
+                    palette_weight=float(cfg.palette.weight),
+                    palette=None if cfg.palette.colours is None else
+                    torch.tensor(config_mod.palette_colours(cfg.palette.colours), dtype=torch.float32) / 255)
     return Session(cfg, device, width, height, generator, perceptors, engine, messages,
                    weights_record(vqgan_file, specs, extra=[prior_file] if prior_file else []))

@@ -66,3 +66,12 @@ def sparsity_loss(image: torch.Tensor, start: torch.Tensor, weight: float, cap: 
     if cap is not None:
         diff = diff.clamp(max=cap)
     return weight * diff.mean()
+
+
+def palette_loss(image: torch.Tensor, colours: torch.Tensor, weight: float) -> torch.Tensor:
+    """``weight`` x the mean over pixels of the Euclidean distance from each pixel of ``image`` (N, 3, H, W) to the
+    nearest row of ``colours`` (K, 3), both in the image's units: each pixel is pulled, at the same strength however
+    near it is, straight towards its nearest palette colour."""
+    diff = image.unsqueeze(1) - colours.to(image).view(1, -1, 3, 1, 1)  # (N, K, 3, H, W)
+    dist = (diff.pow(2).sum(dim=2) + 1e-12).sqrt()  # (N, K, H, W); the epsilon keeps the gradient finite at 0
+    return weight * dist.min(dim=1).values.mean()
