@@ -459,6 +459,6 @@ def build_session(cfg: DictConfig, *, state: dict | None = None) -> Session:
                     sparsity_cap=None if cfg.sparsity.cap is None else float(cfg.sparsity.cap),
                     palette_weight=float(cfg.palette.weight),
                     palette=None if cfg.palette.colours is None else
-                    torch.tensor(config_mod.palette_colours(cfg.palette.colours), dtype=torch.float32) / 255)
+                    torch.tensor(config_mod.palette_colours(cfg.palette.colours), dtype=torch.float32, device=device) / 255)
     return Session(cfg, device, width, height, generator, perceptors, engine, messages,
                    weights_record(vqgan_file, specs, extra=[prior_file] if prior_file else []))
