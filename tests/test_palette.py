@@ -77,3 +77,19 @@ def test_with_the_worlds_palette_fewer_toy_pixels_sit_between_its_colours():
         return float(np.linalg.norm(x - PALETTE[None], axis=-1).min(-1).mean())
 
     assert off(held) < off(free)
+
+
+def test_the_toy_palette_preset_holds_the_worlds_colours_and_runs():
+    from omegaconf import OmegaConf
+
+    from pixgen.config import resolve_preset
+    from pixgen.toy.strict import PALETTE
+
+    preset = OmegaConf.load(resolve_preset("toy-palette")).palette
+    assert preset.weight > 0
+    assert sorted(map(tuple, OmegaConf.to_container(preset.colours))) == sorted(map(tuple, PALETTE.astype(int).tolist()))
+    if not (TOY / "vqgan.ckpt").exists():
+        pytest.skip("toy weights not present")
+    res = pixgen.generate("a red circle", model="toy", config="toy-palette", iterations=2, write=False, progress=False,
+                          echo=False)
+    assert {"palette", "sparsity", "border"} <= set(res.losses[-1]["terms"])  # over the toy preset, not instead of it
