@@ -199,6 +199,18 @@ def test_toy_training_refuses_no_steps_or_an_empty_batch(tmp_path, model, flag):
     assert not (tmp_path / "o").exists()  # nothing written: a 0-step run once saved untrained weights
 
 
+@pytest.mark.parametrize("model", ["vqgan", "decoder", "clip", "evaluator", "prior"])
+def test_toy_training_refuses_a_negative_seed(tmp_path, model):
+    from typer.testing import CliRunner
+
+    from pixgen.cli import app
+
+    extra = ["--init", str(tmp_path)] if model == "decoder" else []
+    result = CliRunner().invoke(app, ["toy", "train", model, "--out", str(tmp_path / "o"), *extra, "--seed", "-1"])
+    assert result.exit_code == 2 and "greater than or equal to" in result.output  # not numpy's traceback
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize("model", ["vqgan", "clip", "evaluator"])
 def test_toy_training_says_when_out_cannot_be_created(tmp_path, model):
     from typer.testing import CliRunner

@@ -17,7 +17,7 @@ train_app = typer.Typer(no_args_is_help=True, help="Train one toy model from a s
 toy_app.add_typer(train_app, name="train")
 
 _OUT = typer.Option(Path("checkpoints/toy"), "--out", "-o", help="Directory for weights, state and log.")
-_SEED = typer.Option(0, "--seed", "-s", help="Seed for weights and data.")
+_SEED = typer.Option(0, "--seed", "-s", min=0, help="Seed for weights and data.")
 _RESUME = typer.Option(False, "--resume", help="Continue from OUT/state/ where a run stopped.")
 _DEVICE = typer.Option(None, "--device", help="cpu, cuda (cuda:N) or auto (default: cuda when present).")
 _THREADS = typer.Option(1, "--threads", help="CPU threads for torch (default 1: lean and repeatable; 2 or more may be faster).")
@@ -436,7 +436,7 @@ def eval_command(
         "proportions (compares column for column; at most 58, as only 16 colour-shape pairs are not in the "
         "suite already); grammar: prompts drawn from the training grammar, paraphrased "
         "(sizes, backgrounds, three or four objects)."),
-    prompt_seed: int = typer.Option(0, "--prompt-seed", help="Which random prompts --held-out draws."),
+    prompt_seed: int = typer.Option(0, "--prompt-seed", min=0, help="Which random prompts --held-out draws."),
     threads: int = typer.Option(
         1, "--threads", help="CPU threads for torch in each job. One (the default) spends the least CPU on a 64x64 "
         "image, and gives the same images on machines with any number of cores."),
