@@ -205,6 +205,8 @@ def generate_many(prompts: list[str | None], *, count: int = 1, config: str | Pa
     configs = []
     for prompt in prompts:
         cfg = _build_config(prompt, config, options, overrides, base)
+        last = int(cfg.seed) + count - 1
+        config_mod.check_seed(last, f"the last image's seed ({cfg.seed} + {count - 1} = {last})", "lower --seed or --count")
         if cfg.prompt.strip():
             parse_story(cfg.prompt)  # its errors quote the prompt
         for k in range(count):

@@ -452,6 +452,15 @@ def _check_output_dir(output_dir: str) -> None:
                           f"give a directory, e.g. -o {str(root.with_suffix(''))!r}, and --name to name the run")
 
 
+SEED_RANGE = (-(2 ** 63), 2 ** 64 - 1)  # what torch.manual_seed takes
+
+
+def check_seed(seed: int, what: str | None = None, hint: str = "e.g. --seed 42") -> None:
+    """Refuse a seed torch cannot take, before any model loads (``what`` names it in the message)."""
+    if not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
+        raise ConfigError(f"{what or f'seed {seed}'} is out of range: torch takes seeds from -2**63 to 2**64-1", hint)
+
+
 def validate(cfg: DictConfig) -> None:
     """Check values that the schema's types cannot; raise ConfigError saying what to change."""
     size = list(cfg.size)
@@ -465,6 +474,7 @@ def validate(cfg: DictConfig) -> None:
             raise ConfigError(f"image {axis} must be positive, got {v}", "e.g. --size 256 256")
     if cfg.iterations <= 0:
         raise ConfigError(f"iterations must be at least 1, got {cfg.iterations}", "e.g. --iterations 300")
+    check_seed(int(cfg.seed))
     if cfg.save_every <= 0:
         raise ConfigError(f"save_every must be at least 1, got {cfg.save_every}", "e.g. --save-every 50")
     if cfg.log_every <= 0:

@@ -16,7 +16,7 @@ from pixgen import config as config_mod
 from pixgen.contrast import check_swaps, near_misses
 from pixgen.cutouts import MakeCutouts
 from pixgen.engine import Engine, Target, make_optimizer
-from pixgen.errors import ConfigError, ModelError
+from pixgen.errors import ConfigError, InputImageError, ModelError
 from pixgen.generators import VQGANGenerator
 from pixgen.models.vqgan import VQGAN, VQGANConfig
 from pixgen.ops import flat_canvas
@@ -301,6 +301,7 @@ def _embed_targets(cfg: DictConfig, perceptors: list[Perceptor], cutouts: dict[i
                 targets.append(target)
         for item in cfg.image_prompts:
             for p in parse_prompt(item):
+                _check_image_prompt_weight(item, p.text)
                 image = load_image(p.text, (width, height), what="image prompt").to(device)
                 with torch.no_grad(), torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
                     torch.manual_seed(cfg.seed)
@@ -386,6 +387,16 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def _check_image_prompt_weight(item: str, path: str) -> None:
+    """``ref.png:x`` names no file, but ``ref.png`` is one: say that ``x`` is not a weight, not that the file is
+    missing."""
+    if ":" in path and not Path(path).expanduser().exists():
+        head, tail = path.rsplit(":", 1)
+        if Path(head).expanduser().is_file():
+            raise InputImageError(f"image prompt {item!r}: {tail!r} after the image's path is not a number",
+                                  "write PATH:WEIGHT or PATH:WEIGHT:STOP with plain numbers, e.g. ref.png:0.5")
 
 
 def build_session(cfg: DictConfig, *, state: dict | None = None) -> Session:

@@ -127,6 +127,8 @@ def _png(tmp_path):
     (["a", "--init-color", "1,2"], "is not R,G,B"),
     (["a", "--init-color", "1,2,256"], "is not R,G,B"),
     (["a", "--init-color", "1,2,3;4,5,6;7,8"], "'7,8' is not R,G,B"),
+    (["a", "--seed", str(2 ** 64)], "out of range"),
+    (["a", "--seed", str(2 ** 64 - 1), "--count", "2"], "the last image's seed"),
 ])
 def test_bad_options_fail_clearly(tmp_path, args, fragment):
     if "--device" in args and "cuda" in args:
@@ -249,6 +251,18 @@ def test_good_image_prompt_and_init_image_run(tmp_path):
     png = str(_png(tmp_path))
     result = run(["a", *FAST, "--image-prompt", f"{png}:0.5", "--init-image", png, "--init-weight", "0.5",
                   "--noise-prompt", "7:0.2"], tmp_path / "out")
+    assert result.exit_code == 0, result.output
+
+
+def test_an_image_prompt_with_a_bad_weight_is_not_called_missing(tmp_path):
+    png = str(_png(tmp_path))
+    result = run(["a", *FAST, "--image-prompt", f"{png}:x"], tmp_path / "out")
+    assert result.exit_code == 2
+    assert "'x' after the image's path is not a number" in result.stderr and "not found" not in result.stderr
+
+
+def test_the_largest_seed_torch_takes_runs(tmp_path):
+    result = run(["a", *FAST, "--seed", str(2 ** 64 - 1)], tmp_path / "out")
     assert result.exit_code == 0, result.output
 
 
