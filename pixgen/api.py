@@ -186,17 +186,20 @@ def generate(prompt: str | None = None, *, config: str | Path | None = None, ove
 def generate_many(prompts: list[str | None], *, count: int = 1, config: str | Path | None = None,
                   overrides: list[str] | None = None, base: DictConfig | None = None, progress: bool = True,
                   echo: bool = True, made_with: dict[str, str] | None = None,
-                  on_result: Callable[[Result], None] | None = None, **options: Any) -> list[Result]:
+                  on_result: Callable[[Result], None] | None = None, keep: bool = True,
+                  **options: Any) -> list[Result]:
     """Make ``count`` images of each prompt in one process, so the models load once and not once per image.
 
     Image k of a prompt has seed ``seed + k`` (``seed`` from the options or config) and is the image
     :func:`generate` makes alone with that seed. Every config is built and checked, prompts included, before
     the first run, so a bad prompt further down the list stops the batch before it starts. A run stopped by
     Ctrl-C ends the batch; it keeps its last image and resumes like any run. Arguments as :func:`generate`;
-    ``on_result`` is called with each finished (or interrupted) run as it ends.
+    ``on_result`` is called with each finished (or interrupted) run as it ends. ``keep=False`` holds on to the
+    latest run only, so that a long batch keeps one image in memory at a time (take each from ``on_result``).
 
     Returns:
-        The runs made, in order (the last one interrupted if the batch was stopped).
+        The runs made, in order (the last one interrupted if the batch was stopped); with ``keep=False``, the last
+        run alone.
     """
     if count < 1:
         raise ConfigError(f"count must be at least 1, got {count}", "e.g. --count 4")
@@ -209,18 +212,22 @@ def generate_many(prompts: list[str | None], *, count: int = 1, config: str | Pa
         config_mod.check_seed(last, f"the last image's seed ({cfg.seed} + {count - 1} = {last})", "lower --seed or --count")
         if cfg.prompt.strip():
             parse_story(cfg.prompt)  # its errors quote the prompt
-        for k in range(count):
+        configs.append(cfg)
+    results: list[Result] = []
+    shown: set[str] = set()  # a message already printed in this batch is not printed again
+    for cfg in configs:
+        for k in range(count):  # each seed's config is made when its turn comes: a count can be large
             one = copy.deepcopy(cfg)
             one.seed = int(cfg.seed) + k
-            configs.append(one)
-    results, shown = [], set()  # a message already printed in this batch is not printed again
-    for cfg in configs:
-        result = _execute(cfg, write=True, progress=progress, echo=echo, made_with=made_with, shown=shown)
-        results.append(result)
-        if on_result is not None:
-            on_result(result)
-        if result.interrupted:
-            break
+            result = _execute(one, write=True, progress=progress, echo=echo, made_with=made_with, shown=shown)
+            if keep:
+                results.append(result)
+            else:
+                results = [result]
+            if on_result is not None:
+                on_result(result)
+            if result.interrupted:
+                return results
     return results
 
 

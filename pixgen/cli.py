@@ -159,7 +159,7 @@ def generate(
     from pixgen import api  # after the options are checked: importing torch and open_clip takes seconds
 
     results = api.generate_many(prompts, count=count, config=config, overrides=set_, base=base, progress=not quiet,
-                                made_with=made_with, on_result=_report, **options)
+                                made_with=made_with, on_result=_report, keep=False, **options)
     if results[-1].interrupted:
         raise typer.Exit(130)
 

@@ -307,3 +307,24 @@ def test_negative_init_noise_is_refused():
 
     with pytest.raises(ConfigError, match="init_noise"):
         pixgen.generate("a red circle", model="random-tiny", init_noise=-1, write=False, progress=False)
+
+
+def test_a_batch_makes_each_seeds_config_when_its_turn_comes_and_can_keep_only_the_latest(tiny, monkeypatch):
+    import pixgen.api as api
+
+    seen = []
+
+    def fake_execute(cfg, **kwargs):  # stands in for a run; the third one is stopped by Ctrl-C
+        seen.append((cfg.prompt, int(cfg.seed)))
+        return api.Result(image=None, initial_image=None, run_dir=None, losses=[], config=cfg,
+                          status="interrupted" if len(seen) == 3 else "done")
+
+    monkeypatch.setattr(api, "_execute", fake_execute)
+    reported = []
+    # a million images of each prompt: built up front, their configs alone would take many minutes
+    results = pixgen.generate_many(["a", "b"], count=10 ** 6, seed=7, keep=False, on_result=reported.append, **tiny)
+    assert seen == [("a", 7), ("a", 8), ("a", 9)]
+    assert len(reported) == 3 and results == [reported[-1]] and results[0].interrupted
+    seen.clear()
+    kept = pixgen.generate_many(["a", "b"], count=2, seed=7, **tiny)  # keep=True: every run, in order
+    assert [int(r.config.seed) for r in kept] == [7, 8, 7] and [r.config.prompt for r in kept] == ["a", "a", "b"]
