@@ -49,14 +49,14 @@ RUNS_BORDER = [
 # the preset since the sixteenth session (2026-12-06): the border term and the sparsity term at weight 3 (until then
 # the option --config toy-sparse), judged beside the preset of the time on each of these sets (63-64 as the
 # thirteenth session's screen patch, 65-68 and 84-85 through the config key; the same images), and as the preset
-# itself on 86-93
+# itself on 86-95
 RUNS_SPARSE = [
     ("toy_heldout_thirteenth.json", ["runs"],
      ["ps63 area-3", "ps64 area-3", *(f"ps{s} sparsity-3" for s in range(65, 69))]),
     ("toy_heldout_sixteenth.json", ["runs"],
      [*(f"ps{s} sparsity-3" for s in range(84, 86)), *(f"ps{s} shipped" for s in range(86, 88))]),
     ("toy_heldout_seventeenth.json", ["runs"], [f"ps{s} shipped" for s in range(88, 92)]),
-    ("toy_heldout_eighteenth.json", ["runs"], [f"ps{s} shipped" for s in range(92, 94)]),
+    ("toy_heldout_eighteenth.json", ["runs"], [f"ps{s} shipped" for s in range(92, 96)]),
 ]
 CATEGORIES = [*SUITE_CATEGORIES, "overall"]  # held-out sets of the suite's forms have no extra categories
 TARGETS = {"single object": 0.95, "colour": 0.95, "position": 0.85, "background": 0.95, "two objects": 0.85,
