@@ -173,6 +173,8 @@ def test_held_out_says_when_the_world_has_too_few_new_prompts():
         held_out(80)  # only 16 colour-shape pairs are left for the 16 single-object and colour prompts
     with pytest.raises(ValueError, match="style"):
         held_out(3, style="other")
+    with pytest.raises(ValueError, match="prompt seed must be 0 or more"):
+        held_out(3, seed=-1)  # not numpy's "expected non-negative integer"
 
 
 @pytest.mark.skipif(not (TOY / "clip.pt").exists(), reason="toy weights not present")

@@ -202,6 +202,8 @@ def held_out(n: int, seed: int = 0, style: str = "suite") -> list[SuiteItem]:
     """
     if style not in HELD_OUT_STYLES:
         raise ValueError(f"unknown held-out style {style!r}; choose from {', '.join(HELD_OUT_STYLES)}")
+    if seed < 0:
+        raise ValueError(f"the held-out prompt seed must be 0 or more, got {seed}")
     rng = np.random.default_rng(seed)
     seen = {it.spec for it in suite()}
     items: list[SuiteItem] = []
