@@ -18,9 +18,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
 def _object_distances(pixels: np.ndarray, palette: np.ndarray, n_object: int, tol: float = 60.0) -> np.ndarray:
     """Distances to the nearest world colour of the pixels (M, 3) whose nearest is an object colour within tol."""
     dist = np.linalg.norm(pixels[:, None, :] - palette[None], axis=-1)
@@ -39,8 +36,9 @@ def main() -> None:
     parser.add_argument("--scenes", type=int, default=64)
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    from pixgen.checkpoints import load_vqgan
+    from pixgen.factory import TOY_DIR
     from pixgen.toy.strict import PALETTE
+    from pixgen.toy.training import load_toy_vqgan, reconstruct
     from pixgen.toy.world import COLOUR_NAMES, render, sample_scene
 
     n_object = len(COLOUR_NAMES)
@@ -50,13 +48,10 @@ def main() -> None:
         d = np.concatenate([_object_distances(np.asarray(Image.open(out / r["image"]).convert("RGB"), np.float32)
                                               .reshape(-1, 3), PALETTE, n_object) for r in rows])
         record["evals"][str(out)] = {"images": len(rows), **_stats(d)}
-    loaded = load_vqgan(ROOT / "checkpoints/toy/vqgan.yaml", ROOT / "checkpoints/toy/vqgan.ckpt")
-    vqgan = loaded[0] if isinstance(loaded, tuple) else loaded
     rng = np.random.default_rng(0)
     truth = np.stack([render(sample_scene(rng)) for _ in range(args.scenes)]).astype(np.float32)
-    with torch.no_grad():
-        back = vqgan(torch.from_numpy(truth).permute(0, 3, 1, 2) / 127.5 - 1)
-    back = ((back.clamp(-1, 1) + 1) * 127.5).permute(0, 2, 3, 1).numpy().reshape(-1, 3)
+    back = reconstruct(load_toy_vqgan(TOY_DIR), torch.from_numpy(truth).permute(0, 3, 1, 2) / 255)
+    back = (back * 255).permute(0, 2, 3, 1).numpy().reshape(-1, 3)
     flat = truth.reshape(-1, 3)
     true_label = np.linalg.norm(flat[:, None] - PALETTE[None], axis=-1).argmin(-1)
     on_object = true_label < n_object
