@@ -147,6 +147,10 @@ class RunConfig:
     video: bool = False
     fps: int = 20
     model: str = "imagenet_f16_16384"
+    # model toy only: a prompt term that is not a toy-world caption as written but becomes one in the grammar's own
+    # words ("a big red circle" -> "a large red circle", "on top of" -> "above") is encoded in those words, as the
+    # toy CLIP knows no others; false encodes every term as written.
+    toy_reword: bool = True
     vqgan_config: Optional[str] = None
     vqgan_checkpoint: Optional[str] = None
     clip: list[str] = field(default_factory=list)

@@ -270,13 +270,17 @@ class Session:
 
 
 def _embed_targets(cfg: DictConfig, perceptors: list[Perceptor], cutouts: dict[int, MakeCutouts],
-                   width: int, height: int, device: torch.device, messages: list[str]) -> tuple[list[Target], int]:
+                   width: int, height: int, device: torch.device, messages: list[str],
+                   rewordings: dict[str, str] | None = None) -> tuple[list[Target], int]:
+    """The prompt's targets for each CLIP; a text term in ``rewordings`` is encoded in its other words."""
+    rewordings = rewordings or {}
     targets: list[Target] = []
     phases = parse_story(cfg.prompt) if cfg.prompt.strip() else [[]]
     misses_of: dict[str, list[str]] = {}  # the near misses of each text term that has contrast terms
     if cfg.contrast.weight:
         swaps = check_swaps(OmegaConf.to_container(cfg.contrast.swaps, resolve=True))
-        misses_of = {p.text: near_misses(p.text, swaps) for phase in phases for p in phase if p.weight > 0}
+        misses_of = {p.text: near_misses(rewordings.get(p.text, p.text), swaps)
+                     for phase in phases for p in phase if p.weight > 0}
         alone = sorted(text for text, misses in misses_of.items() if not misses)
         if alone:
             messages.append(f"no contrast term for {', '.join(map(repr, alone))}: none of its words is in a class of "
@@ -289,7 +293,7 @@ def _embed_targets(cfg: DictConfig, perceptors: list[Perceptor], cutouts: dict[i
         for phase_index, phase in enumerate(phases):
             if not phase:
                 continue
-            embeds = perceptor.encode_text([p.text for p in phase])
+            embeds = perceptor.encode_text([rewordings.get(p.text, p.text) for p in phase])
             for p, e in zip(phase, embeds):
                 label = (f"[{phase_index}] " if len(phases) > 1 else "") + p.text + suffix
                 target = Target(label, pi, e, p.weight, p.stop, phase_index if len(phases) > 1 else None)
@@ -362,19 +366,33 @@ def make_reproducible(device: torch.device) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def _toy_vocabulary_warnings(phases) -> list[str]:
-    """Warnings for prompt terms the toy CLIP was never taught: it knows only its world's captions, so the picture
-    will not follow words from outside them (the run goes ahead; the user may mean to try)."""
-    from pixgen.toy.captions import CaptionError, parse_caption
+def _toy_wording(phases, reword: bool) -> tuple[dict[str, str], list[str]]:
+    """The toy CLIP knows only its world's captions, so the picture will not follow words from outside them.
 
-    warnings = []
-    for term in {p.text for phase in phases for p in phase}:
+    Returns the terms to encode in other words (``reword`` on: a term that is a caption once common synonyms and
+    forms are put in the grammar's words, e.g. "a big red circle" read as "a large red circle") and the messages:
+    one for each such rewording, and a warning for each term that is no caption either way (the run goes ahead; the
+    user may mean to try).
+    """
+    from pixgen.toy.captions import CaptionError, parse_caption, reword_caption
+
+    rewordings: dict[str, str] = {}
+    messages = []
+    for term in sorted({p.text for phase in phases for p in phase}):
         try:
             parse_caption(term)
+            continue
         except CaptionError as e:
-            warnings.append(f"{term!r} is not a caption of the toy world, so the toy CLIP will not follow it: "
-                            f"{e.message}; {e.hint}")
-    return sorted(warnings)
+            error = e
+        other = reword_caption(term) if reword else None
+        if other is not None:
+            rewordings[term] = other
+            messages.append(f"read {term!r} as {other!r}, in the toy world's own words, which are the only ones the "
+                            "toy CLIP was trained on (--set toy_reword=false encodes it as written)")
+        else:
+            messages.append(f"{term!r} is not a caption of the toy world, so the toy CLIP will not follow it: "
+                            f"{error.message}; {error.hint}")
+    return rewordings, messages
 
 
 @contextmanager
@@ -405,10 +423,12 @@ def build_session(cfg: DictConfig, *, state: dict | None = None) -> Session:
     device = resolve_device(cfg.device)
     if cfg.deterministic:
         make_reproducible(device)
+    rewordings: dict[str, str] = {}
     if cfg.prompt.strip():
         phases = parse_story(cfg.prompt)  # fail on a bad prompt before loading any model
         if cfg.model == "toy":
-            messages += _toy_vocabulary_warnings(phases)
+            rewordings, notes = _toy_wording(phases, bool(cfg.toy_reword))
+            messages += notes
     torch.manual_seed(cfg.seed)
     used: dict[tuple, torch.nn.Module] = {}
     vqgan, vqgan_file = load_vqgan_for(cfg, device, used)
@@ -440,7 +460,7 @@ def build_session(cfg: DictConfig, *, state: dict | None = None) -> Session:
                         f"throughout)")
     init = load_image(cfg.init_image, (start_w, start_h), what="init image") if cfg.init_image else None
     torch.manual_seed(cfg.seed)
-    targets, n_phases = _embed_targets(cfg, perceptors, cutouts, width, height, device, messages)
+    targets, n_phases = _embed_targets(cfg, perceptors, cutouts, width, height, device, messages, rewordings)
     if cfg.init_color is not None:  # a flat canvas: the one colour, or the candidate the prompts score best
         colours = config_mod.init_colors(cfg.init_color)
         pick = 0

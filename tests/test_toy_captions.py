@@ -175,3 +175,44 @@ def test_the_place_hint_names_exactly_the_places_the_grammar_reads():
 
     named = set().union(*(expand(p.strip()) for p in _PLACE_HINT.split(";")))
     assert named == set(_PLACES)
+
+
+def test_reword_caption_leaves_every_caption_the_grammar_writes_alone():
+    from pixgen.toy.captions import PAIR_KIND_NAMES, reword_caption, sample_spec
+
+    rng = np.random.default_rng(12)
+    for i in range(600):
+        text = spec_text(sample_spec(rng, PAIR_KIND_NAMES[i % len(PAIR_KIND_NAMES)]), rng if i % 3 else None)
+        assert reword_caption(text) is None, text
+        assert reword_caption(text.upper() + ".") is None, text  # a caption already, as written
+
+
+def test_reword_caption_puts_common_synonyms_and_forms_in_the_grammars_words():
+    from pixgen.toy.captions import parse_caption, reword_caption
+
+    cases = {
+        "a big red circle": "a large red circle",
+        "A tiny violet square on the right!": "a small purple square on the right",
+        "two huge magenta pluses": "two large pink plus signs",
+        "a little turquoise plus sign": "a small cyan plus sign",
+        "a red circle on top of a blue square": "a red circle above a blue square",
+        "the green cross is to the left of the orange circle": "a green cross to the left of an orange circle",
+        "the orange box is underneath the big yellow disc": "an orange box beneath a large yellow disc",
+        "a red circle at the bottom right": "a red circle in the bottom right corner",
+        "a red circle in the top-left corner": "a red circle in the top left corner",
+        "a red circle in the upper right": "a red circle in the top right",
+        "a pink triangle at the lower-left on a black background": "a pink triangle in the bottom left corner on a black background",
+        "the big red circle on the left": "a large red circle on the left",
+    }
+    for text, words in cases.items():
+        assert reword_caption(text) == words, text
+        assert parse_caption(words)  # a caption of the grammar
+
+
+def test_reword_caption_gives_up_where_no_rewording_makes_a_caption():
+    from pixgen.toy.captions import reword_caption
+
+    # no world word for "next to", a rectangle is no square, and a castle is not in the world at all
+    for text in ("a red circle next to a blue square", "a red rectangle", "a castle at dusk", "a big red hexagon",
+                 "", "two red circles and a blue square"):
+        assert reword_caption(text) is None, text

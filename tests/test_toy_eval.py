@@ -184,15 +184,20 @@ def test_eval_command_judges_a_prompt_file(tmp_path):
     from pixgen.cli import app
 
     prompts = tmp_path / "mine.txt"
-    prompts.write_text("# two of my own\na small pink cross below a cyan disc\n\nthree yellow boxes  # counting\n")
+    prompts.write_text("# three of my own\na small pink cross below a cyan disc\n\nthree yellow boxes  # counting\n"
+                       "The big red circle is on top of the blue square.\n")
     out = tmp_path / "ev"
     result = CliRunner().invoke(app, ["eval", "--prompts", str(prompts), "--seeds", "1", "-i", "1", "-o", str(out)])
     assert result.exit_code == 0, result.output
     data = json.loads((out / "results.json").read_text())
-    assert [r["prompt"] for r in data["rows"]] == ["a small pink cross below a cyan disc", "three yellow boxes"]
-    assert [r["category"] for r in data["rows"]] == ["relation", "counting"]
+    assert [r["prompt"] for r in data["rows"]] == ["a small pink cross below a cyan disc", "three yellow boxes",
+                                                   "The big red circle is on top of the blue square."]
+    assert [r["category"] for r in data["rows"]] == ["relation", "counting", "relation"]
     assert data["settings"]["prompts"] == f"--prompts {prompts}"
-    assert "| relation | 1 |" in result.output
+    assert "| relation | 2 |" in result.output
+    # the third is judged, and was generated, in the toy world's own words, and both say so
+    assert "1 of the 3 prompts are read in the toy world's own words" in result.output
+    assert any("as 'a large red circle above a blue square'" in m for m in data["rows"][2]["messages"])
 
 
 @pytest.mark.skipif(not (TOY / "clip.pt").exists(), reason="toy weights not present")
@@ -253,6 +258,39 @@ def test_toy_generation_warns_about_words_outside_the_toy_world_and_goes_on():
                             progress=False, echo=False)
     assert not [m for m in quiet.messages if "toy world" in m]
 
+
+
+@pytest.mark.skipif(not (TOY / "clip.pt").exists(), reason="toy weights not present")
+def test_toy_generation_reads_synonyms_in_the_toy_worlds_words_unless_told_not_to():
+    import numpy as np
+
+    import pixgen
+
+    def run(prompt, **options):
+        return pixgen.generate(prompt, model="toy", iterations=3, write=False, progress=False, echo=False, **options)
+
+    said, meant = run("A big red circle on top of a blue square!"), run("a large red circle above a blue square")
+    assert [m for m in said.messages if m.startswith("read ")] == [
+        "read 'A big red circle on top of a blue square!' as 'a large red circle above a blue square', in the toy "
+        "world's own words, which are the only ones the toy CLIP was trained on (--set toy_reword=false encodes it "
+        "as written)"]
+    assert not [m for m in said.messages if "not a caption" in m]
+    # the CLIP was given the reworded text: the same targets, so the same picture
+    assert np.array_equal(np.asarray(said.image), np.asarray(meant.image))
+    as_written = run("A big red circle on top of a blue square!", toy_reword=False)
+    assert [m for m in as_written.messages if "not a caption of the toy world" in m]
+    assert not np.array_equal(np.asarray(as_written.image), np.asarray(meant.image))
+
+
+def test_eval_prompts_may_use_the_synonyms_generation_rewords():
+    from pixgen.toy.captions import CaptionError
+    from pixgen.toy.evaluate import item_from_prompt
+
+    item = item_from_prompt("the big red circle is on top of the blue square")
+    assert item.spec == item_from_prompt("a large red circle above a blue square").spec
+    assert item.text == "the big red circle is on top of the blue square"  # generated as written (and reworded)
+    with pytest.raises(CaptionError, match="next to"):
+        item_from_prompt("a red circle next to a blue square")
 
 
 @pytest.mark.skipif(not (TOY / "clip.pt").exists(), reason="toy weights not present")

@@ -18,8 +18,8 @@ from pixgen.toy.world import (
     BACKGROUND_NAMES, COLOUR_NAMES, SHAPES, SIZE_NAMES, Obj, Scene, place_object,
 )
 
-__all__ = ["Ref", "Spec", "holds", "spec_text", "parse_caption", "CaptionError", "hard_negative", "sample_pair",
-           "sample_spec", "random_position", "KINDS", "RELATIONS", "PAIR_KINDS", "PAIR_KIND_NAMES"]
+__all__ = ["Ref", "Spec", "holds", "spec_text", "parse_caption", "reword_caption", "CaptionError", "hard_negative",
+           "sample_pair", "sample_spec", "random_position", "KINDS", "RELATIONS", "PAIR_KINDS", "PAIR_KIND_NAMES"]
 
 RELATIONS = ("above", "below", "left of", "right of")
 _OPPOSITE = {"above": "below", "below": "above", "left of": "right of", "right of": "left of"}
@@ -194,7 +194,9 @@ def spec_text(spec: Spec, rng: np.random.Generator | None = None) -> str:
 # ----------------------------------------------------------------------------------------- reading
 
 # Words people use that the grammar does not, and the grammar's word for each: the toy CLIP was trained on the
-# grammar's words alone, so these are refused, with the word to use instead.
+# grammar's words alone, so an error or warning names the word to use instead. Those that mean the same thing in the
+# toy world are also read in its words when a prompt is reworded (:func:`reword_caption`); "rectangle", "dot" and
+# "ball" would change the picture asked for, so they are only named.
 _INSTEAD = {"big": "large", "little": "small", "tiny": "small", "rectangle": "square", "dot": "circle",
             "ball": "circle", "violet": "purple", "magenta": "pink", "turquoise": "cyan"}
 _OTHER_WORDS = {"a", "an", "and", "on", "with", "against", "background"}  # the place phrases add the rest
@@ -308,6 +310,49 @@ def parse_caption(text: str) -> Spec:
         raise CaptionError(f"{whole!r} names {len(parts)} objects; a toy-world scene holds at most 4",
                            "name fewer objects")
     return Spec("objects", tuple(_read_ref(p, False, whole) for p in parts), background=background)
+
+
+# Common ways of saying what a toy-world caption says, each with the grammar's way, applied in this order to the
+# lower-cased text by :func:`reword_caption`.
+_SYNONYMS = {"big": "large", "huge": "large", "little": "small", "tiny": "small", "violet": "purple",
+             "magenta": "pink", "turquoise": "cyan", "upper": "top", "lower": "bottom", "underneath": "beneath"}
+_REL_PATTERN = "|".join(sorted(_REL_OF, key=len, reverse=True))
+_REWORDINGS = (
+    (re.compile(r"[\s.!?;:,]+$"), ""),  # closing punctuation
+    (re.compile(r"(?<=[a-z])-(?=[a-z])"), " "),  # "top-left"
+    (re.compile(r"\b(" + "|".join(_SYNONYMS) + r")\b"), lambda m: _SYNONYMS[m.group(1)]),
+    (re.compile(r"\bplus\b(?!\s+signs?\b)"), "plus sign"),
+    (re.compile(r"\bpluses\b"), "plus signs"),
+    (re.compile(r"\b(?:on top of|atop)\b"), "above"),
+    (re.compile(r"\b(?:at|on) the (top|bottom) (left|right)\b(?: corner)?"), r"in the \1 \2 corner"),
+    (re.compile(r"\s+(?:is|are)\s+(?=(?:" + _REL_PATTERN + r")\s)"), " "),  # "the red circle is above ..."
+    (re.compile(r"(^|\s)the\s+(?=(?:(?:small|large)\s+)?(?:(?:" + "|".join(COLOUR_NAMES) + r")\s+)?(?:"
+                + "|".join(sorted(_SHAPE_OF, key=len, reverse=True)) + r")\b)"), r"\1a "),
+    (re.compile(r"\b(?:a|an)\s+(?=(\w))"), lambda m: "an " if m.group(1) in "aeiou" else "a "),
+)
+
+
+def reword_caption(text: str) -> str | None:
+    """``text`` said in the toy world's own words, when it is not a caption as written but only common synonyms and
+    forms keep it from being one ("a big red circle" -> "a large red circle", "a red circle on top of a blue square"
+    -> "a red circle above a blue square", "the green cross is left of the pink circle", "a blue square at the
+    bottom right", "A red circle!"); ``None`` when ``text`` is a caption already, or when rewording does not make it
+    one. The toy CLIP was trained on its grammar's words alone and reads other words poorly, so generation with the
+    toy model encodes the reworded text (and says so); the meaning judged is the same.
+    """
+    try:
+        parse_caption(text)
+        return None
+    except CaptionError:
+        pass
+    words = " ".join(text.lower().split())
+    for pattern, replacement in _REWORDINGS:
+        words = pattern.sub(replacement, words)
+    try:
+        parse_caption(words)
+    except CaptionError:
+        return None
+    return words
 
 
 # -------------------------------------------------------------------------------------- hard negatives

@@ -456,6 +456,7 @@ def eval_command(
     """Generate the fixed toy prompt suite (or your own prompts), judge each image with the evaluator, print
     accuracy per category. Each image is kept in --out as soon as it is judged; an interrupted eval goes on
     with --resume."""
+    from pixgen.toy.captions import reword_caption
     from pixgen.toy.evaluate import CATEGORIES, EXTRA_CATEGORIES, HELD_OUT_STYLES, items_from_prompts
     from pixgen.toy.evaluate import held_out as draw_held_out
     from pixgen.toy.evaluate import held_out_source
@@ -491,6 +492,11 @@ def eval_command(
         items = items_from_prompts([ln for ln in lines if ln])
         if not items:
             raise PixgenError(f"prompt file {str(prompts)!r} has no prompts", "write one caption per line")
+        reworded = [(it.text, reword_caption(it.text)) for it in items if reword_caption(it.text) is not None]
+        if reworded:
+            typer.echo(f"pixgen: {len(reworded)} of the {len(items)} prompts are read in the toy world's own words, "
+                       f"e.g. {reworded[0][0]!r} as {reworded[0][1]!r} (generated so too, unless --set "
+                       "toy_reword=false)", err=True)
     elif held_out is not None:
         if held_out < 1:
             raise PixgenError("--held-out must be at least 1", "e.g. --held-out 40")
