@@ -203,6 +203,12 @@ def test_reword_caption_puts_common_synonyms_and_forms_in_the_grammars_words():
         "a red circle in the upper right": "a red circle in the top right",
         "a pink triangle at the lower-left on a black background": "a pink triangle in the bottom left corner on a black background",
         "the big red circle on the left": "a large red circle on the left",
+        "a red circle in the middle of the image": "a red circle in the middle",
+        "a big red circle at the top of the picture": "a large red circle at the top of the image",
+        "a tiny red square at the bottom of the image": "a small red square at the bottom of the image",
+        "a red circle, centered": "a red circle in the centre",
+        "two red circles on the bottom": "two red circles at the bottom",
+        "a red circle at the left side": "a red circle on the left side",
     }
     for text, words in cases.items():
         assert reword_caption(text) == words, text

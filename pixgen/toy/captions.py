@@ -324,7 +324,12 @@ _REWORDINGS = (
     (re.compile(r"\bplus\b(?!\s+signs?\b)"), "plus sign"),
     (re.compile(r"\bpluses\b"), "plus signs"),
     (re.compile(r"\b(?:on top of|atop)\b"), "above"),
+    (re.compile(r"\bof the (?:picture|canvas|frame)\b"), "of the image"),
+    (re.compile(r"(?<!\btop)(?<!\bbottom) of the image\b"), ""),  # the grammar has "at the top of the image"
+    (re.compile(r",?\s+cent(?:ere|re)d\b"), " in the centre"),
     (re.compile(r"\b(?:at|on) the (top|bottom) (left|right)\b(?: corner)?"), r"in the \1 \2 corner"),
+    (re.compile(r"\b(?:on the|at) (top|bottom)\b"), r"at the \1"),
+    (re.compile(r"\bat the (left|right) side\b"), r"on the \1 side"),
     (re.compile(r"\s+(?:is|are)\s+(?=(?:" + _REL_PATTERN + r")\s)"), " "),  # "the red circle is above ..."
     (re.compile(r"(^|\s)the\s+(?=(?:(?:small|large)\s+)?(?:(?:" + "|".join(COLOUR_NAMES) + r")\s+)?(?:"
                 + "|".join(sorted(_SHAPE_OF, key=len, reverse=True)) + r")\b)"), r"\1a "),
@@ -336,7 +341,8 @@ def reword_caption(text: str) -> str | None:
     """``text`` said in the toy world's own words, when it is not a caption as written but only common synonyms and
     forms keep it from being one ("a big red circle" -> "a large red circle", "a red circle on top of a blue square"
     -> "a red circle above a blue square", "the green cross is left of the pink circle", "a blue square at the
-    bottom right", "A red circle!"); ``None`` when ``text`` is a caption already, or when rewording does not make it
+    bottom right", "a red circle in the middle of the image", "A red circle!"); ``None`` when ``text`` is a caption
+    already, or when rewording does not make it
     one. The toy CLIP was trained on its grammar's words alone and reads other words poorly, so generation with the
     toy model encodes the reworded text (and says so); the meaning judged is the same.
     """
