@@ -47,6 +47,17 @@ def test_images_are_paired_by_prompt_and_seed_not_by_order():
     assert "| overall | 3 | 2 | 2 | 1 | 1 | 1 |" in text
 
 
+
+def test_a_prompt_that_comes_up_twice_is_paired_by_its_first_and_second_time():
+    # a prompt file may hold a line twice; each eval then makes that image twice, in the file's order
+    a = [_row("a red circle", 0, "single object", True), _row("a blue cross", 0, "colour", False),
+         _row("a red circle", 0, "single object", False)]
+    b = [_row("a red circle", 0, "single object", True), _row("a red circle", 0, "single object", True)]
+    result = compare(a, b)
+    assert result["paired"] == 2 and result["only_in_a"] == 1 and result["only_in_b"] == 0
+    single = result["tallies"]["single object"]["pass"]
+    assert (single.a, single.b, single.only_a, single.only_b) == (1, 2, 0, 1)
+
 def test_a_verdict_that_older_records_lack_gets_no_table():
     a = [_row("a red circle", 0, "single object", True)]
     b = [_row("a red circle", 0, "single object", False, True, True)]

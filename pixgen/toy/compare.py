@@ -57,20 +57,30 @@ def load_rows(path: str | Path) -> tuple[Path, list[dict]]:
         raise PixgenError(f"{path} holds no results.json", "give the --out directory of a finished `pixgen eval`")
     try:
         rows = json.loads(file.read_text())["rows"]
-        keys = [(r["prompt"], r["seed"], r["category"]) for r in rows]
+        for r in rows:  # each row names what it judged
+            r["prompt"], r["seed"], r["category"]
     except (ValueError, KeyError, TypeError) as exc:
         raise PixgenError(f"{file} is not the results.json of a pixgen eval ({type(exc).__name__}: {exc})",
                           "give the --out directory of a finished `pixgen eval`") from None
-    if len(set(k[:2] for k in keys)) != len(keys):
-        raise PixgenError(f"{file} holds the same prompt and seed twice", "give the results of one pixgen eval")
     return file, rows
 
 
+def _keyed(rows: list[dict]) -> list[tuple[tuple, dict]]:
+    """Each row keyed by prompt, seed and which time that pair comes up: a prompt file may hold a line twice."""
+    seen: dict[tuple, int] = {}
+    keyed = []
+    for r in rows:
+        key = (r["prompt"], r["seed"])
+        seen[key] = seen.get(key, 0) + 1
+        keyed.append(((*key, seen[key]), r))
+    return keyed
+
+
 def compare(a_rows: list[dict], b_rows: list[dict]) -> dict:
-    """Per category and verdict, the tallies over the images both evals made (paired by prompt and seed), and how
-    many images only one of them made."""
-    b_by = {(r["prompt"], r["seed"]): r for r in b_rows}
-    paired = [(r, b_by[(r["prompt"], r["seed"])]) for r in a_rows if (r["prompt"], r["seed"]) in b_by]
+    """Per category and verdict, the tallies over the images both evals made (paired by prompt and seed; a prompt
+    that comes up twice, by its first and second time in each), and how many images only one of them made."""
+    b_by = dict(_keyed(b_rows))
+    paired = [(r, b_by[key]) for key, r in _keyed(a_rows) if key in b_by]
     if not paired:
         raise PixgenError("the two evals share no image (no prompt made with the same seed in both)",
                           "compare evals of the same prompts and seeds, e.g. the same --held-out and --prompt-seed")
