@@ -342,9 +342,9 @@ def reword_caption(text: str) -> str | None:
     forms keep it from being one ("a big red circle" -> "a large red circle", "a red circle on top of a blue square"
     -> "a red circle above a blue square", "the green cross is left of the pink circle", "a blue square at the
     bottom right", "a red circle in the middle of the image", "A red circle!"); ``None`` when ``text`` is a caption
-    already, or when rewording does not make it
-    one. The toy CLIP was trained on its grammar's words alone and reads other words poorly, so generation with the
-    toy model encodes the reworded text (and says so); the meaning judged is the same.
+    already, or when rewording does not make it one. The toy CLIP was trained on its grammar's words alone and reads
+    other words poorly, so generation with the toy model encodes the reworded text (and says so); the meaning judged
+    is the same.
     """
     try:
         parse_caption(text)

@@ -492,7 +492,7 @@ def eval_command(
         items = items_from_prompts([ln for ln in lines if ln])
         if not items:
             raise PixgenError(f"prompt file {str(prompts)!r} has no prompts", "write one caption per line")
-        reworded = [(it.text, reword_caption(it.text)) for it in items if reword_caption(it.text) is not None]
+        reworded = [(it.text, other) for it in items if (other := reword_caption(it.text)) is not None]
         if reworded:
             typer.echo(f"pixgen: {len(reworded)} of the {len(items)} prompts are read in the toy world's own words, "
                        f"e.g. {reworded[0][0]!r} as {reworded[0][1]!r} (generated so too, unless --set "
