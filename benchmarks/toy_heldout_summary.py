@@ -57,6 +57,7 @@ RUNS_SPARSE = [
      [*(f"ps{s} sparsity-3" for s in range(84, 86)), *(f"ps{s} shipped" for s in range(86, 88))]),
     ("toy_heldout_seventeenth.json", ["runs"], [f"ps{s} shipped" for s in range(88, 92)]),
     ("toy_heldout_eighteenth.json", ["runs"], [f"ps{s} shipped" for s in range(92, 96)]),
+    ("toy_heldout_nineteenth.json", ["runs"], ["ps98 shipped"]),
 ]
 CATEGORIES = [*SUITE_CATEGORIES, "overall"]  # held-out sets of the suite's forms have no extra categories
 TARGETS = {"single object": 0.95, "colour": 0.95, "position": 0.85, "background": 0.95, "two objects": 0.85,
