@@ -374,24 +374,23 @@ def _toy_wording(phases, reword: bool) -> tuple[dict[str, str], list[str]]:
     one for each such rewording, and a warning for each term that is no caption either way (the run goes ahead; the
     user may mean to try).
     """
-    from pixgen.toy.captions import CaptionError, parse_caption, reword_caption
+    from pixgen.toy.captions import CaptionError, parse_caption, read_caption
 
     rewordings: dict[str, str] = {}
     messages = []
     for term in sorted({p.text for phase in phases for p in phase}):
         try:
-            parse_caption(term)
-            continue
+            other = read_caption(term)[1] if reword else None
+            if not reword:
+                parse_caption(term)
         except CaptionError as e:
-            error = e
-        other = reword_caption(term) if reword else None
+            messages.append(f"{term!r} is not a caption of the toy world, so the toy CLIP will not follow it: "
+                            f"{e.message}; {e.hint}")
+            continue
         if other is not None:
             rewordings[term] = other
             messages.append(f"read {term!r} as {other!r}, in the toy world's own words, which are the only ones the "
                             "toy CLIP was trained on (--set toy_reword=false encodes it as written)")
-        else:
-            messages.append(f"{term!r} is not a caption of the toy world, so the toy CLIP will not follow it: "
-                            f"{error.message}; {error.hint}")
     return rewordings, messages
 
 

@@ -2,6 +2,7 @@
 from dataclasses import fields
 
 import numpy as np
+import pytest
 
 from pixgen.toy.captions import Ref, Spec, hard_negative, holds, sample_pair, spec_text
 from pixgen.toy.world import Obj, Scene
@@ -93,7 +94,6 @@ def test_make_batch_draws_its_random_pairs_with_the_kind_weights():
 
 
 def test_kinds_option_is_checked_and_overrides_only_the_named_kinds():
-    import pytest
 
     from pixgen.errors import PixgenError
     from pixgen.toy.captions import PAIR_KINDS
@@ -222,3 +222,17 @@ def test_reword_caption_gives_up_where_no_rewording_makes_a_caption():
     for text in ("a red circle next to a blue square", "a red rectangle", "a castle at dusk", "a big red hexagon",
                  "", "two red circles and a blue square"):
         assert reword_caption(text) is None, text
+
+
+def test_read_caption_names_what_is_still_wrong_once_synonyms_are_in_the_worlds_words():
+    from pixgen.toy.captions import CaptionError, read_caption
+
+    assert read_caption("a red circle") == (Spec("objects", (Ref("red", "circle"),)), None)
+    spec, words = read_caption("A big red circle!")
+    assert words == "a large red circle" and spec.refs == (Ref("red", "circle", "large"),)
+    # "big" would be fine; "next to" is what no rewording mends, and the error says so
+    with pytest.raises(CaptionError, match="own words .'a large red circle next to a blue square'.*place 'next to"):
+        read_caption("a big red circle next to a blue square")
+    with pytest.raises(CaptionError, match="the word 'castle'") as info:  # nothing reworded: the plain error
+        read_caption("a castle")
+    assert "own words" not in str(info.value)

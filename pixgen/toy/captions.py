@@ -18,8 +18,9 @@ from pixgen.toy.world import (
     BACKGROUND_NAMES, COLOUR_NAMES, SHAPES, SIZE_NAMES, Obj, Scene, place_object,
 )
 
-__all__ = ["Ref", "Spec", "holds", "spec_text", "parse_caption", "reword_caption", "CaptionError", "hard_negative",
-           "sample_pair", "sample_spec", "random_position", "KINDS", "RELATIONS", "PAIR_KINDS", "PAIR_KIND_NAMES"]
+__all__ = ["Ref", "Spec", "holds", "spec_text", "parse_caption", "read_caption", "reword_caption", "CaptionError",
+           "hard_negative", "sample_pair", "sample_spec", "random_position", "KINDS", "RELATIONS", "PAIR_KINDS",
+           "PAIR_KIND_NAMES"]
 
 RELATIONS = ("above", "below", "left of", "right of")
 _OPPOSITE = {"above": "below", "below": "above", "left of": "right of", "right of": "left of"}
@@ -347,18 +348,29 @@ def reword_caption(text: str) -> str | None:
     is the same.
     """
     try:
-        parse_caption(text)
-        return None
+        return read_caption(text)[1]
     except CaptionError:
-        pass
+        return None
+
+
+def read_caption(text: str) -> tuple[Spec, str | None]:
+    """The meaning of ``text`` and, when it is a caption only in the toy world's own words, those words
+    (:func:`reword_caption`); else ``None``. Raises :class:`CaptionError` for text that is no caption either way,
+    saying what part cannot be read once the synonyms are put in the world's words (so "a big red circle next to a
+    box" is refused for "next to", not for "big")."""
+    try:
+        return parse_caption(text), None
+    except CaptionError as e:
+        error = e
     words = " ".join(text.lower().split())
     for pattern, replacement in _REWORDINGS:
         words = pattern.sub(replacement, words)
     try:
-        parse_caption(words)
-    except CaptionError:
-        return None
-    return words
+        return parse_caption(words), words
+    except CaptionError as e:
+        if words == " ".join(text.lower().split()).strip(" ."):
+            raise error from None
+        raise CaptionError(f"even in the toy world's own words ({words!r}): {e.message}", e.hint) from None
 
 
 # -------------------------------------------------------------------------------------- hard negatives

@@ -43,8 +43,7 @@ from pixgen.errors import Interrupted, PixgenError
 from pixgen.factory import torch_threads
 from pixgen.output import atomic_write, png_bytes
 from pixgen.toy.captions import (
-    RELATIONS, CaptionError, Ref, Spec, holds, parse_caption, random_position, reword_caption, sample_spec,
-    spec_text,
+    RELATIONS, CaptionError, Ref, Spec, holds, random_position, read_caption, sample_spec, spec_text,
 )
 from pixgen.toy.strict import StrictReading, names_exactly, strict_pass, strict_read
 from pixgen.toy.world import BACKGROUND_NAMES, COLOUR_NAMES, SHAPES, Scene
@@ -139,18 +138,12 @@ def category_of(spec: Spec) -> str:
 
 
 def item_from_prompt(text: str) -> SuiteItem:
-    """The suite item for one prompt written in the toy world's grammar, or in words :func:`reword_caption` puts in
+    """The suite item for one prompt written in the toy world's grammar, or in words :func:`read_caption` puts in
     it (as generation does), judged on its whole meaning; the item keeps the text as written.
 
     Raises :class:`pixgen.toy.captions.CaptionError` saying what part of the prompt cannot be read.
     """
-    try:
-        spec = parse_caption(text)
-    except CaptionError:
-        other = reword_caption(text)
-        if other is None:
-            raise
-        spec = parse_caption(other)
+    spec = read_caption(text)[0]
     return SuiteItem(category_of(spec), spec, " ".join(text.split()))
 
 
