@@ -94,7 +94,6 @@ def test_make_batch_draws_its_random_pairs_with_the_kind_weights():
 
 
 def test_kinds_option_is_checked_and_overrides_only_the_named_kinds():
-
     from pixgen.errors import PixgenError
     from pixgen.toy.captions import PAIR_KINDS
     from pixgen.toy.cli import parse_kinds
