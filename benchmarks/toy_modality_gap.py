@@ -40,19 +40,28 @@ def _images(arrays) -> torch.Tensor:
 def main() -> None:
     from pixgen.factory import toy_clip_specs
     from pixgen.perceptor import load_perceptor
-    from pixgen.toy.captions import PAIR_KIND_NAMES, parse_caption, reword_caption, sample_spec, spec_text
+    from pixgen.toy.captions import (
+        PAIR_KIND_NAMES, parse_caption, reword_caption, sample_pair, sample_spec, spec_text,
+    )
     from pixgen.toy.evaluate import held_out
     from pixgen.toy.world import SHAPES, render, sample_scene
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("eval_out", type=Path)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--matched", action="store_true",
+                        help="take the gap over matched pairs: each scene with a caption naming all it holds")
     args = parser.parse_args()
     torch.set_num_threads(1)
     towers = [load_perceptor(spec) for spec in toy_clip_specs()]
     rng = np.random.default_rng(0)
-    captions = [spec_text(sample_spec(rng, PAIR_KIND_NAMES[i % len(PAIR_KIND_NAMES)]), rng) for i in range(512)]
-    scenes = _images([render(sample_scene(rng)) for _ in range(512)])
+    if args.matched:  # each scene with a caption true of it and naming all it holds, as in training
+        pairs = [sample_pair(rng, PAIR_KIND_NAMES[i % len(PAIR_KIND_NAMES)]) for i in range(512)]
+        captions = [spec_text(spec, rng) for _, spec in pairs]
+        scenes = _images([render(scene) for scene, _ in pairs])
+    else:
+        captions = [spec_text(sample_spec(rng, PAIR_KIND_NAMES[i % len(PAIR_KIND_NAMES)]), rng) for i in range(512)]
+        scenes = _images([render(sample_scene(rng)) for _ in range(512)])
     text_mean = F.normalize(towers[0].encode_text(captions), dim=-1).mean(0)
     gaps = [F.normalize(t.encode_image(scenes).float(), dim=-1).mean(0) - text_mean for t in towers]
 
@@ -62,7 +71,7 @@ def main() -> None:
     def embed(k: int, arrays) -> torch.Tensor:
         return F.normalize(towers[k].encode_image(_images(arrays)).float(), dim=-1)
 
-    result = {"towers": [t.name for t in towers], "shifts": list(SHIFTS),
+    result = {"matched": args.matched, "towers": [t.name for t in towers], "shifts": list(SHIFTS),
               "gap_norm": [round(float(g.norm()), 3) for g in gaps], "clean_over_generated": {}, "right_over_wrong": {},
               "flat_below_right": {}}
     rows = [r for r in json.loads((args.eval_out / "results.json").read_text())["rows"] if r["seed"] == 0]

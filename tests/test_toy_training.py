@@ -121,6 +121,27 @@ def test_cut_variant_pushes_a_named_object_partly_off_the_canvas():
         assert mask[pad:pad + CANVAS, pad:pad + CANVAS].sum() < 0.95 * mask.sum()
 
 
+
+def test_stray_variant_adds_one_object_in_a_free_cell_clear_of_the_others():
+    from dataclasses import replace
+
+    from pixgen.toy.captions import sample_pair
+    from pixgen.toy.train_clip import stray_variant
+    from pixgen.toy.world import Scene, _overlaps
+
+    rng = np.random.default_rng(6)
+    for _ in range(60):
+        scene, spec = sample_pair(rng)
+        variant = stray_variant(scene, rng)
+        assert variant.background == scene.background and variant.objects[:-1] == scene.objects
+        extra = variant.objects[-1]
+        assert (extra.col, extra.row) not in {(o.col, o.row) for o in scene.objects}
+        assert not any(_overlaps(extra, o) for o in scene.objects)
+    one = scene.objects[0]
+    crowded = Scene(scene.background, [replace(one, col=c, row=r) for r in range(3) for c in range(3)])
+    assert stray_variant(crowded, rng) is None  # every cell taken: no room for a stray
+
+
 @needs
 def test_train_clip_with_chains_logs_them_and_resumes_their_state(tmp_path):
     from pixgen.toy.train_clip import train_clip
@@ -875,6 +896,24 @@ def test_cut_and_fade_together_score_each_cut_image_against_its_own_caption(tmp_
     row = json.loads((tmp_path / "clip_finetune.log.jsonl").read_text().splitlines()[0])
     assert seen[0] > 2 * 6  # scenes, their cut variants and their faded copies were all in one batch
     assert 0.0 <= row["cut_acc"] <= 1.0 and 0.0 <= row["fade_rank_acc"] <= 1.0
+
+
+
+@needs
+def test_stray_variants_are_ranked_below_their_scene_and_leave_runs_without_them_as_they_were(tmp_path, monkeypatch):
+    import pixgen.toy.train_clip as tc
+
+    seen = []
+    real_augment = tc.augment
+    monkeypatch.setattr(tc, "augment", lambda x, size, g: (seen.append(len(x)), real_augment(x, size, g))[1])
+    common = dict(steps=1, batch=6, negatives=1, junk=0, init=TOY / "clip.pt", threads=None, progress=False,
+                  lr=1e-4, warmup=1, save_every=1, log_every=1)
+    tc.train_clip(tmp_path / "stray", stray_p=1.0, **common)
+    row = json.loads((tmp_path / "stray" / "clip_finetune.log.jsonl").read_text().splitlines()[0])
+    assert 0.0 <= row["cut_acc"] <= 1.0  # the stray variants were ranked (logged with the cut ones)
+    tc.train_clip(tmp_path / "plain", **common)
+    plain = json.loads((tmp_path / "plain" / "clip_finetune.log.jsonl").read_text().splitlines()[0])
+    assert "cut_acc" not in plain and seen[0] > seen[1]  # no variants, and fewer images, without --stray
 
 
 def test_vqgan_training_takes_its_latent_grid_and_codebook_size_and_refuses_a_mismatched_resume(tmp_path):
