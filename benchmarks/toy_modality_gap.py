@@ -37,7 +37,7 @@ def _images(arrays) -> torch.Tensor:
 
 
 @torch.no_grad()
-def main() -> None:
+def main() -> dict:
     from pixgen.factory import toy_clip_specs
     from pixgen.perceptor import load_perceptor
     from pixgen.toy.captions import (
@@ -107,11 +107,10 @@ def main() -> None:
     name = result["towers"][0]
     result["right_over_wrong"][name] = {str(a): f"{right_wins[a]}/{len(items)}" for a in SHIFTS}
     result["flat_below_right"][name] = {str(a): round(float(np.mean(flat_gap[a])), 3) for a in SHIFTS}
-    text = json.dumps(result, indent=1)
-    print(text)
     if args.out:
-        args.out.write_text(text + "\n")
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+    return result
 
 
 if __name__ == "__main__":
-    main()
+    print(json.dumps(main(), indent=1))
