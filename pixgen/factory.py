@@ -380,9 +380,11 @@ def _toy_wording(phases, reword: bool) -> tuple[dict[str, str], list[str]]:
     messages = []
     for term in sorted({p.text for phase in phases for p in phase}):
         try:
-            other = read_caption(term)[1] if reword else None
-            if not reword:
+            if reword:
+                other = read_caption(term)[1]
+            else:
                 parse_caption(term)
+                other = None
         except CaptionError as e:
             messages.append(f"{term!r} is not a caption of the toy world, so the toy CLIP will not follow it: "
                             f"{e.message}; {e.hint}")
