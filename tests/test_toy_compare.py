@@ -88,3 +88,7 @@ def test_compare_command_reads_two_eval_directories_and_refuses_what_is_not_one(
     (tmp_path / "c" / "results.json").write_text('{"summary": {}}')
     result = CliRunner().invoke(app, ["toy", "compare", str(tmp_path / "a"), str(tmp_path / "c")])
     assert result.exit_code == 2 and "is not the results.json of a pixgen eval" in result.output
+    for rows in ('[1, 2]', '[{"prompt": "a red circle", "seed": 0}]'):  # rows that are not rows, or lack a key
+        (tmp_path / "c" / "results.json").write_text('{"rows": %s}' % rows)
+        result = CliRunner().invoke(app, ["toy", "compare", str(tmp_path / "a"), str(tmp_path / "c")])
+        assert result.exit_code == 2 and "is not the results.json of a pixgen eval" in result.output, rows

@@ -57,8 +57,8 @@ def load_rows(path: str | Path) -> tuple[Path, list[dict]]:
         raise PixgenError(f"{path} holds no results.json", "give the --out directory of a finished `pixgen eval`")
     try:
         rows = json.loads(file.read_text())["rows"]
-        if not all({"prompt", "seed", "category"} <= r.keys() for r in rows):
-            raise KeyError("a row without its prompt, seed or category")
+        if not all(isinstance(r, dict) and {"prompt", "seed", "category"} <= r.keys() for r in rows):
+            raise KeyError("a row that is not an object with its prompt, seed and category")
     except (ValueError, KeyError, TypeError) as exc:
         raise PixgenError(f"{file} is not the results.json of a pixgen eval ({type(exc).__name__}: {exc})",
                           "give the --out directory of a finished `pixgen eval`") from None
