@@ -276,6 +276,11 @@ def _read_ref(text: str, plural: bool | None, whole: str) -> Ref:
     return Ref(_COLOUR_OF[colour] if colour else None, _SHAPE_OF[shape_word], size, col, row)
 
 
+def _plain(text: str) -> str:
+    """``text`` as the grammar reads it: lower case, single spaces, no full stop or spaces at either end."""
+    return " ".join(text.lower().split()).strip(" .")
+
+
 def parse_caption(text: str) -> Spec:
     """The meaning of a toy-world caption: the inverse of :func:`spec_text`, paraphrases included, and only the
     grammar's own words (the toy CLIP knows no others; common synonyms are refused with the word to use).
@@ -285,7 +290,7 @@ def parse_caption(text: str) -> Spec:
     ("three orange squares") and a trailing background ("on a black background"). Raises :class:`CaptionError`
     naming the part it cannot read.
     """
-    whole = " ".join(text.lower().split()).strip(" .")
+    whole = _plain(text)
     if not whole:
         raise CaptionError("the caption is empty", f"write one, e.g. {_EXAMPLES}")
     body, background = whole, None
@@ -362,13 +367,13 @@ def read_caption(text: str) -> tuple[Spec, str | None]:
         return parse_caption(text), None
     except CaptionError as e:
         error = e
-    words = " ".join(text.lower().split())
+    words = _plain(text)
     for pattern, replacement in _REWORDINGS:
         words = pattern.sub(replacement, words)
     try:
         return parse_caption(words), words
     except CaptionError as e:
-        if words == " ".join(text.lower().split()).strip(" ."):
+        if words == _plain(text):  # nothing was reworded: the error as written says it best
             raise error from None
         raise CaptionError(f"even in the toy world's own words ({words!r}): {e.message}", e.hint) from None
 
