@@ -17,7 +17,7 @@ from PIL import Image
 from pixgen import __version__
 from pixgen import config as config_mod
 from pixgen.engine import StepState
-from pixgen.errors import ConfigError, PixgenError
+from pixgen.errors import ConfigError, OutOfMemory, PixgenError, is_out_of_memory, out_of_memory
 from pixgen.prompts import parse_story
 from pixgen.factory import Session, build_session, torch_threads, weights_changes
 from pixgen.output import (CONFIG_NAME, LOG_NAME, STATE_NAME, RunWriter, atomic_write, frame_paths,
@@ -255,7 +255,23 @@ def resume(run_dir: str | Path, *, iterations: int | None = None, threads: int |
 
 def _execute(cfg: DictConfig, **kwargs: Any) -> Result:
     with torch_threads(cfg.threads):  # the config's thread count for this run only
-        return _run(cfg, **kwargs)
+        try:
+            return _run(cfg, **kwargs)
+        except (MemoryError, RuntimeError) as exc:
+            if not is_out_of_memory(exc):
+                raise
+            raise _out_of_memory(cfg, exc, None) from None
+
+
+def _out_of_memory(cfg: DictConfig, exc: BaseException, run_dir: Path | None) -> OutOfMemory:
+    """A run refused memory, as an error that names the run's size and cutouts and what to lower; with the run
+    directory where the run had begun, so that its last saved image and state are not taken for lost."""
+    width, height = (list(cfg.size) * 2)[:2]
+    hint = ("ask for less memory: a smaller --size (half the width and height needs about a quarter of it) or "
+            "fewer --cutouts; on a GPU, --device cpu uses the machine's memory instead")
+    if run_dir is not None and (run_dir / STATE_NAME).is_file():
+        hint += f". The run's last saved image and state are kept in {run_dir} (`pixgen resume {run_dir}`)"
+    return out_of_memory(exc, f"making a {width}x{height} image with {cfg.cutouts.n} cutouts per step", hint)
 
 
 def _run(cfg: DictConfig, *, write: bool, progress: bool, run_dir: Path | None = None,
@@ -301,7 +317,12 @@ def _run(cfg: DictConfig, *, write: bool, progress: bool, run_dir: Path | None =
     status = "done"
     if start < cfg.iterations:
         with _sigint_stops_after_step() as stop:
-            status = session.engine.run(start, callbacks, stop)
+            try:
+                status = session.engine.run(start, callbacks, stop)
+            except (MemoryError, RuntimeError) as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                raise _out_of_memory(cfg, exc, run_dir) from None
     elif writer is not None:
         writer.on_end(StepState(start, cfg.iterations, session.generator), "done")
     with torch.no_grad():

@@ -7,18 +7,24 @@ from typing import Any, Callable
 
 import typer
 
-from pixgen.errors import ConfigError, PixgenError
+from pixgen.errors import ConfigError, PixgenError, is_out_of_memory, out_of_memory
 
 
 def friendly(func: Callable | None = None, *, aborted: str = "aborted") -> Callable:
-    """Print PixgenErrors as 'error: ...' plus their hint and exit 2; Ctrl-C prints ``aborted`` and exits 130."""
+    """Print PixgenErrors (and a refused allocation, as OutOfMemory) as 'error: ...' plus their hint and exit 2;
+    Ctrl-C prints ``aborted`` and exits 130."""
 
     def decorate(f: Callable) -> Callable:
         @functools.wraps(f)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             try:
                 return f(*args, **kwargs)
-            except PixgenError as exc:
+            except (PixgenError, MemoryError, RuntimeError) as exc:
+                if not isinstance(exc, PixgenError):
+                    if not is_out_of_memory(exc):
+                        raise
+                    exc = out_of_memory(exc, "running this command", "ask for less memory (a smaller --size, "
+                                        "--batch or --cutouts, or fewer --jobs at once), or free some first")
                 typer.echo(f"error: {exc.message}", err=True)
                 if exc.hint:
                     typer.echo(f"  hint: {exc.hint}", err=True)

@@ -39,3 +39,36 @@ class NonFiniteLossError(PixgenError):
 
 class Interrupted(PixgenError):
     """The run was interrupted (Ctrl-C) after saving its state."""
+
+
+class OutOfMemory(PixgenError):
+    """The machine (or the GPU) had not enough free memory for what was asked."""
+
+
+_MEMORY_WORDS = ("out of memory", "can't allocate memory", "cannot allocate memory")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is an allocation failure: Python's MemoryError, torch's OutOfMemoryError (CUDA), or the
+    RuntimeError torch raises when the CPU (or MPS) allocator is refused."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(exc, RuntimeError) and any(w in str(exc).lower() for w in _MEMORY_WORDS)
+
+
+def _gib(n_bytes: int) -> str:
+    return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{max(1, round(n_bytes / 2**20))} MiB"
+
+
+def out_of_memory(exc: BaseException, doing: str, hint: str) -> OutOfMemory:
+    """The OutOfMemory error for ``exc`` (see :func:`is_out_of_memory`): ``doing`` says what was being done, and
+    the message adds the size of the allocation that failed where torch names it."""
+    import re
+
+    text = str(exc)
+    cpu = re.search(r"tried to allocate (\d+) bytes", text)
+    gpu = re.search(r"Tried to allocate ([\d.]+ [KMGT]?i?B)", text)
+    where = "GPU" if type(exc).__name__ == "OutOfMemoryError" or "CUDA" in text or "MPS" in text else "machine"
+    amount = _gib(int(cpu.group(1))) if cpu else gpu.group(1) if gpu else None
+    asked = f": one allocation of {amount} was refused" if amount else ""
+    return OutOfMemory(f"out of memory on the {where} while {doing}{asked}", hint)

@@ -433,3 +433,40 @@ def test_python_m_pixgen_is_the_same_command_line():
                          capture_output=True, text=True)
     assert out.returncode == 2 and "positive width and height" in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
+
+
+REFUSED = "DefaultCPUAllocator: can't allocate memory: you tried to allocate 120000000000 bytes. Error code 12"
+
+
+def test_out_of_memory_is_an_error_message_not_a_traceback(tmp_path, monkeypatch):
+    from pixgen import engine
+
+    def step(self, i):
+        raise RuntimeError(REFUSED)
+
+    monkeypatch.setattr(engine.Engine, "step", step)
+    result = run(["a castle", *FAST], tmp_path / "out")
+    assert result.exit_code == 2 and result.exception is not None and isinstance(result.exception, SystemExit)
+    assert "error: out of memory on the machine while making a 32x32 image with 2 cutouts" in result.output
+    assert "hint: ask for less memory: a smaller --size" in result.output
+
+
+def test_every_command_turns_a_refused_allocation_into_an_error_message(capsys):
+    import typer
+
+    from pixgen.cli_util import friendly
+
+    def refused():
+        raise RuntimeError(REFUSED)
+
+    def broken():
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    with pytest.raises(typer.Exit) as stopped:
+        friendly(refused)()
+    assert stopped.value.exit_code == 2
+    said = capsys.readouterr().err
+    assert "error: out of memory on the machine while running this command: one allocation of 111.8 GiB" in said
+    assert "hint: ask for less memory" in said
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):  # a bug stays a traceback
+        friendly(broken)()

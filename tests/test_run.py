@@ -328,3 +328,49 @@ def test_a_batch_makes_each_seeds_config_when_its_turn_comes_and_can_keep_only_t
     seen.clear()
     kept = pixgen.generate_many(["a", "b"], count=2, seed=7, **tiny)  # keep=True: every run, in order
     assert [int(r.config.seed) for r in kept] == [7, 8, 7] and [r.config.prompt for r in kept] == ["a", "a", "b"]
+
+
+CPU_REFUSAL = ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you tried "
+               "to allocate 120000000000 bytes. Error code 12 (Cannot allocate memory)")
+
+
+def test_allocation_failures_are_recognised_and_sized():
+    from pixgen.errors import is_out_of_memory, out_of_memory
+
+    assert is_out_of_memory(RuntimeError(CPU_REFUSAL)) and is_out_of_memory(MemoryError())
+    assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.50 GiB. GPU 0 has ..."))
+    assert not is_out_of_memory(RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x3 and 5x6)"))
+    cpu = out_of_memory(RuntimeError(CPU_REFUSAL), "doing X", "lower Y")
+    assert cpu.message == "out of memory on the machine while doing X: one allocation of 111.8 GiB was refused"
+    gpu = out_of_memory(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.50 GiB. GPU 0"), "doing X", "h")
+    assert gpu.message.endswith("on the GPU while doing X: one allocation of 2.50 GiB was refused")
+
+
+def test_a_refused_allocation_mid_run_is_a_clear_error_that_keeps_the_run(tiny, monkeypatch):
+    from pixgen.errors import OutOfMemory
+
+    real_step = engine_mod.Engine.step
+
+    def step(self, i):
+        if i == 4:
+            raise RuntimeError(CPU_REFUSAL)
+        return real_step(self, i)
+
+    monkeypatch.setattr(engine_mod.Engine, "step", step)
+    with pytest.raises(OutOfMemory) as caught:
+        pixgen.generate("a castle", **tiny)
+    run_dir = Path(tiny["output_dir"]) / os.listdir(tiny["output_dir"])[0]
+    assert "32x32 image with 4 cutouts per step: one allocation of 111.8 GiB" in caught.value.message
+    assert f"kept in {run_dir}" in caught.value.hint and "--size" in caught.value.hint
+    assert read_png_metadata(run_dir / "image.png")["step"] == "3"  # the last save_every step
+    monkeypatch.setattr(engine_mod.Engine, "step", real_step)
+    assert read_png_metadata(pixgen.resume(run_dir, progress=False).run_dir / "image.png")["step"] == "6"
+
+
+def test_other_runtime_errors_are_not_called_out_of_memory(tiny, monkeypatch):
+    def step(self, i):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x3 and 5x6)")
+
+    monkeypatch.setattr(engine_mod.Engine, "step", step)
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        pixgen.generate("a castle", **tiny)
