@@ -208,6 +208,14 @@ def test_reword_caption_puts_common_synonyms_and_forms_in_the_grammars_words():
         "a red circle, centered": "a red circle in the centre",
         "two red circles on the bottom": "two red circles at the bottom",
         "a red circle at the left side": "a red circle on the left side",
+        "a red circle at the centre": "a red circle in the centre",
+        "a blue disk top right": "a blue disc in the top right corner",
+        "two red circles in bottom left": "two red circles in the bottom left corner",
+        "a red circle on the left of a blue square": "a red circle to the left of a blue square",
+        "the red circle which is directly above the blue square": "a red circle above a blue square",
+        "a red circle that is just right of a blue square": "a red circle right of a blue square",
+        "a single red circle": "one red circle",
+        "exactly three green crosses at the top": "three green crosses at the top",
     }
     for text, words in cases.items():
         assert reword_caption(text) == words, text
@@ -219,7 +227,7 @@ def test_reword_caption_gives_up_where_no_rewording_makes_a_caption():
 
     # no world word for "next to", a rectangle is no square, and a castle is not in the world at all
     for text in ("a red circle next to a blue square", "a red rectangle", "a castle at dusk", "a big red hexagon",
-                 "", "two red circles and a blue square"):
+                 "", "two red circles and a blue square", "a red circle in the top middle", "a red circle on the top of"):
         assert reword_caption(text) is None, text
 
 

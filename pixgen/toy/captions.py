@@ -321,7 +321,8 @@ def parse_caption(text: str) -> Spec:
 # Common ways of saying what a toy-world caption says, each with the grammar's way, applied in this order to the
 # lower-cased text by :func:`reword_caption`.
 _SYNONYMS = {"big": "large", "huge": "large", "little": "small", "tiny": "small", "violet": "purple",
-             "magenta": "pink", "turquoise": "cyan", "upper": "top", "lower": "bottom", "underneath": "beneath"}
+             "magenta": "pink", "turquoise": "cyan", "upper": "top", "lower": "bottom", "underneath": "beneath",
+             "disk": "disc", "disks": "discs"}
 _REL_PATTERN = "|".join(sorted(_REL_OF, key=len, reverse=True))
 _REWORDINGS = (
     (re.compile(r"[\s.!?;:,]+$"), ""),  # closing punctuation
@@ -334,9 +335,17 @@ _REWORDINGS = (
     (re.compile(r"(?<!\btop)(?<!\bbottom) of the image\b"), ""),  # the grammar has "at the top of the image"
     (re.compile(r",?\s+cent(?:ere|re)d\b"), " in the centre"),
     (re.compile(r"\b(?:at|on) the (top|bottom) (left|right)\b(?: corner)?"), r"in the \1 \2 corner"),
+    (re.compile(r"(?<!the )\b(?:in )?(top|bottom) (left|right)\b(?: corner)?"), r"in the \1 \2 corner"),  # bare
     (re.compile(r"\b(?:on the|at) (top|bottom)\b"), r"at the \1"),
     (re.compile(r"\bat the (left|right) side\b"), r"on the \1 side"),
-    (re.compile(r"\s+(?:is|are)\s+(?=(?:" + _REL_PATTERN + r")\s)"), " "),  # "the red circle is above ..."
+    (re.compile(r"\bat the (centre|center|middle)\b"), r"in the \1"),
+    (re.compile(r"\bon the (left|right) of\b"), r"to the \1 of"),  # the relation, not the place "on the left"
+    (re.compile(r"\b(?:directly|just|immediately|straight)\s+(?=(?:" + _REL_PATTERN + r")\s)"), ""),
+    # "the red circle is above ...", "a red circle which is above ..."
+    (re.compile(r"\s+(?:(?:which|that)\s+)?(?:is|are)\s+(?=(?:" + _REL_PATTERN + r")\s)"), " "),
+    (re.compile(r"\b(?:a single|just one|only one)\b"), "one"),
+    (re.compile(r"\b(?:exactly|precisely|just|only)\s+(?=(?:" + "|".join(w for ws in _NUMBERS.values() for w in ws)
+                + r")\b)"), ""),
     (re.compile(r"(^|\s)the\s+(?=(?:(?:small|large)\s+)?(?:(?:" + "|".join(COLOUR_NAMES) + r")\s+)?(?:"
                 + "|".join(sorted(_SHAPE_OF, key=len, reverse=True)) + r")\b)"), r"\1a "),
     (re.compile(r"\b(?:a|an)\s+(?=(\w))"), lambda m: "an " if m.group(1) in "aeiou" else "a "),
