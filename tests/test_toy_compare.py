@@ -82,7 +82,8 @@ def test_compare_command_reads_two_eval_directories_and_refuses_what_is_not_one(
     result = CliRunner().invoke(app, ["toy", "compare", str(tmp_path / "a"), str(tmp_path / "b")])
     assert result.exit_code == 0, result.output
     assert "| overall | 3 | 2 | 1 | 1 | 0 | 1 |" in result.output
-    result = CliRunner().invoke(app, ["toy", "compare", str(tmp_path / "a"), str(tmp_path)])
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(app, ["toy", "compare", str(tmp_path / "a"), str(tmp_path / "empty")])
     assert result.exit_code == 2 and "holds no results.json" in result.output
     (tmp_path / "c").mkdir()
     (tmp_path / "c" / "results.json").write_text('{"summary": {}}')
@@ -92,3 +93,34 @@ def test_compare_command_reads_two_eval_directories_and_refuses_what_is_not_one(
         (tmp_path / "c" / "results.json").write_text('{"rows": %s}' % rows)
         result = CliRunner().invoke(app, ["toy", "compare", str(tmp_path / "a"), str(tmp_path / "c")])
         assert result.exit_code == 2 and "is not the results.json of a pixgen eval" in result.output, rows
+
+
+def _eval_dir(path, prompt_set, passes):
+    path.mkdir(parents=True)
+    rows = [_row(p, s, "single object", ok, ok, False) for (p, s), ok in passes.items()]
+    (path / "results.json").write_text(json.dumps({"settings": {"prompts": prompt_set}, "rows": rows}))
+
+
+def test_directories_of_evals_are_pooled_pairing_each_eval_with_the_one_of_its_prompt_set(tmp_path):
+    from typer.testing import CliRunner
+
+    from pixgen.cli import app
+
+    # the same prompt and seed comes up in both prompt sets, with other verdicts: pairing across sets would miscount
+    _eval_dir(tmp_path / "A" / "ps1", "--held-out 2 --prompt-seed 1", {("a red circle", 0): True, ("a blue cross", 0): True})
+    _eval_dir(tmp_path / "A" / "ps2", "--held-out 2 --prompt-seed 2", {("a red circle", 0): False, ("a cyan disc", 0): False})
+    _eval_dir(tmp_path / "A" / "ps3", "--held-out 2 --prompt-seed 3", {("a pink box", 0): True})  # B lacks it
+    _eval_dir(tmp_path / "B" / "two", "--held-out 2 --prompt-seed 2", {("a red circle", 0): True, ("a cyan disc", 0): True})
+    _eval_dir(tmp_path / "B" / "one", "--held-out 2 --prompt-seed 1", {("a red circle", 0): True, ("a blue cross", 0): False})
+    result = CliRunner().invoke(app, ["toy", "compare", str(tmp_path / "A"), str(tmp_path / "B")])
+    assert result.exit_code == 0, result.output
+    assert "(3 evals: ps1, ps2, ps3)" in result.output and "(2 evals: one, two)" in result.output
+    assert "4 images paired by prompt and seed (1 only in A and 0 only in B left out)" in result.output
+    # ps1: A passes both, B one; ps2: A passes neither, B both -> A 2, B 3, only A 1, only B 2
+    assert "| overall | 4 | 2 | 3 | 1 | 2 | 1 |" in result.output
+    # one eval against a directory: paired with the eval of its own prompt set there
+    result = CliRunner().invoke(app, ["toy", "compare", str(tmp_path / "A" / "ps2"), str(tmp_path / "B")])
+    assert result.exit_code == 0 and "| overall | 2 | 0 | 2 | 0 | 2 | 0.500 |" in result.output, result.output
+    _eval_dir(tmp_path / "B" / "again", "--held-out 2 --prompt-seed 1", {("a red circle", 0): True})
+    result = CliRunner().invoke(app, ["toy", "compare", str(tmp_path / "A"), str(tmp_path / "B")])
+    assert result.exit_code == 2 and "holds two evals of the same prompts: again and one" in result.output

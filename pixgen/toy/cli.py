@@ -327,14 +327,21 @@ def image_tower_cmd(src: Path = typer.Argument(..., help="clip.pt of a run train
 
 
 @toy_app.command("compare")
-def compare_cmd(a: Path = typer.Argument(..., help="One eval's --out directory (or its results.json)."),
+def compare_cmd(a: Path = typer.Argument(..., help="One eval's --out directory (or its results.json), or a "
+                                                   "directory of evals, one per subdirectory, pooled."),
                 b: Path = typer.Argument(..., help="The other's, made from the same prompts and seeds.")) -> None:
     """Two `pixgen eval` results image by image: passes per category and verdict, the images only one of them
-    passes, and a sign test of that split."""
-    from pixgen.toy.compare import compare, load_rows, report
+    passes, and a sign test of that split. Give two directories of evals (e.g. one per prompt seed) to pool them:
+    their evals are paired by the prompts they judged."""
+    from pixgen.toy.compare import compare, load_evals, pooled_rows, report
 
-    (a_file, a_rows), (b_file, b_rows) = load_rows(a), load_rows(b)
-    typer.echo(report(compare(a_rows, b_rows), str(a_file), str(b_file)))
+    a_evals, b_evals = load_evals(a), load_evals(b)
+    a_rows, b_rows = pooled_rows(a_evals, b_evals)
+    typer.echo(report(compare(a_rows, b_rows), _evals_name(a, a_evals), _evals_name(b, b_evals)))
+
+
+def _evals_name(path: Path, evals: list) -> str:
+    return str(evals[0][0]) if len(evals) == 1 else f"{path} ({len(evals)} evals: {', '.join(f.parent.name for f, _, _ in evals)})"
 
 
 @toy_app.command("read")

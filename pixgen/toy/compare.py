@@ -51,26 +51,68 @@ class Tally:
 
 def load_rows(path: str | Path) -> tuple[Path, list[dict]]:
     """The rows of an eval's ``results.json`` (given as the file or its directory)."""
-    path = Path(path)
-    file = path / "results.json" if path.is_dir() else path
-    if not file.is_file():
-        raise PixgenError(f"{path} holds no results.json", "give the --out directory of a finished `pixgen eval`")
-    try:
-        rows = json.loads(file.read_text())["rows"]
-        if not all(isinstance(r, dict) and {"prompt", "seed", "category"} <= r.keys() for r in rows):
-            raise KeyError("a row that is not an object with its prompt, seed and category")
-    except (ValueError, KeyError, TypeError) as exc:
-        raise PixgenError(f"{file} is not the results.json of a pixgen eval ({type(exc).__name__}: {exc})",
-                          "give the --out directory of a finished `pixgen eval`") from None
+    file, _, rows = load_eval(path)
     return file, rows
 
 
+def load_eval(path: str | Path) -> tuple[Path, str, list[dict]]:
+    """An eval's ``results.json`` (given as the file or its directory): the file, the prompt set it judged (as its
+    settings name it, e.g. "--held-out 58 --held-out-style suite --prompt-seed 98") and its rows."""
+    path = Path(path)
+    file = path / "results.json" if path.is_dir() else path
+    if not file.is_file():
+        raise PixgenError(f"{path} holds no results.json", "give the --out directory of a finished `pixgen eval`, "
+                          "or a directory of such directories")
+    try:
+        data = json.loads(file.read_text())
+        rows = data["rows"]
+        if not all(isinstance(r, dict) and {"prompt", "seed", "category"} <= r.keys() for r in rows):
+            raise KeyError("a row that is not an object with its prompt, seed and category")
+        settings = data.get("settings")
+        prompt_set = settings.get("prompts") if isinstance(settings, dict) else None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise PixgenError(f"{file} is not the results.json of a pixgen eval ({type(exc).__name__}: {exc})",
+                          "give the --out directory of a finished `pixgen eval`") from None
+    return file, json.dumps(prompt_set), rows
+
+
+def load_evals(path: str | Path) -> list[tuple[Path, str, list[dict]]]:
+    """The evals at ``path`` (as :func:`load_eval` reads each): one eval, or a directory of evals, one per
+    subdirectory (e.g. the same setting judged on several prompt seeds). Two evals of one prompt set are refused:
+    which one to pair would be a guess."""
+    path = Path(path)
+    if path.is_dir() and not (path / "results.json").exists():
+        inner = sorted(d for d in path.iterdir() if (d / "results.json").is_file())
+        if inner:
+            evals = [load_eval(d) for d in inner]
+            first: dict[str, Path] = {}
+            for file, prompt_set, _ in evals:
+                if prompt_set in first:
+                    raise PixgenError(f"{path} holds two evals of the same prompts: {first[prompt_set].parent.name} "
+                                      f"and {file.parent.name}", "keep one eval per prompt set in the directory")
+                first[prompt_set] = file
+            return evals
+    return [load_eval(path)]
+
+
+def pooled_rows(a: list[tuple[Path, str, list[dict]]],
+                b: list[tuple[Path, str, list[dict]]]) -> tuple[list[dict], list[dict]]:
+    """Each side's evals (:func:`load_evals`) as one list of rows for :func:`compare`. Where a side holds several
+    evals, every row is marked with its eval's prompt set, so that an image pairs only with the image of the same
+    prompt set, prompt and seed; two single evals pair as they are, whatever prompt sets they name."""
+    if len(a) == 1 and len(b) == 1:
+        return a[0][2], b[0][2]
+    return tuple([{**r, "_prompt_set": prompt_set} for _, prompt_set, rows in side for r in rows]  # type: ignore
+                 for side in (a, b))
+
+
 def _keyed(rows: list[dict]) -> list[tuple[tuple, dict]]:
-    """Each row keyed by prompt, seed and which time that pair comes up: a prompt file may hold a line twice."""
+    """Each row keyed by prompt set (when pooled), prompt, seed and which time that comes up: a prompt file may hold
+    a line twice."""
     seen: dict[tuple, int] = {}
     keyed = []
     for r in rows:
-        key = (r["prompt"], r["seed"])
+        key = (r.get("_prompt_set"), r["prompt"], r["seed"])
         seen[key] = seen.get(key, 0) + 1
         keyed.append(((*key, seen[key]), r))
     return keyed
