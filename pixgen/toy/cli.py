@@ -341,7 +341,9 @@ def compare_cmd(a: Path = typer.Argument(..., help="One eval's --out directory (
 
 
 def _evals_name(path: Path, evals: list) -> str:
-    return str(evals[0][0]) if len(evals) == 1 else f"{path} ({len(evals)} evals: {', '.join(f.parent.name for f, _, _ in evals)})"
+    if len(evals) == 1:
+        return str(evals[0][0])
+    return f"{path} ({len(evals)} evals: {', '.join(file.parent.name for file, _, _ in evals)})"
 
 
 @toy_app.command("read")

@@ -49,12 +49,6 @@ class Tally:
         return sign_test(self.only_a, self.only_b)
 
 
-def load_rows(path: str | Path) -> tuple[Path, list[dict]]:
-    """The rows of an eval's ``results.json`` (given as the file or its directory)."""
-    file, _, rows = load_eval(path)
-    return file, rows
-
-
 def load_eval(path: str | Path) -> tuple[Path, str, list[dict]]:
     """An eval's ``results.json`` (given as the file or its directory): the file, the prompt set it judged (as its
     settings name it, e.g. "--held-out 58 --held-out-style suite --prompt-seed 98") and its rows."""
