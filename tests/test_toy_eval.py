@@ -1,10 +1,12 @@
 """The toy eval suite: fixed prompts, verdicts from scene readings, and its outputs (small smoke run)."""
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
+from pixgen.toy import evaluate
 from pixgen.toy.captions import Ref, Spec
 from pixgen.toy.evaluate import CATEGORIES, SuiteItem, judge, judge_exact, suite
 from pixgen.toy.world import Obj, Scene
@@ -586,3 +588,27 @@ def test_the_contact_sheet_shows_every_picture_whole_with_its_start_beside_it(tm
         assert sheet.getpixel((x + 60, y + 3)) == (220, 30, 30) and sheet.getpixel((x + 3, y + 60)) == (220, 30, 30)
         assert sheet.getpixel((x + 64 + 4 + 8, y + 8)) == (30, 70, 220)
     assert sheet.getpixel((7, 7)) != (255, 255, 255)  # framed: green for a pass
+
+
+def _double_or_die(task):
+    """A --jobs job for the worker test: the task's number and its double, or, for task 2, the worker's death
+    (as when the system kills it for memory)."""
+    if task[0] == 2:
+        os._exit(9)
+    return task[0], task[0] * 2
+
+
+def test_a_worker_that_dies_stops_the_eval_with_a_clear_error_instead_of_a_hang():
+    import multiprocessing
+
+    from pixgen.errors import PixgenError
+
+    got = {}
+    evaluate._in_workers(_double_or_die, [(0,), (1,), (3,)], 2, 1, got.__setitem__, lambda: PixgenError("never"))
+    assert got == {0: 0, 1: 2, 3: 6}  # every result, whatever order they came in
+    with pytest.raises(PixgenError, match="worker died"):
+        evaluate._in_workers(_double_or_die, [(0,), (1,), (2,), (3,), (4,)], 2, 1, got.__setitem__,
+                             lambda: PixgenError("a worker died"))
+    assert not multiprocessing.active_children()  # none left running
+    message = evaluate._worker_died(4, 16, Path("runs/x"))
+    assert "after 4 of 16 images; those are kept in runs/x" in message.message and "--resume" in message.hint

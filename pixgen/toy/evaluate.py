@@ -33,6 +33,7 @@ import platform
 import signal
 import time
 from dataclasses import dataclass, replace
+from typing import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -539,6 +540,38 @@ def _worker_init(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def _in_workers(job: Callable[[tuple], tuple], todo: list[tuple], jobs: int, threads: int,
+                keep: Callable[..., None], died: Callable[[], PixgenError]) -> None:
+    """``job`` of each of ``todo`` in ``jobs`` spawned worker processes with ``threads`` torch threads each, each
+    result handed to ``keep(*result)`` as it comes, in any order. A worker
+    that dies (killed, most often by the system for memory) raises ``died()``, where a ``multiprocessing.Pool``
+    would wait for its image forever; Ctrl-C or an error stops every worker at once."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    # spawn, not fork: a forked copy of a process that has run torch's thread pools can hang
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init,
+                               initargs=(threads,))
+    try:
+        for future in as_completed([pool.submit(job, task) for task in todo]):
+            keep(*future.result())
+    except BrokenProcessPool:
+        raise died() from None
+    finally:
+        for worker in list((getattr(pool, "_processes", None) or {}).values()):  # not left to finish their images
+            worker.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _worker_died(judged: int, total: int, out: Path | None) -> PixgenError:
+    where = f"; those are kept in {out}" if out is not None else ""
+    return PixgenError(f"a --jobs worker process died before finishing its image (the system may have stopped it "
+                       f"for want of memory), after {judged} of {total} images{where}",
+                       "run the same command with --resume and fewer --jobs (e.g. --jobs 1)" if out is not None
+                       else "run it again with fewer jobs (e.g. jobs=1)")
+
+
 def _children_cpu() -> float:
     """CPU seconds of this process's finished child processes (the ``--jobs`` workers, once joined)."""
     try:
@@ -654,17 +687,12 @@ def run_suite(
                 for task in todo:
                     keep(*_judge_job(task))
         else:
-            import multiprocessing
-
-            # spawn, not fork: a forked copy of a process that has run torch's thread pools can hang
-            pool = multiprocessing.get_context("spawn").Pool(min(jobs, len(todo)), _worker_init, (per_job_threads,))
-            try:
-                for result in pool.imap_unordered(_judge_job, todo):
-                    keep(*result)
-                pool.close()
-            finally:
-                pool.terminate()
-                pool.join()
+            _in_workers(_judge_job, todo, min(jobs, len(todo)), per_job_threads, keep,
+                        lambda: _worker_died(len(done), len(tasks), out))
+    except PixgenError:
+        if bar is not None:
+            bar.close()  # the error's message on a line of its own
+        raise
     except KeyboardInterrupt:
         if bar is not None:
             bar.close()
