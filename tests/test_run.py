@@ -374,3 +374,15 @@ def test_other_runtime_errors_are_not_called_out_of_memory(tiny, monkeypatch):
     monkeypatch.setattr(engine_mod.Engine, "step", step)
     with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
         pixgen.generate("a castle", **tiny)
+
+
+@pytest.mark.skipif(not hasattr(os, "fchmod"), reason="file modes are POSIX")
+def test_outputs_get_the_permissions_of_a_plain_new_file_not_owner_only(tiny):
+    from pixgen.output import _NEW_FILE_MODE
+
+    mask = os.umask(0)
+    os.umask(mask)
+    assert _NEW_FILE_MODE == 0o666 & ~mask
+    r = pixgen.generate("a castle", **tiny)
+    for name in ("image.png", "run.yaml", "state.pt"):
+        assert (r.run_dir / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
