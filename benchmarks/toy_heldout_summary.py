@@ -1,9 +1,10 @@
 """Per-category tables of the shipped toy model over every held-out set it was judged on at 64x64.
 
-Reads the rows kept in the ``toy_heldout_*.json`` records (one run per prompt seed, the shipped pair: stage 13
-early tower, stage 11 late tower, 64x64, image seeds 0-1) and prints the tables of section "Where it stands" in
+Reads the rows kept in the ``toy_heldout_*.json`` records (one run per prompt seed, the shipped pair of its time:
+stage 13 or, since the twentieth session, stage 14 early tower, stage 11 late tower, 64x64, image seeds 0-1) and prints the tables of section "Where it stands" in
 ``toy_results.md``: evaluator, nothing extra, strict reader and the unoptimised start, per category. One table
-for the preset with the sparsity term (since the sixteenth session of 2026-12-06), one for the border term alone
+for the preset with the stage-14 early tower (since the twentieth session of 2026-12-07), one for stage 13 with the
+sparsity term (the sixteenth session of 2026-12-06 to the nineteenth), one for the border term alone
 (the preset from the twelfth session to the fifteenth), one for the learning rate 0.035 without the border term
 (from the eighth session of 2026-12-05), one for 0.05 before that.
 
@@ -58,6 +59,14 @@ RUNS_SPARSE = [
     ("toy_heldout_seventeenth.json", ["runs"], [f"ps{s} shipped" for s in range(88, 92)]),
     ("toy_heldout_eighteenth.json", ["runs"], [f"ps{s} shipped" for s in range(92, 96)]),
     ("toy_heldout_nineteenth.json", ["runs"], ["ps98 shipped"]),
+    ("toy_heldout_twentieth.json", ["runs"], [f"ps{s} shipped" for s in range(100, 104)]),
+]
+# the preset since the twentieth session (2026-12-07): the same terms with stage 14 as the early tower (stage 13
+# trained to rank a scene above the same scene with one object too many), judged beside the stage-13 preset on
+# every one of these sets: prompt seed 98 as the screen, 100-103 as the two confirmations
+RUNS_STAGE14 = [
+    ("toy_heldout_nineteenth.json", ["runs"], ["ps98 stray-early"]),
+    ("toy_heldout_twentieth.json", ["runs"], [f"ps{s} stray-early" for s in range(100, 104)]),
 ]
 CATEGORIES = [*SUITE_CATEGORIES, "overall"]  # held-out sets of the suite's forms have no extra categories
 TARGETS = {"single object": 0.95, "colour": 0.95, "position": 0.85, "background": 0.95, "two objects": 0.85,
@@ -105,7 +114,9 @@ def table(sets: list[list[dict]]) -> str:
 
 
 if __name__ == "__main__":
-    for name, groups in (("the preset: border and sparsity terms (since the sixteenth session)", RUNS_SPARSE),
+    for name, groups in (("the preset: stage 14 early tower (since the twentieth session)", RUNS_STAGE14),
+                         ("stage 13 early tower, border and sparsity terms (the sixteenth session to the nineteenth)",
+                          RUNS_SPARSE),
                          ("the border term alone (the preset from the twelfth session to the fifteenth)", RUNS_BORDER),
                          ("lr 0.035, no border term", RUNS_LR_0035), ("lr 0.05", RUNS_LR_005)):
         sets = shipped_rows(groups)
