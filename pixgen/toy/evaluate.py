@@ -33,9 +33,9 @@ import platform
 import signal
 import time
 from dataclasses import dataclass, replace
-from typing import Callable
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -543,9 +543,9 @@ def _worker_init(threads: int) -> None:
 def _in_workers(job: Callable[[tuple], tuple], todo: list[tuple], jobs: int, threads: int,
                 keep: Callable[..., None], died: Callable[[], PixgenError]) -> None:
     """``job`` of each of ``todo`` in ``jobs`` spawned worker processes with ``threads`` torch threads each, each
-    result handed to ``keep(*result)`` as it comes, in any order. A worker
-    that dies (killed, most often by the system for memory) raises ``died()``, where a ``multiprocessing.Pool``
-    would wait for its image forever; Ctrl-C or an error stops every worker at once."""
+    result handed to ``keep(*result)`` as it comes, in any order. A worker that dies (killed, most often by the
+    system for memory) raises ``died()``, where a ``multiprocessing.Pool`` would wait for its image forever; Ctrl-C
+    or an error stops every worker at once."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
     from concurrent.futures.process import BrokenProcessPool
