@@ -195,11 +195,13 @@ def spec_text(spec: Spec, rng: np.random.Generator | None = None) -> str:
 # ----------------------------------------------------------------------------------------- reading
 
 # Words people use that the grammar does not, and the grammar's word for each: the toy CLIP was trained on the
-# grammar's words alone, so an error or warning names the word to use instead. Those that mean the same thing in the
-# toy world are also read in its words when a prompt is reworded (:func:`reword_caption`); "rectangle", "dot" and
+# grammar's words alone, so an error or warning names the word to use instead. The synonyms mean the same thing in the
+# toy world and are also read in its words when a prompt is reworded (:func:`reword_caption`); "rectangle", "dot" and
 # "ball" would change the picture asked for, so they are only named.
-_INSTEAD = {"big": "large", "little": "small", "tiny": "small", "rectangle": "square", "dot": "circle",
-            "ball": "circle", "violet": "purple", "magenta": "pink", "turquoise": "cyan"}
+_SYNONYMS = {"big": "large", "huge": "large", "little": "small", "tiny": "small", "violet": "purple",
+             "magenta": "pink", "turquoise": "cyan", "upper": "top", "lower": "bottom", "underneath": "beneath",
+             "disk": "disc", "disks": "discs"}
+_INSTEAD = {**_SYNONYMS, "rectangle": "square", "dot": "circle", "ball": "circle"}
 _OTHER_WORDS = {"a", "an", "and", "on", "with", "against", "background"}  # the place phrases add the rest
 
 
@@ -318,11 +320,8 @@ def parse_caption(text: str) -> Spec:
     return Spec("objects", tuple(_read_ref(p, False, whole) for p in parts), background=background)
 
 
-# Common ways of saying what a toy-world caption says, each with the grammar's way, applied in this order to the
-# lower-cased text by :func:`reword_caption`.
-_SYNONYMS = {"big": "large", "huge": "large", "little": "small", "tiny": "small", "violet": "purple",
-             "magenta": "pink", "turquoise": "cyan", "upper": "top", "lower": "bottom", "underneath": "beneath",
-             "disk": "disc", "disks": "discs"}
+# Common ways of saying what a toy-world caption says, each with the grammar's way (the synonyms above among them),
+# applied in this order to the lower-cased text by :func:`reword_caption`.
 _REL_PATTERN = "|".join(sorted(_REL_OF, key=len, reverse=True))
 _REWORDINGS = (
     (re.compile(r"[\s.!?;:,]+$"), ""),  # closing punctuation
