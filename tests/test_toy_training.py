@@ -127,7 +127,7 @@ def test_stray_variant_adds_one_object_in_a_free_cell_clear_of_the_others():
 
     from pixgen.toy.captions import sample_pair
     from pixgen.toy.train_clip import stray_variant
-    from pixgen.toy.world import Scene, _overlaps
+    from pixgen.toy.world import Scene, overlaps
 
     rng = np.random.default_rng(6)
     for _ in range(60):
@@ -136,7 +136,7 @@ def test_stray_variant_adds_one_object_in_a_free_cell_clear_of_the_others():
         assert variant.background == scene.background and variant.objects[:-1] == scene.objects
         extra = variant.objects[-1]
         assert (extra.col, extra.row) not in {(o.col, o.row) for o in scene.objects}
-        assert not any(_overlaps(extra, o) for o in scene.objects)
+        assert not any(overlaps(extra, o) for o in scene.objects)
     one = scene.objects[0]
     crowded = Scene(scene.background, [replace(one, col=c, row=r) for r in range(3) for c in range(3)])
     assert stray_variant(crowded, rng) is None  # every cell taken: no room for a stray
@@ -899,8 +899,55 @@ def test_cut_and_fade_together_score_each_cut_image_against_its_own_caption(tmp_
 
 
 
+def test_near_miss_variant_changes_one_thing_that_makes_the_caption_false():
+    from collections import Counter
+
+    from pixgen.toy.captions import Ref, Spec, holds, sample_pair
+    from pixgen.toy.train_clip import near_miss_variant
+    from pixgen.toy.world import Obj, Scene, overlaps
+
+    rng = np.random.default_rng(3)
+    kinds = Counter()
+    for _ in range(300):
+        scene, spec = sample_pair(rng)
+        variant = near_miss_variant(scene, spec, rng)
+        assert variant.background == scene.background and not holds(spec, variant)
+        before, after = scene.objects, variant.objects
+        if len(after) == len(before) - 1:  # one fewer, only ever for a count
+            assert spec.kind == "count" and all(o in before for o in after)
+            kinds["fewer"] += 1
+            continue
+        changed = [(a, b) for a, b in zip(before, after) if a != b]
+        if len(changed) == 1:  # the same object in another shape, everything else kept
+            (a, b), = changed
+            assert b.shape != a.shape and (b.colour, b.col, b.row, b.cx, b.cy, b.px) == (a.colour, a.col, a.row, a.cx, a.cy, a.px)
+            kinds["shape"] += 1
+            continue
+        (a1, b1), (a2, b2) = changed
+        if a1.colour != b1.colour:  # two colours swapped in place
+            assert (b1.colour, b2.colour) == (a2.colour, a1.colour) and (b1.cx, b2.cx) == (a1.cx, a2.cx)
+            kinds["colours"] += 1
+        else:  # two objects swapped in place, each keeping its look, clear of the others
+            assert (b1.col, b1.row, b2.col, b2.row) == (a2.col, a2.row, a1.col, a1.row)
+            assert (b1.shape, b1.colour, b1.px) == (a1.shape, a1.colour, a1.px)
+            assert not any(overlaps(x, y) for i, x in enumerate(after) for y in after[:i])
+            kinds["places"] += 1
+    assert set(kinds) == {"shape", "colours", "places", "fewer"} and min(kinds.values()) > 10
+    # a relation between two objects of one colour: swapping colours changes nothing, so only the shape or the
+    # places can make it false
+    red = Ref("red", "circle"), Ref("red", "square")
+    spec = Spec("relation", red, relation="above")
+    scene = Scene("gray", [Obj("circle", "red", "small", 1, 0, 32.0, 10.0, 12.0),
+                           Obj("square", "red", "small", 1, 2, 32.0, 54.0, 12.0)])
+    for _ in range(20):
+        variant = near_miss_variant(scene, spec, rng)
+        assert not holds(spec, variant) and {o.colour for o in variant.objects} == {"red"}
+
+
 @needs
-def test_stray_variants_are_ranked_below_their_scene_and_leave_runs_without_them_as_they_were(tmp_path, monkeypatch):
+@pytest.mark.parametrize("option", ["stray_p", "near_miss_p"])
+def test_stray_and_near_miss_variants_are_ranked_below_their_scene_and_leave_runs_without_them_as_they_were(
+        tmp_path, monkeypatch, option):
     import pixgen.toy.train_clip as tc
 
     seen = []
@@ -908,12 +955,12 @@ def test_stray_variants_are_ranked_below_their_scene_and_leave_runs_without_them
     monkeypatch.setattr(tc, "augment", lambda x, size, g: (seen.append(len(x)), real_augment(x, size, g))[1])
     common = dict(steps=1, batch=6, negatives=1, junk=0, init=TOY / "clip.pt", threads=None, progress=False,
                   lr=1e-4, warmup=1, save_every=1, log_every=1)
-    tc.train_clip(tmp_path / "stray", stray_p=1.0, **common)
-    row = json.loads((tmp_path / "stray" / "clip_finetune.log.jsonl").read_text().splitlines()[0])
-    assert 0.0 <= row["cut_acc"] <= 1.0  # the stray variants were ranked (logged with the cut ones)
+    tc.train_clip(tmp_path / "variants", **{option: 1.0}, **common)
+    row = json.loads((tmp_path / "variants" / "clip_finetune.log.jsonl").read_text().splitlines()[0])
+    assert 0.0 <= row["cut_acc"] <= 1.0  # the variants were ranked (logged with the cut ones)
     tc.train_clip(tmp_path / "plain", **common)
     plain = json.loads((tmp_path / "plain" / "clip_finetune.log.jsonl").read_text().splitlines()[0])
-    assert "cut_acc" not in plain and seen[0] > seen[1]  # no variants, and fewer images, without --stray
+    assert "cut_acc" not in plain and seen[0] > seen[1]  # no variants, and fewer images, without the option
 
 
 def test_vqgan_training_takes_its_latent_grid_and_codebook_size_and_refuses_a_mismatched_resume(tmp_path):

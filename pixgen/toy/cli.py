@@ -170,6 +170,11 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps", 
                    stray: float = typer.Option(
                        0.0, "--stray", help="Share of scenes also shown with one more object in a free cell, as a "
                                             "negative for their caption (so that it prefers nothing extra)."),
+                   near_miss: float = typer.Option(
+                       0.0, "--near-miss", help="Share of scenes also shown changed in one way that makes their "
+                                                "caption false (a named object in another shape, two named objects' "
+                                                "colours or places swapped, one fewer of a count), as a negative "
+                                                "for their caption."),
                    kinds: Optional[str] = typer.Option(
                        None, "--kinds", help="Weights of the caption kinds in each batch, KIND=W,... over the default "
                                              "mix (single=0.3,two=0.2,relation=0.22,count=0.18,multi=0.1); "
@@ -279,6 +284,7 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps", 
                           "does not exist", f"run `pixgen toy train vqgan --out {vq_dir}` first, or give "
                           "--vqgan checkpoints/toy to use the shipped one")
     for flag, share in (("--roundtrip", roundtrip), ("--chain-flat", chain_flat), ("--cut", cut), ("--stray", stray),
+                        ("--near-miss", near_miss),
                         ("--chain-render", chain_render), ("--fade", fade)):
         if not 0.0 <= share <= 1.0:
             raise PixgenError(f"{flag} {share} is not a share between 0 and 1", f"use e.g. {flag} 0.3")
@@ -300,7 +306,7 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps", 
     train_clip(out, steps=steps, seed=seed, batch=batch, negatives=negatives, resume=resume, device=device,
                threads=threads, lr=lr, warmup=warmup,
                hard_weight=hard_weight, init=init, chains=chains, chain_weight=chain_weight, chain_flat=chain_flat,
-               roundtrip_p=roundtrip, chain_cutouts=chain_cutouts, cut_p=cut, stray_p=stray,
+               roundtrip_p=roundtrip, chain_cutouts=chain_cutouts, cut_p=cut, stray_p=stray, near_miss_p=near_miss,
                chain_flat_colours=colours, kinds=kind_weights, aux_layout=aux_layout,
                aux_relation=aux_relation, lock_image=lock_image, lock_text=lock_text, chain_render=chain_render,
                fade=fade, robust=robust, robust_eps=robust_eps, robust_steps=robust_steps,

@@ -35,7 +35,7 @@ from pixgen.toy.adversarial import AdversarialChains
 from pixgen.toy.captions import RELATIONS, Spec, hard_negative, holds, sample_pair, spec_text
 from pixgen.toy.training import (TrainLog, batch_images, cosine_decay, load_state, load_toy_vqgan, pick_device,
                                  reconstruct, release_freed_memory, restore, save_state, seed_everything)
-from pixgen.toy.world import BACKGROUNDS, CANVAS, COLOUR_NAMES, SHAPES, Scene, place_object, render
+from pixgen.toy.world import BACKGROUNDS, CANVAS, COLOUR_NAMES, SHAPES, Scene, overlaps, place_object, render
 
 __all__ = ["CLIP_NAME", "CONFIG_DIR", "create_toy_clip", "tokenize", "encode_text_fast", "augment", "train_clip", "save_clip",
            "export_image_tower"]
@@ -163,6 +163,54 @@ def stray_variant(scene: Scene, rng: np.random.Generator) -> Scene | None:
         if obj is not None:
             return Scene(scene.background, [*scene.objects, obj])
     return None
+
+
+NEAR_MISS_KINDS = ("shape", "colours", "places", "fewer")
+
+
+def near_miss_variant(scene: Scene, spec: Spec, rng: np.random.Generator) -> Scene | None:
+    """The scene changed in one way that makes its caption false, every pixel else kept: a named object in another
+    shape ("shape"), the colours of two named objects swapped ("colours"), two named objects swapped in place
+    ("places", which flips a relation), or one object fewer of a counted kind ("fewer"); one kind drawn from those
+    that apply. None when none does.
+
+    The hard-negative captions teach each image to prefer its caption to a near-miss caption; the search holds the
+    caption and moves the image, so what guides it is the other way round: the caption preferring its image to a
+    near-miss image. Random batches seldom hold such pairs, and the towers ranked them weakly: on clean renders of
+    held-out prompts the shipped early tower preferred the right scene to the shape change by a cosine of 0.02
+    (colour changes: 0.11) and to the swapped places in 11 of 24 (benchmarks/toy_results.md, "Near-miss images").
+    """
+    objs = list(scene.objects)
+    named = [i for i, o in enumerate(objs) if any(r.matches(o) for r in spec.refs)]
+    for k in rng.permutation(len(NEAR_MISS_KINDS)):
+        kind, out = NEAR_MISS_KINDS[int(k)], list(objs)
+        if kind == "shape" and named:
+            i = named[int(rng.integers(len(named)))]
+            others = [s for s in SHAPES if s != objs[i].shape]
+            out[i] = replace(objs[i], shape=others[int(rng.integers(len(others)))])
+        elif kind == "colours" and len(named) >= 2 and spec.kind != "count":
+            i, j = (named[int(n)] for n in rng.choice(len(named), 2, replace=False))
+            out[i], out[j] = replace(objs[i], colour=objs[j].colour), replace(objs[j], colour=objs[i].colour)
+        elif kind == "places" and len(named) >= 2 and spec.kind != "count":
+            i, j = (named[int(n)] for n in rng.choice(len(named), 2, replace=False))
+            a, b = objs[i], objs[j]
+            out[i] = replace(a, col=b.col, row=b.row, cx=_inside(b.cx, a.px), cy=_inside(b.cy, a.px))
+            out[j] = replace(b, col=a.col, row=a.row, cx=_inside(a.cx, b.px), cy=_inside(a.cy, b.px))
+            if any(overlaps(out[m], o) for m in (i, j) for n, o in enumerate(out) if n != m):
+                continue
+        elif kind == "fewer" and spec.kind == "count" and named:
+            del out[named[int(rng.integers(len(named)))]]
+        else:
+            continue
+        variant = Scene(scene.background, out)
+        if not holds(spec, variant):  # e.g. two red objects swapped in colour describe the scene as before
+            return variant
+    return None
+
+
+def _inside(c: float, px: float) -> float:
+    """A centre coordinate moved just far enough that an object of extent ``px`` stays on the canvas."""
+    return float(np.clip(c, px / 2 + 0.5, CANVAS - px / 2 - 0.5))
 
 
 def cut_variant(scene: Scene, spec: Spec, rng: np.random.Generator,
@@ -608,6 +656,7 @@ def train_clip(
     progress: bool = True, chains: int = 0, chain_weight: float = 1.0,
     chain_life: tuple[int, int] = (20, 120), chain_flat: float = 0.0, roundtrip_p: float = 0.0,
     init: str | Path | None = None, chain_cutouts: int = 1, cut_p: float = 0.0, stray_p: float = 0.0,
+    near_miss_p: float = 0.0,
     chain_flat_colours: list[tuple[int, int, int]] | None = None, kinds: dict[str, float] | None = None,
     aux_layout: float = 0.0, aux_relation: float = 0.0, lock_image: bool = False, lock_text: bool = False,
     chain_render: float = 0.0, fade: float = 0.0, fade_range: tuple[float, float] = (0.08, 0.6),
@@ -631,7 +680,8 @@ def train_clip(
     with a named object pushed half over the canvas edge (:func:`cut_variant`); weighted like the hard
     negatives, the caption must prefer the whole scene to that cut one. ``stray_p`` is the share of scenes also shown
     with one more object in a free cell (:func:`stray_variant`), which the caption must rank below the scene as it is,
-    the same way; a fine-tune keeps its own log
+    the same way, and ``near_miss_p`` the share also shown changed in one way that makes the caption false
+    (:func:`near_miss_variant`: another shape, two colours or places swapped, one fewer); a fine-tune keeps its own log
     and state (``clip_finetune.log.jsonl``, ``state/clip_finetune_state.pt``) so the first stage's stay.
     ``kinds`` weighs the caption kinds of the random pairs (default ``PAIR_KINDS``; ``"position"`` adds single
     objects whose caption always names their place). ``aux_layout`` > 0 adds :class:`LayoutHeads` with
@@ -777,7 +827,8 @@ def train_clip(
             x = torch.cat([x, chain_images])
             all_scenes += [None] * len(chain_images)
         cut_of: list[int] = []  # the scene each cut image was made from; scored only against that caption
-        if cut_p or stray_p:  # cut and stray variants alike: the caption must prefer the scene as it is
+        # cut, stray and near-miss variants alike: the caption must prefer the scene as it is
+        if cut_p or stray_p or near_miss_p:
             cut_images = []
             for i in range(len(scenes)):
                 if cut_p and rng.random() < cut_p:
@@ -787,6 +838,11 @@ def train_clip(
                         cut_images.append(render(variant))
                 if stray_p and rng.random() < stray_p:
                     variant = stray_variant(scenes[i], rng)
+                    if variant is not None:
+                        cut_of.append(i)
+                        cut_images.append(render(variant))
+                if near_miss_p and rng.random() < near_miss_p:
+                    variant = near_miss_variant(scenes[i], specs[i], rng)
                     if variant is not None:
                         cut_of.append(i)
                         cut_images.append(render(variant))
@@ -815,7 +871,7 @@ def train_clip(
             if len(margin):
                 loss = loss + hard_weight * F.softplus(margin).mean()
         cut_gap = None
-        if cut_of:  # the caption must prefer its whole scene to the same scene with a named object cut
+        if cut_of:  # the caption must prefer its scene to the same scene cut, with a stray, or a near miss
             own = torch.tensor(cut_of, device=dev)
             cut_logits = scale * (img_all[len(all_scenes):fade_start] * txt[own]).sum(-1)
             cut_gap = (logits[own, own] - cut_logits).detach()

@@ -107,7 +107,8 @@ def render(scene: Scene) -> np.ndarray:
     return img
 
 
-def _overlaps(a: Obj, b: Obj, gap: float = 2.0) -> bool:
+def overlaps(a: Obj, b: Obj, gap: float = 2.0) -> bool:
+    """Whether the two objects' boxes come closer than ``gap`` pixels (the world keeps objects that far apart)."""
     ax0, ay0, ax1, ay1 = a.box()
     bx0, by0, bx1, by1 = b.box()
     return not (ax1 + gap <= bx0 or bx1 + gap <= ax0 or ay1 + gap <= by0 or by1 + gap <= ay0)
@@ -128,7 +129,7 @@ def place_object(
         cx = float(np.clip(CELL_CENTRES[col] + rng.uniform(-POS_JITTER, POS_JITTER), h + 0.5, CANVAS - h - 0.5))
         cy = float(np.clip(CELL_CENTRES[row] + rng.uniform(-POS_JITTER, POS_JITTER), h + 0.5, CANVAS - h - 0.5))
         obj = Obj(shape, colour, size, col, row, cx, cy, float(px))
-        if not any(_overlaps(obj, o) for o in others):
+        if not any(overlaps(obj, o) for o in others):
             return obj
     return None
 
