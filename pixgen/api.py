@@ -260,7 +260,8 @@ def _execute(cfg: DictConfig, **kwargs: Any) -> Result:
         except (MemoryError, RuntimeError) as exc:
             if not is_out_of_memory(exc):
                 raise
-            raise _out_of_memory(cfg, exc, None) from None
+            # a resume names its run directory, whose last image and state are kept
+            raise _out_of_memory(cfg, exc, kwargs.get("run_dir")) from None
 
 
 def _out_of_memory(cfg: DictConfig, exc: BaseException, run_dir: Path | None) -> OutOfMemory:

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 import pixgen
+from pixgen import api as api_mod
 from pixgen import engine as engine_mod
 from pixgen.errors import NonFiniteLossError
 from pixgen.output import read_png_metadata
@@ -364,6 +365,15 @@ def test_a_refused_allocation_mid_run_is_a_clear_error_that_keeps_the_run(tiny, 
     assert f"kept in {run_dir}" in caught.value.hint and "--size" in caught.value.hint
     assert read_png_metadata(run_dir / "image.png")["step"] == "3"  # the last save_every step
     monkeypatch.setattr(engine_mod.Engine, "step", real_step)
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError(CPU_REFUSAL)
+
+    monkeypatch.setattr(api_mod, "build_session", refuse)  # a resume refused memory before its first step
+    with pytest.raises(OutOfMemory) as caught:
+        pixgen.resume(run_dir, progress=False)
+    assert f"kept in {run_dir}" in caught.value.hint
+    monkeypatch.undo()
     assert read_png_metadata(pixgen.resume(run_dir, progress=False).run_dir / "image.png")["step"] == "6"
 
 
