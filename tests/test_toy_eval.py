@@ -1,6 +1,8 @@
 """The toy eval suite: fixed prompts, verdicts from scene readings, and its outputs (small smoke run)."""
 import json
 import os
+import signal
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -598,15 +600,32 @@ def _double_or_die(task):
     return task[0], task[0] * 2
 
 
+@contextmanager
+def _deadline(seconds: int):
+    """Raise in the block after ``seconds``, so that a hang fails the test instead of stalling the suite."""
+    def give_up(*_):
+        raise TimeoutError(f"still waiting after {seconds} s")
+
+    before = signal.signal(signal.SIGALRM, give_up)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, before)
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGALRM"), reason="the deadline needs SIGALRM")
 def test_a_worker_that_dies_stops_the_eval_with_a_clear_error_instead_of_a_hang():
     import multiprocessing
 
     from pixgen.errors import PixgenError
 
     got = {}
-    evaluate._in_workers(_double_or_die, [(0,), (1,), (3,)], 2, 1, got.__setitem__, lambda: PixgenError("never"))
+    with _deadline(120):
+        evaluate._in_workers(_double_or_die, [(0,), (1,), (3,)], 2, 1, got.__setitem__, lambda: PixgenError("never"))
     assert got == {0: 0, 1: 2, 3: 6}  # every result, whatever order they came in
-    with pytest.raises(PixgenError, match="worker died"):
+    with pytest.raises(PixgenError, match="worker died"), _deadline(120):
         evaluate._in_workers(_double_or_die, [(0,), (1,), (2,), (3,), (4,)], 2, 1, got.__setitem__,
                              lambda: PixgenError("a worker died"))
     assert not multiprocessing.active_children()  # none left running
