@@ -216,6 +216,9 @@ def test_reword_caption_puts_common_synonyms_and_forms_in_the_grammars_words():
         "a red circle that is just right of a blue square": "a red circle right of a blue square",
         "a single red circle": "one red circle",
         "exactly three green crosses at the top": "three green crosses at the top",
+        "a red square with a blue circle": "a red square and a blue circle",
+        "a red circle on a white backdrop": "a red circle on a white background",
+        "a red circle in front of a black background": "a red circle on a black background",
     }
     for text, words in cases.items():
         assert reword_caption(text) == words, text
@@ -238,8 +241,33 @@ def test_read_caption_names_what_is_still_wrong_once_synonyms_are_in_the_worlds_
     spec, words = read_caption("A big red circle!")
     assert words == "a large red circle" and spec.refs == (Ref("red", "circle", "large"),)
     # "big" would be fine; "next to" is what no rewording mends, and the error says so
-    with pytest.raises(CaptionError, match="own words .'a large red circle next to a blue square'.*place 'next to"):
+    with pytest.raises(CaptionError, match="own words .'a large red circle next to a blue square'.*'next to' in"
+                                           ".* does not say which side") as info:
         read_caption("a big red circle next to a blue square")
+    assert "left of" in info.value.hint
     with pytest.raises(CaptionError, match="the word 'castle'") as info:  # nothing reworded: the plain error
         read_caption("a castle")
     assert "own words" not in str(info.value)
+
+
+def test_a_background_after_with_stays_the_background_and_one_reads_as_a():
+    from pixgen.toy.captions import parse_caption, read_caption
+
+    assert read_caption("a red circle with a black background") == (
+        Spec("objects", (Ref("red", "circle"),), background="black"), None)
+    assert parse_caption("one red circle and a blue square").refs == (Ref("red", "circle"), Ref("blue", "square"))
+    assert parse_caption("one orange cross above a blue square") == Spec(
+        "relation", (Ref("orange", "cross"), Ref("blue", "square")), relation="above")
+
+
+def test_a_count_with_another_object_says_so_and_offers_the_same_scene_in_the_grammars_words():
+    from pixgen.toy.captions import CaptionError, parse_caption
+
+    with pytest.raises(CaptionError, match="counts one kind of object and names another") as info:
+        parse_caption("two orange squares, a blue circle")
+    offered = info.value.hint.split('name every object: "')[1].rstrip('"')
+    assert offered == "an orange square, an orange square and a blue circle"
+    assert parse_caption(offered).refs == (Ref("orange", "square"),) * 2 + (Ref("blue", "circle"),)
+    with pytest.raises(CaptionError) as info:  # five objects do not fit a scene: only the count alone is offered
+        parse_caption("four red circles and a blue square")
+    assert '"four red circles"' in info.value.hint and "every object" not in info.value.hint

@@ -200,7 +200,7 @@ def spec_text(spec: Spec, rng: np.random.Generator | None = None) -> str:
 # "ball" would change the picture asked for, so they are only named.
 _SYNONYMS = {"big": "large", "huge": "large", "little": "small", "tiny": "small", "violet": "purple",
              "magenta": "pink", "turquoise": "cyan", "upper": "top", "lower": "bottom", "underneath": "beneath",
-             "disk": "disc", "disks": "discs"}
+             "disk": "disc", "disks": "discs", "backdrop": "background"}
 _INSTEAD = {**_SYNONYMS, "rectangle": "square", "dot": "circle", "ball": "circle"}
 _OTHER_WORDS = {"a", "an", "and", "on", "with", "against", "background"}  # the place phrases add the rest
 
@@ -259,6 +259,23 @@ def _vocabulary_hint(words: list[str]) -> str:
     return f"write it the way the toy world's captions are written, e.g. {_EXAMPLES}"
 
 
+_SIDE_UNSAID = re.compile(r"^(next to|beside|near|close to|by)\s+(.+)$")
+_SINGULAR = {plural: word for word, plural in _PLURAL.items()}
+
+
+def _count_and_more(whole: str, first: str, n: int, counted: str, more: str) -> CaptionError:
+    """The error for a count with another object after it ("two blue squares and a red circle"), with the same
+    scene asked for in the grammar's words where it fits in a toy-world scene (at most 4 objects)."""
+    hint = f"ask for the count alone (\"{first} {counted}\")"
+    if n + 1 + more.count(" and ") + more.count(",") <= 4:
+        shape = _NOUN_RE.match(counted).group(3)
+        one = counted[: len(counted) - len(shape)] + _SINGULAR.get(shape, shape)
+        one = ("an " if one[0] in "aeiou" else "a ") + one
+        hint += f", or name every object: \"{', '.join([one] * n)} and {more}\""
+    return CaptionError(f"{whole!r} counts one kind of object and names another; a toy-world count names one kind "
+                        "alone", hint)
+
+
 def _read_ref(text: str, plural: bool | None, whole: str) -> Ref:
     m = _NOUN_RE.match(text)
     if m is None:
@@ -267,11 +284,17 @@ def _read_ref(text: str, plural: bool | None, whole: str) -> Ref:
                            f"[a/an] [small/large] [colour] shape [place]", _vocabulary_hint(text.split()))
     size, colour, shape_word, place = m.groups()
     if plural is False and shape_word in _PLURAL.values():
-        raise CaptionError(f"{shape_word!r} in {whole!r} is plural, but no count is given",
+        asked = "the caption asks for one" if re.match(r"(?:an?|one)\s", text) else "no count is given"
+        raise CaptionError(f"{shape_word!r} in {whole!r} is plural, but {asked}",
                            f"write a number first (e.g. \"two {colour or 'red'} {shape_word}\") or use the singular")
     col = row = None
     if place is not None:
         if place not in _PLACES:
+            side = _SIDE_UNSAID.match(place)
+            if side is not None and _NOUN_RE.match(side.group(2)):  # "next to a blue square"
+                raise CaptionError(f"{side.group(1)!r} in {whole!r} does not say which side",
+                                   "the toy world's relations are above, below, left of and right of, e.g. "
+                                   "\"a red circle left of a blue square\"")
             raise CaptionError(f"cannot read the place {place!r} in {whole!r}",
                                f"the toy world's places: {_PLACE_HINT}")
         col, row = _PLACES[place]
@@ -302,12 +325,14 @@ def parse_caption(text: str) -> Spec:
         if not body:
             raise CaptionError(f"{whole!r} names a background but no object", "e.g. \"a red circle on a black background\"")
     first, _, rest = body.partition(" ")
+    counted, *more = re.split(r"\s*,\s*(?:and\s+)?|\s+and\s+", rest, maxsplit=1)
+    if _COUNT_OF.get(first) == 1:  # "one red circle [and / above ...]" reads as "a red circle ..."
+        first, body = "", ("an " if rest[:1] in tuple("aeiou") else "a ") + rest
     if first in _COUNT_OF:
         n = _COUNT_OF[first]
-        ref = _read_ref(rest, n > 1 or None, whole)
-        if n == 1:
-            return Spec("objects", (ref,), background=background)
-        return Spec("count", (ref,), count=n, background=background)
+        if more and _NOUN_RE.match(counted):  # "two blue squares and a red circle"
+            raise _count_and_more(whole, first, n, counted, more[0])
+        return Spec("count", (_read_ref(rest, True, whole),), count=n, background=background)
     m = _RELATION_RE.search(body)
     if m is not None:
         a = _read_ref(body[: m.start()].strip(), False, whole)
@@ -330,6 +355,9 @@ _REWORDINGS = (
     (re.compile(r"\bplus\b(?!\s+signs?\b)"), "plus sign"),
     (re.compile(r"\bpluses\b"), "plus signs"),
     (re.compile(r"\b(?:on top of|atop)\b"), "above"),
+    (re.compile(r"\bin front of (?=an? (?:" + "|".join(_BG_OF) + r") background\b)"), "on "),
+    # "a red square with a blue circle"; "with a black background" stays the background
+    (re.compile(r"\bwith\s+(?=(?:an?|one)\s+(?!(?:" + "|".join(_BG_OF) + r")\s+background\b))"), "and "),
     (re.compile(r"\bof the (?:picture|canvas|frame)\b"), "of the image"),
     (re.compile(r"(?<!\btop)(?<!\bbottom) of the image\b"), ""),  # the grammar has "at the top of the image"
     (re.compile(r",?\s+cent(?:ere|re)d\b"), " in the centre"),
