@@ -933,6 +933,10 @@ def test_near_miss_variant_changes_one_thing_that_makes_the_caption_false():
             assert not any(overlaps(x, y) for i, x in enumerate(after) for y in after[:i])
             kinds["places"] += 1
     assert set(kinds) == {"shape", "colours", "places", "fewer"} and min(kinds.values()) > 10
+    for _ in range(30):  # one kind asked for: only that kind, or None where it does not apply
+        scene, spec = sample_pair(rng)
+        variant = near_miss_variant(scene, spec, rng, ("fewer",))
+        assert (variant is None) == (spec.kind != "count") and (variant is None or len(variant.objects) < len(scene.objects))
     # a relation between two objects of one colour: swapping colours changes nothing, so only the shape or the
     # places can make it false
     red = Ref("red", "circle"), Ref("red", "square")
