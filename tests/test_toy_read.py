@@ -76,3 +76,35 @@ def test_bad_input_fails_clearly(tmp_path, args, fragment):
     result = runner.invoke(app, ["toy", "read", *(a.format(png=png, dir=tmp_path) for a in args)])
     assert result.exit_code == 2, result.output
     assert fragment in result.output and "Traceback" not in result.output
+
+
+def test_render_draws_scenes_the_caption_describes_that_both_readers_pass(tmp_path):
+    caption = "two small yellow triangles on a black background"
+    result = runner.invoke(app, ["toy", "render", caption, "-o", str(tmp_path / "s.png"), "-n", "3", "-s", "4"])
+    assert result.exit_code == 0, result.output
+    paths = [tmp_path / f"s_{i}.png" for i in range(3)]
+    assert result.stdout.split() == [str(p) for p in paths]
+    got = _read(*map(str, paths))  # judged by the caption each carries
+    assert all(g["prompt"] == caption and g["row"]["strict_pass"] and g["row"]["exact_pass"] for g in got)
+    layouts = {Image.open(p).tobytes() for p in paths}
+    assert len(layouts) == 3  # three different scenes
+    again = runner.invoke(app, ["toy", "render", caption, "-o", str(tmp_path / "t.png"), "-n", "3", "-s", "4"])
+    assert again.exit_code == 0 and {Image.open(tmp_path / f"t_{i}.png").tobytes() for i in range(3)} == layouts
+    with Image.open(paths[0]) as image:
+        assert image.size == (64, 64) and image.getpixel((0, 0)) == (20, 20, 20)
+        assert image.text["pixgen:scene"].startswith("black: yellow triangle@")  # what was drawn, for the record
+
+
+def test_render_scales_by_nearest_pixel_and_refuses_what_no_scene_can_hold(tmp_path):
+    one = runner.invoke(app, ["toy", "render", "a big red circle", "-o", str(tmp_path / "r.png"), "--scale", "2"])
+    assert one.exit_code == 0, one.output
+    assert "read 'a big red circle' as 'a large red circle'" in one.stderr
+    with Image.open(tmp_path / "r.png") as image:
+        colours = {colour for _, colour in image.getcolors()}  # nearest pixel: the world's exact colours only
+        assert image.size == (128, 128) and (220, 30, 30) in colours and len(colours) == 2
+    crowded = runner.invoke(app, ["toy", "render", "four large red circles in the top left corner",
+                                  "-o", str(tmp_path / "c.png")])
+    assert crowded.exit_code == 2 and "no toy-world scene fits" in crowded.output
+    assert not (tmp_path / "c.png").exists()
+    wrong = runner.invoke(app, ["toy", "render", "a red circle", "-o", str(tmp_path / "c.jpg")])
+    assert wrong.exit_code == 2 and "must end in .png" in wrong.output

@@ -18,7 +18,7 @@ from pixgen.toy.world import (
     BACKGROUND_NAMES, COLOUR_NAMES, SHAPES, SIZE_NAMES, Obj, Scene, place_object,
 )
 
-__all__ = ["Ref", "Spec", "holds", "spec_text", "parse_caption", "read_caption", "reword_caption", "CaptionError",
+__all__ = ["Ref", "Spec", "holds", "scene_for", "spec_text", "parse_caption", "read_caption", "reword_caption", "CaptionError",
            "hard_negative", "sample_pair", "sample_spec", "random_position", "KINDS", "RELATIONS", "PAIR_KINDS",
            "PAIR_KIND_NAMES"]
 
@@ -580,17 +580,27 @@ def sample_pair(rng: np.random.Generator, kind: str | None = None,
     while True:
         k = kind or names[int(rng.choice(len(names), p=probs / probs.sum()))]
         spec = sample_spec(rng, k)
-        background = spec.background or BACKGROUND_NAMES[int(rng.integers(3))]
-        if spec.kind == "count":
-            refs = [replace(spec.refs[0]) for _ in range(spec.count or 1)]
-            p_large = 0.15
-        elif spec.kind == "relation":
-            refs = list(spec.refs)
-            p_large = 0.3
-        else:
-            refs = list(spec.refs)
-            p_large = 0.4 if len(refs) == 1 else 0.25
-        for _ in range(30):
-            scene = _build(rng, refs, background, p_large)
-            if scene is not None and holds(spec, scene):
-                return scene, spec
+        scene = scene_for(spec, rng)
+        if scene is not None:
+            return scene, spec
+
+
+def scene_for(spec: Spec, rng: np.random.Generator, tries: int = 30) -> Scene | None:
+    """A random scene of which ``spec`` is true and which holds only what it names (the background drawn when it
+    names none, unnamed sizes mostly small), or None when ``tries`` random layouts all fail (too many large objects
+    for their places, say)."""
+    background = spec.background or BACKGROUND_NAMES[int(rng.integers(3))]
+    if spec.kind == "count":
+        refs = [replace(spec.refs[0]) for _ in range(spec.count or 1)]
+        p_large = 0.15
+    elif spec.kind == "relation":
+        refs = list(spec.refs)
+        p_large = 0.3
+    else:
+        refs = list(spec.refs)
+        p_large = 0.4 if len(refs) == 1 else 0.25
+    for _ in range(tries):
+        scene = _build(rng, refs, background, p_large)
+        if scene is not None and holds(spec, scene):
+            return scene
+    return None

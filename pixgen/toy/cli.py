@@ -12,7 +12,7 @@ from pixgen.cli_util import THREADS_HELP, parse_colours, set_threads
 from pixgen.errors import Interrupted, PixgenError
 
 toy_app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                      help="The offline toy world: train its VQGAN, CLIP and evaluator; read and compare pictures.")
+                      help="The offline toy world: train its VQGAN, CLIP and evaluator; draw, read and compare pictures.")
 train_app = typer.Typer(no_args_is_help=True, help="Train one toy model from a seed (resumable, logged).")
 toy_app.add_typer(train_app, name="train")
 
@@ -350,6 +350,47 @@ def _evals_name(path: Path, evals: list) -> str:
     if len(evals) == 1:
         return str(evals[0][0])
     return f"{path} ({len(evals)} evals: {', '.join(file.parent.name for file, _, _ in evals)})"
+
+
+@toy_app.command("render")
+def render_cmd(caption: str = typer.Argument(..., help="A toy-world caption, e.g. \"a red circle above a blue "
+                                                       "square\"."),
+               out: Path = typer.Option(Path("scene.png"), "--out", "-o", help="The PNG to write; with --count N, "
+                                        "NAME_0.png to NAME_<N-1>.png beside it."),
+               count: int = typer.Option(1, "--count", "-n", min=1, max=10000, help="How many different scenes."),
+               seed: int = typer.Option(0, "--seed", "-s", min=0, help="Which random layouts: the same seed draws "
+                                        "the same scenes."),
+               scale: int = typer.Option(1, "--scale", min=1, max=16, help="Enlarge by nearest pixel (2: 128x128).")
+               ) -> None:
+    """Draw scenes of the toy world that a caption describes, in its exact colours and shapes: what a right picture
+    for that prompt looks like. Each PNG carries its caption, so `pixgen toy read` judges it by that caption; one
+    can also start a run (--init-image) or guide it (--image-prompt)."""
+    import numpy as np
+    from PIL import Image
+
+    from pixgen.output import META_PREFIX, atomic_write, png_bytes
+    from pixgen.toy.captions import read_caption, scene_for
+    from pixgen.toy.evaluate import describe
+    from pixgen.toy.world import CANVAS, render
+
+    spec, words = read_caption(caption)
+    if words is not None:
+        typer.echo(f"pixgen: read {caption!r} as {words!r}, in the toy world's own words", err=True)
+    if out.suffix.lower() != ".png":
+        raise PixgenError(f"--out {out} must end in .png", "e.g. --out scene.png")
+    if not out.parent.is_dir():
+        raise PixgenError(f"the directory of --out {out} does not exist", "create it first, or write elsewhere")
+    rng = np.random.default_rng(seed)
+    paths = [out] if count == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(count)]
+    for i, path in enumerate(paths):
+        scene = next((found for found in (scene_for(spec, rng) for _ in range(10)) if found is not None), None)
+        if scene is None:
+            raise PixgenError(f"no toy-world scene fits {caption!r}: 300 random layouts were tried",
+                              "ask for fewer or smaller objects, or fewer of them in one place")
+        image = Image.fromarray(render(scene)).resize((CANVAS * scale,) * 2, Image.NEAREST)
+        meta = {"prompt": caption, "seed": str(seed), "index": str(i), "scene": describe(scene)}
+        atomic_write(path, png_bytes(image, {META_PREFIX + key: value for key, value in meta.items()}))
+        typer.echo(str(path))
 
 
 @toy_app.command("read")
