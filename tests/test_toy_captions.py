@@ -268,6 +268,10 @@ def test_a_count_with_another_object_says_so_and_offers_the_same_scene_in_the_gr
     offered = info.value.hint.split('name every object: "')[1].rstrip('"')
     assert offered == "an orange square, an orange square and a blue circle"
     assert parse_caption(offered).refs == (Ref("orange", "square"),) * 2 + (Ref("blue", "circle"),)
+    with pytest.raises(CaptionError) as info:  # a place after the counted shape stays with each of them
+        parse_caption("two blue squares at the top and a red circle")
+    offered = info.value.hint.split('name every object: "')[1].rstrip('"')
+    assert parse_caption(offered).refs == (Ref("blue", "square", None, None, 0),) * 2 + (Ref("red", "circle"),)
     with pytest.raises(CaptionError) as info:  # five objects do not fit a scene: only the count alone is offered
         parse_caption("four red circles and a blue square")
     assert '"four red circles"' in info.value.hint and "every object" not in info.value.hint

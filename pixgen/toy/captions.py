@@ -268,8 +268,8 @@ def _count_and_more(whole: str, first: str, n: int, counted: str, more: str) -> 
     scene asked for in the grammar's words where it fits in a toy-world scene (at most 4 objects)."""
     hint = f"ask for the count alone (\"{first} {counted}\")"
     if n + 1 + more.count(" and ") + more.count(",") <= 4:
-        shape = _NOUN_RE.match(counted).group(3)
-        one = counted[: len(counted) - len(shape)] + _SINGULAR.get(shape, shape)
+        m = _NOUN_RE.match(counted)
+        one = counted[:m.start(3)] + _SINGULAR.get(m.group(3), m.group(3)) + counted[m.end(3):]
         one = ("an " if one[0] in "aeiou" else "a ") + one
         hint += f", or name every object: \"{', '.join([one] * n)} and {more}\""
     return CaptionError(f"{whole!r} counts one kind of object and names another; a toy-world count names one kind "
