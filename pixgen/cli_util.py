@@ -38,9 +38,6 @@ def friendly(func: Callable | None = None, *, aborted: str = "aborted") -> Calla
     return decorate(func) if func is not None else decorate
 
 
-THREADS_HELP = "CPU threads for torch (default: torch's own choice, usually one per core)."
-
-
 def set_threads(threads: int | None) -> None:
     """Apply a ``--threads`` option: ``None`` leaves torch's default; fewer than 1 is an error."""
     if threads is None:

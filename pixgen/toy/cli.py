@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from pixgen.cli_util import THREADS_HELP, parse_colours, set_threads
+from pixgen.cli_util import parse_colours, set_threads
 from pixgen.errors import Interrupted, PixgenError
 
 toy_app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
