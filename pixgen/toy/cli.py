@@ -542,7 +542,8 @@ def eval_command(
     if prompts is not None:
         source = f"--prompts {prompts}"
         if not prompts.is_file():
-            raise PixgenError(f"prompt file {str(prompts)!r} not found", "give a text file with one prompt per line")
+            what = "is not a file" if prompts.exists() else "not found"
+            raise PixgenError(f"prompt file {str(prompts)!r} {what}", "give a text file with one prompt per line")
         try:
             lines = prompts.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as e:
