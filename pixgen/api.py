@@ -17,7 +17,7 @@ from PIL import Image
 from pixgen import __version__
 from pixgen import config as config_mod
 from pixgen.engine import StepState
-from pixgen.errors import ConfigError, OutOfMemory, PixgenError, is_out_of_memory, out_of_memory
+from pixgen.errors import ConfigError, PixgenError, is_out_of_memory, out_of_memory
 from pixgen.prompts import parse_story
 from pixgen.factory import Session, build_session, torch_threads, weights_changes
 from pixgen.output import (CONFIG_NAME, LOG_NAME, STATE_NAME, RunWriter, atomic_write, frame_paths,
@@ -254,25 +254,28 @@ def resume(run_dir: str | Path, *, iterations: int | None = None, threads: int |
 
 
 def _execute(cfg: DictConfig, **kwargs: Any) -> Result:
-    with torch_threads(cfg.threads):  # the config's thread count for this run only
-        try:
-            return _run(cfg, **kwargs)
-        except (MemoryError, RuntimeError) as exc:
-            if not is_out_of_memory(exc):
-                raise
-            # a resume names its run directory, whose last image and state are kept
-            raise _out_of_memory(cfg, exc, kwargs.get("run_dir")) from None
+    # the config's thread count for this run only; a resume names its run directory, whose image and state are kept
+    with torch_threads(cfg.threads), _refused_memory(cfg, kwargs.get("run_dir")):
+        return _run(cfg, **kwargs)
 
 
-def _out_of_memory(cfg: DictConfig, exc: BaseException, run_dir: Path | None) -> OutOfMemory:
-    """A run refused memory, as an error that names the run's size and cutouts and what to lower; with the run
-    directory where the run had begun, so that its last saved image and state are not taken for lost."""
-    width, height = (list(cfg.size) * 2)[:2]
-    hint = ("ask for less memory: a smaller --size (half the width and height needs about a quarter of it) or "
-            "fewer --cutouts; on a GPU, --device cpu uses the machine's memory instead")
-    if run_dir is not None and (run_dir / STATE_NAME).is_file():
-        hint += f". The run's last saved image and state are kept in {run_dir} (`pixgen resume {run_dir}`)"
-    return out_of_memory(exc, f"making a {width}x{height} image with {cfg.cutouts.n} cutouts per step", hint)
+@contextlib.contextmanager
+def _refused_memory(cfg: DictConfig, run_dir: Path | None) -> Iterator[None]:
+    """A refused allocation in the block, as an OutOfMemory error that names the run's size and cutouts and what to
+    lower; with the run directory where the run had begun, so that its last saved image and state are not taken for
+    lost. Other errors pass unchanged."""
+    try:
+        yield
+    except (MemoryError, RuntimeError) as exc:
+        if not is_out_of_memory(exc):
+            raise
+        width, height = (list(cfg.size) * 2)[:2]
+        hint = ("ask for less memory: a smaller --size (half the width and height needs about a quarter of it) or "
+                "fewer --cutouts; on a GPU, --device cpu uses the machine's memory instead")
+        if run_dir is not None and (run_dir / STATE_NAME).is_file():
+            hint += f". The run's last saved image and state are kept in {run_dir} (`pixgen resume {run_dir}`)"
+        raise out_of_memory(exc, f"making a {width}x{height} image with {cfg.cutouts.n} cutouts per step",
+                            hint) from None
 
 
 def _run(cfg: DictConfig, *, write: bool, progress: bool, run_dir: Path | None = None,
@@ -317,13 +320,8 @@ def _run(cfg: DictConfig, *, write: bool, progress: bool, run_dir: Path | None =
         callbacks.append(_ProgressBar(cfg.iterations, start))
     status = "done"
     if start < cfg.iterations:
-        with _sigint_stops_after_step() as stop:
-            try:
-                status = session.engine.run(start, callbacks, stop)
-            except (MemoryError, RuntimeError) as exc:
-                if not is_out_of_memory(exc):
-                    raise
-                raise _out_of_memory(cfg, exc, run_dir) from None
+        with _sigint_stops_after_step() as stop, _refused_memory(cfg, run_dir):
+            status = session.engine.run(start, callbacks, stop)
     elif writer is not None:
         writer.on_end(StepState(start, cfg.iterations, session.generator), "done")
     with torch.no_grad():
