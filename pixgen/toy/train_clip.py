@@ -190,16 +190,16 @@ def near_miss_variant(scene: Scene, spec: Spec, rng: np.random.Generator,
             i = named[int(rng.integers(len(named)))]
             others = [s for s in SHAPES if s != objs[i].shape]
             out[i] = replace(objs[i], shape=others[int(rng.integers(len(others)))])
-        elif kind == "colours" and len(named) >= 2 and spec.kind != "count":
-            i, j = (named[int(n)] for n in rng.choice(len(named), 2, replace=False))
-            out[i], out[j] = replace(objs[i], colour=objs[j].colour), replace(objs[j], colour=objs[i].colour)
-        elif kind == "places" and len(named) >= 2 and spec.kind != "count":
+        elif kind in ("colours", "places") and len(named) >= 2 and spec.kind != "count":
             i, j = (named[int(n)] for n in rng.choice(len(named), 2, replace=False))
             a, b = objs[i], objs[j]
-            out[i] = replace(a, col=b.col, row=b.row, cx=_inside(b.cx, a.px), cy=_inside(b.cy, a.px))
-            out[j] = replace(b, col=a.col, row=a.row, cx=_inside(a.cx, b.px), cy=_inside(a.cy, b.px))
-            if any(overlaps(out[m], o) for m in (i, j) for n, o in enumerate(out) if n != m):
-                continue
+            if kind == "colours":
+                out[i], out[j] = replace(a, colour=b.colour), replace(b, colour=a.colour)
+            else:
+                out[i] = replace(a, col=b.col, row=b.row, cx=_inside(b.cx, a.px), cy=_inside(b.cy, a.px))
+                out[j] = replace(b, col=a.col, row=a.row, cx=_inside(a.cx, b.px), cy=_inside(a.cy, b.px))
+                if any(overlaps(out[m], o) for m in (i, j) for n, o in enumerate(out) if n != m):
+                    continue
         elif kind == "fewer" and spec.kind == "count" and named:
             del out[named[int(rng.integers(len(named)))]]
         else:
@@ -830,22 +830,15 @@ def train_clip(
             all_scenes += [None] * len(chain_images)
         cut_of: list[int] = []  # the scene each cut image was made from; scored only against that caption
         # cut, stray and near-miss variants alike: the caption must prefer the scene as it is
-        if cut_p or stray_p or near_miss_p:
+        variant_kinds = [(share, make) for share, make in (
+            (cut_p, lambda scene, spec: cut_variant(scene, spec, rng)),
+            (stray_p, lambda scene, spec: stray_variant(scene, rng)),
+            (near_miss_p, lambda scene, spec: near_miss_variant(scene, spec, rng))) if share]
+        if variant_kinds:
             cut_images = []
             for i in range(len(scenes)):
-                if cut_p and rng.random() < cut_p:
-                    variant = cut_variant(scenes[i], specs[i], rng)
-                    if variant is not None:
-                        cut_of.append(i)
-                        cut_images.append(render(variant))
-                if stray_p and rng.random() < stray_p:
-                    variant = stray_variant(scenes[i], rng)
-                    if variant is not None:
-                        cut_of.append(i)
-                        cut_images.append(render(variant))
-                if near_miss_p and rng.random() < near_miss_p:
-                    variant = near_miss_variant(scenes[i], specs[i], rng)
-                    if variant is not None:
+                for share, make in variant_kinds:
+                    if rng.random() < share and (variant := make(scenes[i], specs[i])) is not None:
                         cut_of.append(i)
                         cut_images.append(render(variant))
             if cut_images:
