@@ -167,9 +167,13 @@ def _noun(ref: Ref, pick: _Chooser, plural: bool = False) -> str:
     return " ".join(words)
 
 
+def _with_article(text: str) -> str:
+    """``text`` after "a", or "an" before a vowel: "an orange circle"."""
+    return ("an " if text[:1] in tuple("aeiou") else "a ") + text
+
+
 def _np(ref: Ref, pick: _Chooser) -> str:
-    text = _noun(ref, pick)
-    text = ("an " if text[0] in "aeiou" else "a ") + text
+    text = _with_article(_noun(ref, pick))
     pos = _position_text(ref, pick)
     return f"{text} {pos}" if pos else text
 
@@ -259,6 +263,7 @@ def _vocabulary_hint(words: list[str]) -> str:
     return f"write it the way the toy world's captions are written, e.g. {_EXAMPLES}"
 
 
+_LIST_SEP = re.compile(r"\s*,\s*(?:and\s+)?|\s+and\s+")  # between the objects of a list: ", ", " and ", ", and "
 _SIDE_UNSAID = re.compile(r"^(next to|beside|near|close to|by)\s+(.+)$")
 _SINGULAR = {plural: word for word, plural in _PLURAL.items()}
 
@@ -269,8 +274,7 @@ def _count_and_more(whole: str, first: str, n: int, counted: str, more: str) -> 
     hint = f"ask for the count alone (\"{first} {counted}\")"
     if n + 1 + more.count(" and ") + more.count(",") <= 4:
         m = _NOUN_RE.match(counted)
-        one = counted[:m.start(3)] + _SINGULAR.get(m.group(3), m.group(3)) + counted[m.end(3):]
-        one = ("an " if one[0] in "aeiou" else "a ") + one
+        one = _with_article(counted[:m.start(3)] + _SINGULAR.get(m.group(3), m.group(3)) + counted[m.end(3):])
         hint += f", or name every object: \"{', '.join([one] * n)} and {more}\""
     return CaptionError(f"{whole!r} counts one kind of object and names another; a toy-world count names one kind "
                         "alone", hint)
@@ -325,9 +329,9 @@ def parse_caption(text: str) -> Spec:
         if not body:
             raise CaptionError(f"{whole!r} names a background but no object", "e.g. \"a red circle on a black background\"")
     first, _, rest = body.partition(" ")
-    counted, *more = re.split(r"\s*,\s*(?:and\s+)?|\s+and\s+", rest, maxsplit=1)
+    counted, *more = _LIST_SEP.split(rest, maxsplit=1)
     if _COUNT_OF.get(first) == 1:  # "one red circle [and / above ...]" reads as "a red circle ..."
-        first, body = "", ("an " if rest[:1] in tuple("aeiou") else "a ") + rest
+        first, body = "", _with_article(rest)
     if first in _COUNT_OF:
         n = _COUNT_OF[first]
         if more and _NOUN_RE.match(counted):  # "two blue squares and a red circle"
@@ -338,7 +342,7 @@ def parse_caption(text: str) -> Spec:
         a = _read_ref(body[: m.start()].strip(), False, whole)
         b = _read_ref(body[m.end():].strip(), False, whole)
         return Spec("relation", (a, b), relation=_REL_OF[m.group(1)], background=background)
-    parts = [p for p in re.split(r"\s*,\s*(?:and\s+)?|\s+and\s+", body) if p]
+    parts = [p for p in _LIST_SEP.split(body) if p]
     if len(parts) > 4:
         raise CaptionError(f"{whole!r} names {len(parts)} objects; a toy-world scene holds at most 4",
                            "name fewer objects")
@@ -403,13 +407,13 @@ def read_caption(text: str) -> tuple[Spec, str | None]:
         return parse_caption(text), None
     except CaptionError as e:
         error = e
-    words = _plain(text)
+    words = plain = _plain(text)
     for pattern, replacement in _REWORDINGS:
         words = pattern.sub(replacement, words)
     try:
         return parse_caption(words), words
     except CaptionError as e:
-        if words == _plain(text):  # nothing was reworded: the error as written says it best
+        if words == plain:  # nothing was reworded: the error as written says it best
             raise error from None
         raise CaptionError(f"even in the toy world's own words ({words!r}): {e.message}", e.hint) from None
 
