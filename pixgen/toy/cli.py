@@ -352,6 +352,9 @@ def _evals_name(path: Path, evals: list) -> str:
     return f"{path} ({len(evals)} evals: {', '.join(file.parent.name for file, _, _ in evals)})"
 
 
+_RENDER_TRIES = 300  # random layouts per scene before a caption is refused as one no scene can hold
+
+
 @toy_app.command("render")
 def render_cmd(caption: str = typer.Argument(..., help="A toy-world caption, e.g. \"a red circle above a blue "
                                                        "square\"."),
@@ -383,9 +386,9 @@ def render_cmd(caption: str = typer.Argument(..., help="A toy-world caption, e.g
     rng = np.random.default_rng(seed)
     paths = [out] if count == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(count)]
     for i, path in enumerate(paths):
-        scene = next((found for found in (scene_for(spec, rng) for _ in range(10)) if found is not None), None)
+        scene = scene_for(spec, rng, tries=_RENDER_TRIES)
         if scene is None:
-            raise PixgenError(f"no toy-world scene fits {caption!r}: 300 random layouts were tried",
+            raise PixgenError(f"no toy-world scene fits {caption!r}: {_RENDER_TRIES} random layouts were tried",
                               "ask for fewer or smaller objects, or fewer of them in one place")
         image = Image.fromarray(render(scene)).resize((CANVAS * scale,) * 2, Image.NEAREST)
         meta = {"prompt": caption, "seed": str(seed), "index": str(i), "scene": describe(scene)}
