@@ -12,6 +12,7 @@ from typing import Callable, Protocol
 import torch
 from torch import nn
 
+from pixgen.adam import Adam
 from pixgen.contrast import contrast_loss
 from pixgen.cutouts import MakeCutouts
 from pixgen.errors import NonFiniteLossError
@@ -62,10 +63,11 @@ class Callback(Protocol):
 
 
 def make_optimizer(name: str, params, lr: float, weight_decay: float = 0.0, momentum: float = 0.9):
-    """torch's own optimizers by name: adam, adamw, adagrad, rmsprop, sgd (with momentum)."""
+    """Optimizers by name: adam (pixgen's own, :class:`pixgen.adam.Adam`: torch's arithmetic without importing
+    torch's compiler), and torch's adamw, adagrad, rmsprop and sgd (with momentum)."""
     name = name.lower()
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        return Adam(params, lr=lr, weight_decay=weight_decay)
     if name == "adamw":
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
     if name == "adagrad":
@@ -85,14 +87,14 @@ class Engine:
         perceptors: CLIP models; each has an ensemble ``weight`` and an ``input_size``.
         targets: loss terms, each naming the perceptor it belongs to and (optionally) its story phase.
         cutouts: one cutout maker per distinct perceptor input size, keyed by that size (shared by models).
-        optimizer: a torch optimizer over the generator's latent; None for an Engine that only scores (losses).
+        optimizer: an optimizer (torch's or :class:`pixgen.adam.Adam`) over the generator's latent; None for an Engine that only scores (losses).
         phases: the number of story phases, spread evenly over ``total`` steps.
         grow_step: with a generator that starts at a coarse size, the step (0-based) before which it grows to the
             output size (``generator.grow_()``); the optimizer's state starts afresh then.
     """
 
     def __init__(self, generator: nn.Module, perceptors: list[Perceptor], targets: list[Target],
-                 cutouts: dict[int, MakeCutouts], optimizer: torch.optim.Optimizer | None, *, total: int,
+                 cutouts: dict[int, MakeCutouts], optimizer: torch.optim.Optimizer | Adam | None, *, total: int,
                  phases: int = 1, init_weight: float = 0.0, tv_weight: float = 0.0, log_every: int = 10,
                  save_every: int | None = None, prior: Callable[[torch.Tensor], torch.Tensor] | None = None,
                  prior_weight: float = 0.0, prior_steps: tuple[float, float] = (0.0, 1.0),
