@@ -14,6 +14,10 @@ kinds taking turns round by round so that drift on a shared machine falls on all
 - ``generate, 1 step`` and ``generate, 100 steps``: ``pixgen generate "a red circle above a blue square" --model
   toy`` with ``--iterations 1`` and the preset's 100, one thread, writing into a temporary directory. Their
   difference is 99 steps of the search; the first is what a process pays before and around its first step.
+
+``--before DIR`` adds the two ``generate`` kinds run from another checkout (``git worktree add DIR COMMIT``;
+``python -m pixgen.cli`` imports the pixgen of the directory it runs in), in the same rounds, so that a change
+to the start-up is measured side by side with what it replaced.
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ PROMPT = "a red circle above a blue square"
 
 
 def kinds(out_dir: str) -> dict[str, list[str]]:
+    """The commands, each run from this checkout."""
     py = [sys.executable, "-c"]
     generate = [sys.executable, "-m", "pixgen.cli", "generate", PROMPT, "--model", "toy", "--threads", "1", "-q",
                 "--no-video", "-o", out_dir]
@@ -46,10 +51,10 @@ def kinds(out_dir: str) -> dict[str, list[str]]:
     }
 
 
-def cpu_of(command: list[str]) -> tuple[float, float]:
+def cpu_of(command: list[str], cwd: str | None = None) -> tuple[float, float]:
     """(CPU seconds, wall seconds) of one run of ``command`` in a fresh process."""
     start = time.perf_counter()
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=cwd)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -62,26 +67,30 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out")
+    parser.add_argument("--before", help="another checkout whose generate kinds to time beside these")
     args = parser.parse_args()
     times: dict[str, list[tuple[float, float]]] = {}
     with tempfile.TemporaryDirectory() as out_dir:
-        commands = kinds(out_dir)
+        commands = {name: (cmd, None) for name, cmd in kinds(out_dir).items()}
+        if args.before:
+            commands.update({f"{name} (before)": (cmd, args.before) for name, cmd in kinds(out_dir).items()
+                             if name.startswith("generate")})
         for r in range(args.rounds):
             order = list(commands)[r % len(commands):] + list(commands)[:r % len(commands)]
             for name in order:
-                times.setdefault(name, []).append(cpu_of(commands[name]))
+                times.setdefault(name, []).append(cpu_of(*commands[name]))
     from pixgen.toy.evaluate import _cpu_model
 
     result = {"machine": {"processor": _cpu_model(), "cpus": os.cpu_count(),
                           "python": platform.python_version(), "torch": torch.__version__},
-              "prompt": PROMPT, "rounds": args.rounds, "cpu_s": {}, "wall_s": {}}
+              "prompt": PROMPT, "rounds": args.rounds, "before": args.before, "cpu_s": {}, "wall_s": {}}
     for name in commands:
         cpu = sorted(t[0] for t in times[name])
         wall = sorted(t[1] for t in times[name])
         result["cpu_s"][name] = {"median": round(cpu[len(cpu) // 2], 2), "min": round(cpu[0], 2),
                                  "max": round(cpu[-1], 2)}
         result["wall_s"][name] = round(wall[len(wall) // 2], 2)
-        print(f"{name:24s} CPU {cpu[len(cpu) // 2]:6.2f} s (min {cpu[0]:.2f}, max {cpu[-1]:.2f}), "
+        print(f"{name:33s} CPU {cpu[len(cpu) // 2]:6.2f} s (min {cpu[0]:.2f}, max {cpu[-1]:.2f}), "
               f"wall {wall[len(wall) // 2]:6.2f} s", flush=True)
     if args.out:
         with open(args.out, "w") as f:

@@ -156,7 +156,7 @@ def generate(
     if augment:
         names = [a for a in augment if a.lower() != "none"]
         options["cutouts.augments"] = [{"name": a, "kwargs": {}} for a in names]
-    from pixgen import api  # after the options are checked: importing torch and open_clip takes seconds
+    from pixgen import api  # after the options are checked: importing torch takes seconds
 
     results = api.generate_many(prompts, count=count, config=config, overrides=set_, base=base, progress=not quiet,
                                 made_with=made_with, on_result=_report, keep=False, **options)
