@@ -219,6 +219,17 @@ def test_reword_caption_puts_common_synonyms_and_forms_in_the_grammars_words():
         "a red square with a blue circle": "a red square and a blue circle",
         "a red circle on a white backdrop": "a red circle on a white background",
         "a red circle in front of a black background": "a red circle on a black background",
+        "a photo of a red circle": "a red circle",
+        "An image of two big blue squares.": "two large blue squares",
+        "a simple drawing of a green cross above a pink circle": "a green cross above a pink circle",
+        "a red circle on a white canvas": "a red circle on a white background",
+        "a pair of red circles": "two red circles",
+        "a red circle at the left of a blue square": "a red circle to the left of a blue square",
+        "a red circle to the right hand side of a blue square": "a red circle to the right of a blue square",
+        "a red circle on the left side of a blue square": "a red circle to the left of a blue square",
+        "a red circle on the left side of the image": "a red circle on the left side",
+        "a large green triangle in the middle of a black background":
+            "a large green triangle in the middle on a black background",
     }
     for text, words in cases.items():
         assert reword_caption(text) == words, text
@@ -232,6 +243,15 @@ def test_reword_caption_gives_up_where_no_rewording_makes_a_caption():
     for text in ("a red circle next to a blue square", "a red rectangle", "a castle at dusk", "a big red hexagon",
                  "", "two red circles and a blue square", "a red circle in the top middle", "a red circle on the top of"):
         assert reword_caption(text) is None, text
+
+
+def test_a_count_above_four_says_the_world_holds_at_most_four():
+    from pixgen.toy.captions import CaptionError, read_caption
+
+    for text in ("5 red circles", "five red circles", "a photo of twelve blue squares"):
+        with pytest.raises(CaptionError, match="holds at most 4") as info:
+            read_caption(text)
+        assert "three" in info.value.hint
 
 
 def test_read_caption_names_what_is_still_wrong_once_synonyms_are_in_the_worlds_words():

@@ -235,6 +235,7 @@ _SHAPE_OF.update({_PLURAL[w]: s for w, s in list(_SHAPE_OF.items())})
 _COLOUR_OF = {w: c for c, ws in _COLOUR_WORDS.items() for w in ws}
 _BG_OF = {w: b for b, ws in _BG_WORDS.items() for w in ws}
 _COUNT_OF = {w: n for n, ws in _NUMBERS.items() for w in ws}
+_TOO_MANY = {"five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"}
 _REL_OF = {w: r for r, ws in _REL_WORDS.items() for w in ws}
 _BACKGROUND_RE = re.compile(
     r"(?:^|\s+)(?:on|against|with)\s+(?:an?\s+)?(" + "|".join(_BG_OF) + r")(?:\s+background)?$")
@@ -329,6 +330,9 @@ def parse_caption(text: str) -> Spec:
         if not body:
             raise CaptionError(f"{whole!r} names a background but no object", "e.g. \"a red circle on a black background\"")
     first, _, rest = body.partition(" ")
+    if first in _TOO_MANY or (first.isdigit() and int(first) > 4):
+        raise CaptionError(f"{whole!r} counts {first} objects; a toy-world scene holds at most 4",
+                           "ask for two, three or four, e.g. \"three red circles\"")
     counted, *more = _LIST_SEP.split(rest, maxsplit=1)
     if _COUNT_OF.get(first) == 1:  # "one red circle [and / above ...]" reads as "a red circle ..."
         first, body = "", _with_article(rest)
@@ -354,8 +358,13 @@ def parse_caption(text: str) -> Spec:
 _REL_PATTERN = "|".join(sorted(_REL_OF, key=len, reverse=True))
 _REWORDINGS = (
     (re.compile(r"[\s.!?;:,]+$"), ""),  # closing punctuation
+    # CLIP's prompt templates: "a photo of a red circle", "an image of two blue squares"
+    (re.compile(r"^(?:an?|the)\s+(?:(?:close-up|simple|flat)\s+)?(?:photo|photograph|picture|image|drawing|painting|"
+                r"illustration|render|rendering|sketch)\s+(?:of|showing|with)\s+"), ""),
     (re.compile(r"(?<=[a-z])-(?=[a-z])"), " "),  # "top-left"
     (re.compile(r"\b(" + "|".join(_SYNONYMS) + r")\b"), lambda m: _SYNONYMS[m.group(1)]),
+    (re.compile(r"\b(" + "|".join(_BG_OF) + r")\s+canvas\b"), r"\1 background"),  # "on a white canvas"
+    (re.compile(r"\ba pair of\b"), "two"),
     (re.compile(r"\bplus\b(?!\s+signs?\b)"), "plus sign"),
     (re.compile(r"\bpluses\b"), "plus signs"),
     (re.compile(r"\b(?:on top of|atop)\b"), "above"),
@@ -370,7 +379,10 @@ _REWORDINGS = (
     (re.compile(r"\b(?:on the|at) (top|bottom)\b"), r"at the \1"),
     (re.compile(r"\bat the (left|right) side\b"), r"on the \1 side"),
     (re.compile(r"\bat the (centre|center|middle)\b"), r"in the \1"),
-    (re.compile(r"\bon the (left|right) of\b"), r"to the \1 of"),  # the relation, not the place "on the left"
+    # the relation, not the place "on the left [side]"
+    (re.compile(r"\b(?:on|at|to) the (left|right)(?: hand)?(?: side)? of\b"), r"to the \1 of"),
+    # "in the middle of a black background": the place, then the background
+    (re.compile(r"\bin the (centre|center|middle) of (?=an? (?:" + "|".join(_BG_OF) + r") background$)"), r"in the \1 on "),
     (re.compile(r"\b(?:directly|just|immediately|straight)\s+(?=(?:" + _REL_PATTERN + r")\s)"), ""),
     # "the red circle is above ...", "a red circle which is above ..."
     (re.compile(r"\s+(?:(?:which|that)\s+)?(?:is|are)\s+(?=(?:" + _REL_PATTERN + r")\s)"), " "),
@@ -387,7 +399,7 @@ def reword_caption(text: str) -> str | None:
     """``text`` said in the toy world's own words, when it is not a caption as written but only common synonyms and
     forms keep it from being one ("a big red circle" -> "a large red circle", "a red circle on top of a blue square"
     -> "a red circle above a blue square", "the green cross is left of the pink circle", "a blue square at the
-    bottom right", "a red circle in the middle of the image", "A red circle!"); ``None`` when ``text`` is a caption
+    bottom right", "a red circle in the middle of the image", "a photo of a red circle", "A red circle!"); ``None`` when ``text`` is a caption
     already, or when rewording does not make it one. The toy CLIP was trained on its grammar's words alone and reads
     other words poorly, so generation with the toy model encodes the reworded text (and says so); the meaning judged
     is the same.
