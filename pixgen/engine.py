@@ -87,7 +87,8 @@ class Engine:
         perceptors: CLIP models; each has an ensemble ``weight`` and an ``input_size``.
         targets: loss terms, each naming the perceptor it belongs to and (optionally) its story phase.
         cutouts: one cutout maker per distinct perceptor input size, keyed by that size (shared by models).
-        optimizer: an optimizer (torch's or :class:`pixgen.adam.Adam`) over the generator's latent; None for an Engine that only scores (losses).
+        optimizer: an optimizer (torch's or :class:`pixgen.adam.Adam`) over the generator's latent; None for an
+            Engine that only scores (losses).
         phases: the number of story phases, spread evenly over ``total`` steps.
         grow_step: with a generator that starts at a coarse size, the step (0-based) before which it grows to the
             output size (``generator.grow_()``); the optimizer's state starts afresh then.

@@ -224,7 +224,7 @@ def load_perceptor(spec: str | ClipSpec, device: str | torch.device = "cpu", *, 
             with contextlib.redirect_stdout(io.StringIO()), quiet_logging():
                 model = open_clip.create_model(spec.model, pretrained=pretrained, device=device,
                                                cache_dir=str(cache), weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - a file that is no checkpoint fails in many ways (UnpicklingError, KeyError)
+    except Exception as exc:  # noqa: BLE001 - a file that is no checkpoint fails in many ways (KeyError, ...)
         if pretrained and not Path(pretrained).is_file():
             raise ModelError(
                 f"could not get CLIP weights {spec.model}:{pretrained} ({type(exc).__name__}: {_short(exc)})",

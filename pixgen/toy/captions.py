@@ -399,10 +399,10 @@ def reword_caption(text: str) -> str | None:
     """``text`` said in the toy world's own words, when it is not a caption as written but only common synonyms and
     forms keep it from being one ("a big red circle" -> "a large red circle", "a red circle on top of a blue square"
     -> "a red circle above a blue square", "the green cross is left of the pink circle", "a blue square at the
-    bottom right", "a red circle in the middle of the image", "a photo of a red circle", "A red circle!"); ``None`` when ``text`` is a caption
-    already, or when rewording does not make it one. The toy CLIP was trained on its grammar's words alone and reads
-    other words poorly, so generation with the toy model encodes the reworded text (and says so); the meaning judged
-    is the same.
+    bottom right", "a red circle in the middle of the image", "a photo of a red circle", "A red circle!");
+    ``None`` when ``text`` is a caption already, or when rewording does not make it one. The toy CLIP was trained on
+    its grammar's words alone and reads other words poorly, so generation with the toy model encodes the reworded
+    text (and says so); the meaning judged is the same.
     """
     try:
         return read_caption(text)[1]
