@@ -29,6 +29,10 @@ def _assert_same(ours: Perceptor, theirs: Perceptor) -> None:
     assert isinstance(ours.model, CLIP)
     assert torch.equal(ours.tokenizer(TEXTS), theirs.tokenizer(TEXTS))
     assert torch.equal(ours.encode_text(TEXTS), theirs.encode_text(TEXTS))
+    tokens = ours.tokenizer(TEXTS)
+    with torch.no_grad():  # open_clip's own calls, for code that uses ``Perceptor.model`` directly
+        assert torch.equal(ours.model.encode_text(tokens, normalize=True),
+                           theirs.model.encode_text(tokens, normalize=True))
     assert (ours.input_size, ours.embed_dim, ours.logit_scale) == (theirs.input_size, theirs.embed_dim,
                                                                    theirs.logit_scale)
     assert torch.equal(ours.mean, theirs.mean) and torch.equal(ours.std, theirs.std)

@@ -17,6 +17,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 # CLIP's image normalisation (OpenAI's; open_clip's OPENAI_DATASET_MEAN and _STD).
@@ -108,7 +109,8 @@ class VisionTransformer(nn.Module):
 
 
 class CLIP(nn.Module):
-    """open_clip's ``CLIP`` for an OpenAI-layout config: ``encode_image`` and ``encode_text`` (not normalised)."""
+    """open_clip's ``CLIP`` for an OpenAI-layout config: ``encode_image`` and ``encode_text``, as open_clip's (not
+    normalised unless ``normalize=True``)."""
 
     def __init__(self, cfg: dict):
         super().__init__()
@@ -125,13 +127,15 @@ class CLIP(nn.Module):
         self.logit_scale = nn.Parameter(torch.empty(()))
         self.register_buffer("attn_mask", torch.empty(0), persistent=False)
 
-    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
-        return self.visual(image)
+    def encode_image(self, image: torch.Tensor, normalize: bool = False) -> torch.Tensor:
+        x = self.visual(image)
+        return F.normalize(x, dim=-1) if normalize else x
 
-    def encode_text(self, text: torch.Tensor) -> torch.Tensor:
+    def encode_text(self, text: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         x = self.token_embedding(text) + self.positional_embedding
         x = self.ln_final(self.transformer(x, attn_mask=self.attn_mask))
-        return x[torch.arange(x.shape[0], device=x.device), text.argmax(dim=-1)] @ self.text_projection
+        x = x[torch.arange(x.shape[0], device=x.device), text.argmax(dim=-1)] @ self.text_projection
+        return F.normalize(x, dim=-1) if normalize else x
 
 
 def _causal_mask(n: int) -> torch.Tensor:
