@@ -448,8 +448,15 @@ _FILE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".ti
 
 
 def _check_output_dir(output_dir: str) -> None:
-    """Refuse an output directory named like an image file (``-o art.png``), unless such a directory exists."""
+    """Refuse an output directory that is an existing file, or is named like an image file (``-o art.png``) unless
+    such a directory exists: before any model loads, not after."""
     root = Path(output_dir).expanduser()
+    blocker = next((p for p in (root, *root.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        where = "is a file" if blocker == root else f"lies under {str(blocker)!r}, which is a file"
+        raise ConfigError(f"the output directory {output_dir!r} {where}; pixgen writes each run into a directory "
+                          "of its own there, as DIR/RUN/image.png",
+                          "give a directory that exists or can be made, e.g. -o outputs")
     if root.suffix.lower() in _FILE_SUFFIXES and not root.is_dir():
         raise ConfigError(f"the output directory {output_dir!r} looks like a file name; pixgen writes each run into "
                           "its own directory, as DIR/RUN/image.png",

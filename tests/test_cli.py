@@ -178,12 +178,20 @@ def test_bad_image_inputs(tmp_path, kind, flag):
     assert expected in result.stderr
 
 
-def test_unwritable_output_directory(tmp_path):
+def test_output_directory_that_is_a_file_is_refused_before_any_model_loads(tmp_path, monkeypatch):
+    import pixgen.api
+
+    def no_models(*args, **kwargs):
+        raise AssertionError("models were loaded before the output directory was checked")
+
+    monkeypatch.setattr(pixgen.api, "build_session", no_models)
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    result = run(["a", *FAST], blocker / "sub")
-    assert result.exit_code == 2
-    assert "not writable" in result.stderr
+    for where, says in ((blocker, "is a file"), (blocker / "sub", "which is a file")):
+        result = run(["a", *FAST], where)
+        assert result.exit_code == 2, result.output
+        assert says in result.stderr, result.stderr
+    assert blocker.read_text() == "x"
 
 
 def test_output_directory_given_as_an_image_file_name(tmp_path):
