@@ -382,7 +382,8 @@ def render_cmd(caption: str = typer.Argument(..., help="A toy-world caption, e.g
     if out.suffix.lower() != ".png":
         raise PixgenError(f"--out {out} must end in .png", "e.g. --out scene.png")
     if not out.parent.is_dir():
-        raise PixgenError(f"the directory of --out {out} does not exist", "create it first, or write elsewhere")
+        what = "is a file, not a directory" if out.parent.exists() else "does not exist"
+        raise PixgenError(f"the directory of --out {out} {what}", "create it first, or write elsewhere")
     rng = np.random.default_rng(seed)
     paths = [out] if count == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(count)]
     for i, path in enumerate(paths):
