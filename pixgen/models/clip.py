@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from collections import OrderedDict
 from pathlib import Path
 
@@ -170,10 +171,8 @@ def load_clip(cfg: dict, weights: str | Path, device: str | torch.device = "cpu"
 
 def open_clip_tokenizer(context_length: int):
     """open_clip's BPE tokenizer (``SimpleTokenizer``), read from open_clip's own ``tokenizer.py`` without importing
-    the open_clip package (whose ``__init__`` imports torchvision and timm); through ``open_clip.get_tokenizer`` if
-    open_clip is imported already or that file cannot be loaded alone."""
-    import sys
-
+    the open_clip package (whose ``__init__`` imports torchvision and timm); through the package if it is imported
+    already or that file cannot be loaded alone."""
     if "open_clip" not in sys.modules:
         try:
             package = importlib.util.find_spec("open_clip")
