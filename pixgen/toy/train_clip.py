@@ -774,6 +774,11 @@ def train_clip(
         return model.encode_image(normalize(images, model))
 
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="clip", disable=not progress)
+    # cut, stray and near-miss variants alike: the caption must prefer the scene as it is
+    variant_kinds = [(share, make) for share, make in (
+        (cut_p, lambda scene, spec: cut_variant(scene, spec, rng)),
+        (stray_p, lambda scene, spec: stray_variant(scene, rng)),
+        (near_miss_p, lambda scene, spec: near_miss_variant(scene, spec, rng))) if share]
     for step in bar:
         if step % 250 == 0 or step == start:
             pool.refresh()
@@ -829,11 +834,6 @@ def train_clip(
             x = torch.cat([x, chain_images])
             all_scenes += [None] * len(chain_images)
         cut_of: list[int] = []  # the scene each cut image was made from; scored only against that caption
-        # cut, stray and near-miss variants alike: the caption must prefer the scene as it is
-        variant_kinds = [(share, make) for share, make in (
-            (cut_p, lambda scene, spec: cut_variant(scene, spec, rng)),
-            (stray_p, lambda scene, spec: stray_variant(scene, rng)),
-            (near_miss_p, lambda scene, spec: near_miss_variant(scene, spec, rng))) if share]
         if variant_kinds:
             cut_images = []
             for i in range(len(scenes)):
