@@ -235,6 +235,7 @@ _SHAPE_OF.update({_PLURAL[w]: s for w, s in list(_SHAPE_OF.items())})
 _COLOUR_OF = {w: c for c, ws in _COLOUR_WORDS.items() for w in ws}
 _BG_OF = {w: b for b, ws in _BG_WORDS.items() for w in ws}
 _COUNT_OF = {w: n for n, ws in _NUMBERS.items() for w in ws}
+_MOST_OBJECTS = max(_NUMBERS)  # the largest count the grammar writes: a toy-world scene holds at most that many
 _TOO_MANY = {"five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"}
 _REL_OF = {w: r for r, ws in _REL_WORDS.items() for w in ws}
 _BACKGROUND_RE = re.compile(
@@ -273,7 +274,7 @@ def _count_and_more(whole: str, first: str, n: int, counted: str, more: str) -> 
     """The error for a count with another object after it ("two blue squares and a red circle"), with the same
     scene asked for in the grammar's words where it fits in a toy-world scene (at most 4 objects)."""
     hint = f"ask for the count alone (\"{first} {counted}\")"
-    if n + 1 + more.count(" and ") + more.count(",") <= 4:
+    if n + 1 + more.count(" and ") + more.count(",") <= _MOST_OBJECTS:
         m = _NOUN_RE.match(counted)
         one = _with_article(counted[:m.start(3)] + _SINGULAR.get(m.group(3), m.group(3)) + counted[m.end(3):])
         hint += f", or name every object: \"{', '.join([one] * n)} and {more}\""
@@ -330,8 +331,8 @@ def parse_caption(text: str) -> Spec:
         if not body:
             raise CaptionError(f"{whole!r} names a background but no object", "e.g. \"a red circle on a black background\"")
     first, _, rest = body.partition(" ")
-    if first in _TOO_MANY or (first.isdigit() and int(first) > 4):
-        raise CaptionError(f"{whole!r} counts {first} objects; a toy-world scene holds at most 4",
+    if first in _TOO_MANY or (first.isdigit() and int(first) > _MOST_OBJECTS):
+        raise CaptionError(f"{whole!r} counts {first} objects; a toy-world scene holds at most {_MOST_OBJECTS}",
                            "ask for two, three or four, e.g. \"three red circles\"")
     counted, *more = _LIST_SEP.split(rest, maxsplit=1)
     if _COUNT_OF.get(first) == 1:  # "one red circle [and / above ...]" reads as "a red circle ..."
@@ -347,8 +348,8 @@ def parse_caption(text: str) -> Spec:
         b = _read_ref(body[m.end():].strip(), False, whole)
         return Spec("relation", (a, b), relation=_REL_OF[m.group(1)], background=background)
     parts = [p for p in _LIST_SEP.split(body) if p]
-    if len(parts) > 4:
-        raise CaptionError(f"{whole!r} names {len(parts)} objects; a toy-world scene holds at most 4",
+    if len(parts) > _MOST_OBJECTS:
+        raise CaptionError(f"{whole!r} names {len(parts)} objects; a toy-world scene holds at most {_MOST_OBJECTS}",
                            "name fewer objects")
     return Spec("objects", tuple(_read_ref(p, False, whole) for p in parts), background=background)
 
