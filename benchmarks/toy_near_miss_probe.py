@@ -54,7 +54,10 @@ def reference_changes(spec, scene, rng) -> dict[str, Scene]:
     return out
 
 
-def pairs(prompt_seeds=(97, 98, 99), seed: int = 5) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
+PROMPT_SEEDS = (97, 98, 99)
+
+
+def pairs(prompt_seeds=PROMPT_SEEDS, seed: int = 5) -> list[tuple[str, str, np.ndarray, np.ndarray]]:
     """(prompt, kind, right render, near-miss render) for every applicable kind of each held-out prompt."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -101,7 +104,7 @@ def main() -> None:
     torch.set_num_threads(1)
     towers = args.tower or [f"{spec.model}:{spec.pretrained}" for spec in toy_clip_specs()]
     rows = pairs()
-    result = {"prompt_seeds": [97, 98, 99], "towers": {}}
+    result = {"prompt_seeds": list(PROMPT_SEEDS), "towers": {}}
     for tower in towers:
         result["towers"][tower] = rank(tower, rows)
         print(tower, json.dumps(result["towers"][tower]), flush=True)
