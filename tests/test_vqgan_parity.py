@@ -3,35 +3,19 @@
 The reference package is installed with ``--no-deps`` into a cache folder for the test run only; pixgen itself
 never imports it.
 """
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
 from pixgen.models.vqgan import VQGAN, VQGANConfig
-
-CACHE = Path(__file__).resolve().parents[1] / ".cache" / "taming-transformers-0.0.1"
+from reference_pkgs import import_from, install
 
 pytestmark = pytest.mark.network
 
 
 @pytest.fixture(scope="module")
 def reference():
-    if not (CACHE / "taming" / "modules" / "diffusionmodules" / "model.py").is_file():
-        CACHE.mkdir(parents=True, exist_ok=True)
-        proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile",
-                               "--target", str(CACHE), "taming-transformers==0.0.1"],
-                              capture_output=True, text=True)
-        if proc.returncode != 0:
-            pytest.fail(f"could not install the reference taming-transformers==0.0.1: {proc.stderr[-500:]}")
-    sys.path.insert(0, str(CACHE))
-    try:
-        import taming.modules.diffusionmodules.model as model
-    finally:
-        sys.path.remove(str(CACHE))
-    return model
+    folder = install("taming-transformers==0.0.1", "taming/modules/diffusionmodules/model.py")
+    return import_from(folder, "taming.modules.diffusionmodules.model")
 
 
 CONFIGS = {
