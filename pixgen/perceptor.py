@@ -347,8 +347,9 @@ def save_image_tower(model: nn.Module, path: str | Path, base: str = "") -> Path
     return path
 
 
-def load_image_tower(model: nn.Module, path: str | Path) -> None:
-    """Replace ``model.visual``'s weights with those in ``path`` (written by :func:`save_image_tower`)."""
+def _read_image_tower(path: str | Path, own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The tensors of the image tower file ``path`` (written by :func:`save_image_tower`), checked against the
+    image tower ``own`` (names and shapes) it is to replace."""
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -361,7 +362,6 @@ def load_image_tower(model: nn.Module, path: str | Path) -> None:
     if TOWER_KEY not in meta:
         raise ModelError(f"{path} is not an image tower file (no {TOWER_KEY!r} in its metadata)",
                          "after '+' in BASE+TOWER give a file written by `pixgen toy image-tower` or save_image_tower")
-    own = model.visual.state_dict()
     missing = sorted(set(own) - set(state))
     extra = sorted(set(state) - set(own))
     wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
@@ -370,7 +370,35 @@ def load_image_tower(model: nn.Module, path: str | Path) -> None:
                   else f"shape of {wrong[0]} is {tuple(state[wrong[0]].shape)}, not {tuple(own[wrong[0]].shape)}")
         raise ModelError(f"image tower file {path} does not fit this CLIP model ({detail})",
                          "pair the tower file with the model it was trained as")
-    model.visual.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+    return {k: v.to(own[k].dtype) for k, v in state.items()}
+
+
+def load_image_tower(model: nn.Module, path: str | Path) -> None:
+    """Replace ``model.visual``'s weights with those in ``path`` (written by :func:`save_image_tower`)."""
+    model.visual.load_state_dict(_read_image_tower(path, model.visual.state_dict()))
+
+
+def merge_image_tower(base: str | Path, tower: str | Path, out: str | Path) -> Path:
+    """Write the CLIP state dict ``base`` with its image tower replaced by the one in ``tower``, as one plain
+    state dict in ``base``'s names and dtypes, atomically: a whole CLIP file for tools that load one file (open_clip,
+    OpenAI's ``build_model``), where pixgen loads ``BASE+TOWER``."""
+    try:
+        state = torch.load(str(base), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - unpickling errors of every kind (torch's own text suggests
+        # weights_only=False, which would run the file's code): one clear message instead
+        raise ModelError(f"could not read CLIP weights {base} ({type(exc).__name__}): not a state dict saved by "
+                         "torch.save", "give a clip.pt state dict, e.g. checkpoints/toy/clip.pt") from None
+    if not isinstance(state, dict) or not any(str(k).startswith("visual.") for k in state):
+        raise ModelError(f"{base} is not a CLIP state dict with an image tower (no 'visual.' weights)",
+                         "give a clip.pt state dict, e.g. checkpoints/toy/clip.pt")
+    own = {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")}
+    state.update({f"visual.{k}": v for k, v in _read_image_tower(tower, own).items()})
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(out)
+    return out
 
 
 @contextlib.contextmanager

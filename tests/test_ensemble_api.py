@@ -191,6 +191,48 @@ def test_image_tower_files_that_do_not_fit_are_refused_with_the_reason(tmp_path,
         load_perceptor(f"pixgen-random-tiny:{tmp_path / 'base.pt'}+{tmp_path / 'nope.safetensors'}")
 
 
+def test_merge_tower_writes_one_clip_file_that_loads_as_base_plus_tower(tmp_path, tiny48):
+    import open_clip
+    from typer.testing import CliRunner
+
+    from pixgen.cli import app
+    from pixgen.perceptor import load_perceptor, save_image_tower
+
+    base, other = _two_tiny_clips(tmp_path)
+    tower = save_image_tower(other, tmp_path / "late.safetensors", base="base.pt")
+    run = CliRunner().invoke
+    result = run(app, ["toy", "merge-tower", str(tower), "--base", str(tmp_path / "base.pt"), "-o",
+                       str(tmp_path / "out" / "merged.pt")])
+    assert result.exit_code == 0, result.output
+    merged = torch.load(tmp_path / "out" / "merged.pt", weights_only=True)
+    assert set(merged) == set(base.state_dict())
+    assert not (tmp_path / "out" / "merged.pt.tmp").exists()
+    joined = load_perceptor(f"pixgen-random-tiny:{tmp_path / 'base.pt'}+{tower}")
+    alone = load_perceptor(f"pixgen-random-tiny:{tmp_path / 'out' / 'merged.pt'}")
+    images = torch.rand(2, 3, alone.input_size, alone.input_size)
+    with torch.no_grad():
+        assert torch.equal(alone.encode_image(images), joined.encode_image(images))
+        assert torch.equal(alone.encode_text(["a castle"]), joined.encode_text(["a castle"]))
+
+    wrong = save_image_tower(open_clip.create_model(tiny48), tmp_path / "wrong.safetensors")
+    junk = tmp_path / "junk.pt"
+    junk.write_text("not a checkpoint")
+    for args, message in (
+        ([str(wrong), "--base", str(tmp_path / "base.pt"), "-o", str(tmp_path / "w.pt")], "does not fit"),
+        ([str(tmp_path / "base.pt"), "--base", str(tmp_path / "base.pt"), "-o", str(tmp_path / "w.pt")],
+         "could not read image tower file"),
+        ([str(tower), "--base", str(tower), "-o", str(tmp_path / "w.pt")], "is not a CLIP state dict"),
+        ([str(tower), "--base", str(junk), "-o", str(tmp_path / "w.pt")], "could not read CLIP weights"),
+        ([str(tower), "--base", str(tmp_path / "nope.pt"), "-o", str(tmp_path / "w.pt")], "not found"),
+        ([str(tower), "--base", str(tmp_path / "base.pt"), "-o", str(tmp_path / "w.safetensors")], "must end in .pt"),
+        ([str(tower), "--base", str(tmp_path / "base.pt"), "-o", str(tower / "w.pt")], "lies under a file"),
+    ):
+        result = run(app, ["toy", "merge-tower", *args])
+        assert result.exit_code != 0 and message in result.output, (args, result.output)
+        assert "Traceback" not in result.output
+    assert not (tmp_path / "w.pt").exists()
+
+
 def test_the_image_tower_runs_sequence_first_with_the_same_embeddings_and_gradients():
     """The perceptor switches open_clip's image transformer to its (L, N, D) layout, which is faster on the CPU;
     the embedding and the gradient that reaches the image must not change."""

@@ -332,6 +332,28 @@ def image_tower_cmd(src: Path = typer.Argument(..., help="clip.pt of a run train
     typer.echo(str(export_image_tower(src, base, out)))
 
 
+@toy_app.command("merge-tower")
+def merge_tower_cmd(tower: Path = typer.Argument(..., help="An image tower file, e.g. "
+                                                 "checkpoints/toy/clip_early_visual.safetensors."),
+                    base: Path = typer.Option(Path("checkpoints/toy/clip.pt"), "--base",
+                                              help="The clip.pt whose text tower TOWER goes with."),
+                    out: Path = typer.Option(..., "--out", "-o", help="The .pt file to write.")) -> None:
+    """Write BASE with its image tower replaced by TOWER as one OpenAI-format clip.pt, for tools that load a CLIP
+    from one file (open_clip, OpenAI's build_model); pixgen itself loads BASE+TOWER."""
+    from pixgen.perceptor import merge_image_tower
+
+    for flag, path in (("TOWER", tower), ("--base", base)):
+        if not path.is_file():
+            raise PixgenError(f"{flag} {path} not found", "give an image tower file and the clip.pt it goes with, "
+                              "e.g. checkpoints/toy/clip_early_visual.safetensors --base checkpoints/toy/clip.pt")
+    if out.suffix != ".pt":
+        raise PixgenError(f"--out {out} must end in .pt", "e.g. --out clip_early.pt")
+    if out.is_dir() or any(p.exists() and not p.is_dir() for p in out.parents):
+        raise PixgenError(f"--out {out} cannot be written: it is a directory or lies under a file",
+                          "give the path of a new .pt file")
+    typer.echo(str(merge_image_tower(base, tower, out)))
+
+
 @toy_app.command("compare")
 def compare_cmd(a: Path = typer.Argument(..., help="One eval's --out directory (or its results.json), or a "
                                                    "directory of evals, one per subdirectory, pooled."),
