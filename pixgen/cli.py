@@ -8,7 +8,7 @@ from typing import Any, List, Optional
 
 import typer
 
-from pixgen.cli_util import parse_colours
+from pixgen.cli_util import parse_colours, read_prompt_file
 from pixgen.cli_util import friendly as _friendly
 from pixgen.errors import ConfigError
 
@@ -126,7 +126,7 @@ def generate(
         raise ConfigError(f"--count must be at least 1, got {count}", "e.g. --count 4")
     if prompts_file is not None and prompt is not None:
         raise ConfigError("both a prompt and --prompts given", "give the prompt, or put it in the --prompts file")
-    prompts = _read_prompts(prompts_file) if prompts_file is not None else [prompt]
+    prompts = read_prompt_file(prompts_file) if prompts_file is not None else [prompt]
     base, made_with = None, None
     if from_image is not None:
         from pixgen.config import from_yaml_text
@@ -162,22 +162,6 @@ def generate(
                                 made_with=made_with, on_result=_report, keep=False, **options)
     if results[-1].interrupted:
         raise typer.Exit(130)
-
-
-def _read_prompts(path: Path) -> list[str]:
-    """The prompts of a --prompts file: one per line, without blank lines and '#' comments."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise ConfigError(f"prompts file {str(path)!r} not found", "give a text file with one prompt per line") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read prompts file {str(path)!r} ({exc})",
-                          "give a UTF-8 text file with one prompt per line") from None
-    prompts = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-    if not prompts:
-        raise ConfigError(f"prompts file {str(path)!r} holds no prompts",
-                          "write one prompt per line; lines starting with '#' are comments")
-    return prompts
 
 
 @app.command()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import re
+from pathlib import Path
 from typing import Any, Callable
 
 import typer
@@ -62,3 +63,24 @@ def parse_colours(text: str, flag: str) -> list[list[int]]:
     if not colours:
         raise ConfigError(f"{flag} {text!r} names no colour", f"e.g. {flag} 128,128,128")
     return colours
+
+
+def read_prompt_file(path: Path, comments_after: bool = False) -> list[str]:
+    """The prompts of a ``--prompts`` file: one per line, blank lines and lines starting with '#' left out; with
+    ``comments_after`` also a '#' comment after a prompt (for toy captions, which hold no '#'; a free prompt may)."""
+    if path.is_dir():
+        raise ConfigError(f"prompts file {str(path)!r} is a directory", "give a text file with one prompt per line")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise ConfigError(f"prompts file {str(path)!r} not found", "give a text file with one prompt per line") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read prompts file {str(path)!r} ({exc})",
+                          "give a UTF-8 text file with one prompt per line") from None
+    if comments_after:
+        lines = [line.split("#", 1)[0] for line in lines]
+    prompts = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not prompts:
+        raise ConfigError(f"prompts file {str(path)!r} holds no prompts",
+                          "write one prompt per line; lines starting with '#' are comments")
+    return prompts

@@ -255,6 +255,21 @@ def test_prompts_file_and_count_errors(tmp_path, case):
     assert expected in result.stderr
 
 
+def test_one_prompt_file_reader_for_generate_and_eval(tmp_path):
+    from pixgen.cli_util import read_prompt_file
+    from pixgen.errors import ConfigError
+
+    path = tmp_path / "prompts.txt"
+    path.write_text("# a comment line\n\n  a castle #1 at dawn  \n   # indented comment\na red circle # the toy's\n")
+    assert read_prompt_file(path) == ["a castle #1 at dawn", "a red circle # the toy's"]  # free prompts keep '#'
+    assert read_prompt_file(path, comments_after=True) == ["a castle", "a red circle"]  # eval's toy captions
+    with pytest.raises(ConfigError, match="is a directory"):
+        read_prompt_file(tmp_path)
+    path.write_bytes(b"\xff\xfe a castle")
+    with pytest.raises(ConfigError, match="cannot read prompts file"):
+        read_prompt_file(path)
+
+
 def test_good_image_prompt_and_init_image_run(tmp_path):
     png = str(_png(tmp_path))
     result = run(["a", *FAST, "--image-prompt", f"{png}:0.5", "--init-image", png, "--init-weight", "0.5",

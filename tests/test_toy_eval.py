@@ -228,7 +228,7 @@ def test_eval_command_judges_an_option_over_the_toy_preset(tmp_path, args):
 
 @pytest.mark.parametrize("args, says", [
     (["--prompts", "missing.txt"], "not found"),
-    (["--prompts", "."], "is not a file"),
+    (["--prompts", "."], "is a directory"),
     (["--held-out", "0"], "at least 1"),
     (["--held-out", "3", "--prompt-seed", "-1"], "greater than or equal to"),
     (["--held-out", "3", "--prompts", "x.txt"], "give one of them"),

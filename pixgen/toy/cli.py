@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from pixgen.cli_util import parse_colours, set_threads
+from pixgen.cli_util import parse_colours, read_prompt_file, set_threads
 from pixgen.errors import Interrupted, PixgenError
 
 toy_app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -567,17 +567,7 @@ def eval_command(
     items, source = None, None
     if prompts is not None:
         source = f"--prompts {prompts}"
-        if not prompts.is_file():
-            what = "is not a file" if prompts.exists() else "not found"
-            raise PixgenError(f"prompt file {str(prompts)!r} {what}", "give a text file with one prompt per line")
-        try:
-            lines = prompts.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as e:
-            raise PixgenError(f"cannot read prompt file {str(prompts)!r}: {e}", "give a UTF-8 text file") from None
-        lines = [ln.split("#", 1)[0].strip() for ln in lines]
-        items = items_from_prompts([ln for ln in lines if ln])
-        if not items:
-            raise PixgenError(f"prompt file {str(prompts)!r} has no prompts", "write one caption per line")
+        items = items_from_prompts(read_prompt_file(prompts, comments_after=True))
         reworded = [(it.text, other) for it in items if (other := reword_caption(it.text)) is not None]
         if reworded:
             typer.echo(f"pixgen: {len(reworded)} of the {len(items)} prompts are read in the toy world's own words, "
