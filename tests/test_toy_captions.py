@@ -230,6 +230,12 @@ def test_reword_caption_puts_common_synonyms_and_forms_in_the_grammars_words():
         "a red circle on the left side of the image": "a red circle on the left side",
         "a large green triangle in the middle of a black background":
             "a large green triangle in the middle on a black background",
+        "a white background with a red circle": "a red circle on a white background",
+        "a black backdrop showing two blue squares": "two blue squares on a black background",
+        "a pink circle on a gray background in the centre": "a pink circle in the centre on a gray background",
+        "a red circle on a white background above a blue square":
+            "a red circle above a blue square on a white background",
+        "a red circle on a black background and a blue square": "a red circle and a blue square on a black background",
     }
     for text, words in cases.items():
         assert reword_caption(text) == words, text
@@ -295,3 +301,15 @@ def test_a_count_with_another_object_says_so_and_offers_the_same_scene_in_the_gr
     with pytest.raises(CaptionError) as info:  # five objects do not fit a scene: only the count alone is offered
         parse_caption("four red circles and a blue square")
     assert '"four red circles"' in info.value.hint and "every object" not in info.value.hint
+
+
+def test_a_background_colour_asked_of_an_object_is_named_as_such():
+    from pixgen.toy.captions import CaptionError, read_caption
+
+    for text, word in (("a white circle", "white"), ("two grey crosses", "grey"),
+                       ("a red circle above a large black square", "black")):
+        with pytest.raises(CaptionError, match=f"'{word}' in .* is a background colour") as info:
+            read_caption(text)
+        assert "red, green" in info.value.hint
+    with pytest.raises(CaptionError, match="does not know the word 'whiteish'"):  # not a world word at all
+        read_caption("a whiteish circle")

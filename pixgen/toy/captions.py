@@ -243,6 +243,9 @@ _BACKGROUND_RE = re.compile(
 _NOUN_RE = re.compile(
     r"^(?:an?\s+)?(?:(" + "|".join(SIZE_NAMES) + r")\s+)?(?:(" + "|".join(_COLOUR_OF) + r")\s+)?("
     + "|".join(sorted(_SHAPE_OF, key=len, reverse=True)) + r")(?:\s+(.+))?$")
+_BG_COLOUR_OBJECT_RE = re.compile(
+    r"^(?:an?\s+|\w+\s+)?(?:(?:" + "|".join(SIZE_NAMES) + r")\s+)?(" + "|".join(_BG_OF) + r")\s+(?:"
+    + "|".join(sorted(_SHAPE_OF, key=len, reverse=True)) + r")\b")
 _RELATION_RE = re.compile(
     r"\s(" + "|".join(sorted(_REL_OF, key=len, reverse=True)) + r")\s")
 _VOCABULARY = (set(SIZE_NAMES) | set(_COLOUR_OF) | set(_BG_OF) | set(_COUNT_OF) | _OTHER_WORDS
@@ -286,6 +289,12 @@ def _read_ref(text: str, plural: bool | None, whole: str) -> Ref:
     m = _NOUN_RE.match(text)
     if m is None:
         where = "" if text == whole else f" (in {whole!r})"
+        painted = _BG_COLOUR_OBJECT_RE.match(text)
+        if painted is not None:  # "a white circle": a background colour asked of an object
+            raise CaptionError(f"{painted.group(1)!r} in {whole!r} is a background colour of the toy world, not an "
+                               "object's", f"its objects are {', '.join(COLOUR_NAMES)}; its backgrounds "
+                               f"{', '.join(BACKGROUND_NAMES)} (e.g. \"a red circle on a {painted.group(1)} "
+                               "background\")")
         raise CaptionError(f"cannot read {text!r}{where} as one kind of object, written "
                            f"[a/an] [small/large] [colour] shape [place]", _vocabulary_hint(text.split()))
     size, colour, shape_word, place = m.groups()
@@ -365,6 +374,12 @@ _REWORDINGS = (
     (re.compile(r"(?<=[a-z])-(?=[a-z])"), " "),  # "top-left"
     (re.compile(r"\b(" + "|".join(_SYNONYMS) + r")\b"), lambda m: _SYNONYMS[m.group(1)]),
     (re.compile(r"\b(" + "|".join(_BG_OF) + r")\s+canvas\b"), r"\1 background"),  # "on a white canvas"
+    # the background first: "a black background with a red circle" -> "a red circle on a black background"
+    (re.compile(r"^(?:an?\s+)?(" + "|".join(_BG_OF) + r")\s+background\s+(?:with|showing|holding|and)\s+(.+)$"),
+     r"\2 on a \1 background"),
+    # the background before the rest: "a red circle on a black background in the centre" -> the grammar's order
+    (re.compile(r"^(.+?)\s+((?:on|against)\s+(?:an?\s+)?(?:" + "|".join(_BG_OF) + r")\s+background)\s+(.+)$"),
+     r"\1 \3 \2"),
     (re.compile(r"\ba pair of\b"), "two"),
     (re.compile(r"\bplus\b(?!\s+signs?\b)"), "plus sign"),
     (re.compile(r"\bpluses\b"), "plus signs"),
