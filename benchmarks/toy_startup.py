@@ -2,8 +2,9 @@
 
     python benchmarks/toy_startup.py --rounds 3 --out benchmarks/toy_startup.json
 
-Each measurement is a fresh process, timed by the kernel (user + system CPU of the child, from ``os.wait4``), the
-kinds taking turns round by round so that drift on a shared machine falls on all of them alike:
+Each measurement is a fresh process, timed by the kernel (user + system CPU of the child, and its peak resident
+memory, from ``os.wait4``), the kinds taking turns round by round so that drift on a shared machine falls on all
+of them alike:
 
 - ``python``: the interpreter alone;
 - ``torch``: ``import torch``;
@@ -30,8 +31,6 @@ import sys
 import tempfile
 import time
 
-import torch
-
 PROMPT = "a red circle above a blue square"
 
 
@@ -51,8 +50,8 @@ def kinds(out_dir: str) -> dict[str, list[str]]:
     }
 
 
-def cpu_of(command: list[str], cwd: str | None = None) -> tuple[float, float]:
-    """(CPU seconds, wall seconds) of one run of ``command`` in a fresh process."""
+def cpu_of(command: list[str], cwd: str | None = None) -> tuple[float, float, float]:
+    """(CPU seconds, wall seconds, peak resident MiB) of one run of ``command`` in a fresh process."""
     start = time.perf_counter()
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=cwd)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -60,7 +59,7 @@ def cpu_of(command: list[str], cwd: str | None = None) -> tuple[float, float]:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"{command} failed: {proc.stderr.read().decode()[-2000:]}")
-    return usage.ru_utime + usage.ru_stime, wall
+    return usage.ru_utime + usage.ru_stime, wall, usage.ru_maxrss / 1024  # Linux gives ru_maxrss in KiB
 
 
 def main() -> None:
@@ -69,7 +68,7 @@ def main() -> None:
     parser.add_argument("--out")
     parser.add_argument("--before", help="another checkout whose generate kinds to time beside these")
     args = parser.parse_args()
-    times: dict[str, list[tuple[float, float]]] = {}
+    times: dict[str, list[tuple[float, float, float]]] = {}
     with tempfile.TemporaryDirectory() as out_dir:
         commands = {name: (cmd, None) for name, cmd in kinds(out_dir).items()}
         if args.before:
@@ -79,19 +78,24 @@ def main() -> None:
             order = list(commands)[r % len(commands):] + list(commands)[:r % len(commands)]
             for name in order:
                 times.setdefault(name, []).append(cpu_of(*commands[name]))
+    import torch  # only now: a child's peak memory counts the parent's resident memory at the fork
+
     from pixgen.toy.evaluate import _cpu_model
 
     result = {"machine": {"processor": _cpu_model(), "cpus": os.cpu_count(),
                           "python": platform.python_version(), "torch": torch.__version__},
-              "prompt": PROMPT, "rounds": args.rounds, "before": args.before, "cpu_s": {}, "wall_s": {}}
+              "prompt": PROMPT, "rounds": args.rounds, "before": args.before, "cpu_s": {}, "wall_s": {},
+              "peak_rss_mib": {}}
     for name in commands:
         cpu = sorted(t[0] for t in times[name])
         wall = sorted(t[1] for t in times[name])
         result["cpu_s"][name] = {"median": round(cpu[len(cpu) // 2], 2), "min": round(cpu[0], 2),
                                  "max": round(cpu[-1], 2)}
         result["wall_s"][name] = round(wall[len(wall) // 2], 2)
+        rss = sorted(t[2] for t in times[name])
+        result["peak_rss_mib"][name] = round(rss[len(rss) // 2], 1)
         print(f"{name:33s} CPU {cpu[len(cpu) // 2]:6.2f} s (min {cpu[0]:.2f}, max {cpu[-1]:.2f}), "
-              f"wall {wall[len(wall) // 2]:6.2f} s", flush=True)
+              f"wall {wall[len(wall) // 2]:6.2f} s, peak {rss[len(rss) // 2]:7.1f} MiB", flush=True)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1)
