@@ -313,3 +313,14 @@ def test_a_background_colour_asked_of_an_object_is_named_as_such():
         assert "red, green" in info.value.hint
     with pytest.raises(CaptionError, match="does not know the word 'whiteish'"):  # not a world word at all
         read_caption("a whiteish circle")
+
+
+def test_a_relation_with_a_list_on_one_side_says_a_relation_names_one_object_each_side():
+    from pixgen.toy.captions import CaptionError, read_caption
+
+    for text in ("a red circle above a blue square and a green triangle",
+                 "a red circle and a yellow cross left of a blue square"):
+        with pytest.raises(CaptionError, match="2 objects on one side of") as info:
+            read_caption(text)
+        assert "without a relation" in info.value.hint
+    assert read_caption("a red circle in the top left corner above a blue square")[0].kind == "relation"

@@ -353,8 +353,16 @@ def parse_caption(text: str) -> Spec:
         return Spec("count", (_read_ref(rest, True, whole),), count=n, background=background)
     m = _RELATION_RE.search(body)
     if m is not None:
-        a = _read_ref(body[: m.start()].strip(), False, whole)
-        b = _read_ref(body[m.end():].strip(), False, whole)
+        sides = body[: m.start()].strip(), body[m.end():].strip()
+        for side in sides:  # "a red circle above a blue square and a green triangle"
+            listed = [p for p in _LIST_SEP.split(side) if p]
+            if len(listed) > 1 and all(_NOUN_RE.match(p) for p in listed):
+                raise CaptionError(f"{whole!r} puts {len(listed)} objects on one side of {m.group(1)!r}; a toy-world "
+                                   "relation names one object on each side",
+                                   f"e.g. \"a red circle {m.group(1)} a blue square\", or name the objects as a list "
+                                   "without a relation: \"a red circle, a blue square and a green triangle\"")
+        a = _read_ref(sides[0], False, whole)
+        b = _read_ref(sides[1], False, whole)
         return Spec("relation", (a, b), relation=_REL_OF[m.group(1)], background=background)
     parts = [p for p in _LIST_SEP.split(body) if p]
     if len(parts) > _MOST_OBJECTS:
