@@ -479,10 +479,10 @@ def validate(cfg: DictConfig) -> None:
         cfg.size = [size[0], size[0]]
         size = list(cfg.size)
     if len(size) != 2:
-        raise ConfigError(f"size must be WIDTH HEIGHT, got {size!r}", "e.g. --size 256 256 or --set size=[256,256]")
+        raise ConfigError(f"size must be WIDTH HEIGHT, got {size!r}", "e.g. --size 256x256 or --set size=[256,256]")
     for v, axis in zip(size, ("width", "height")):
         if v <= 0:
-            raise ConfigError(f"image {axis} must be positive, got {v}", "e.g. --size 256 256")
+            raise ConfigError(f"image {axis} must be positive, got {v}", "e.g. --size 256x256 or --set size=[256,256]")
     if cfg.iterations <= 0:
         raise ConfigError(f"iterations must be at least 1, got {cfg.iterations}", "e.g. --iterations 300")
     check_seed(int(cfg.seed))

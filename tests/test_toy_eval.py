@@ -230,6 +230,7 @@ def test_eval_command_judges_an_option_over_the_toy_preset(tmp_path, args):
     (["--prompts", "missing.txt"], "not found"),
     (["--prompts", "."], "is a directory"),
     (["--held-out", "0"], "at least 1"),
+    (["--size", "0"], "--size must be at least 1"),
     (["--held-out", "3", "--prompt-seed", "-1"], "greater than or equal to"),
     (["--held-out", "3", "--prompts", "x.txt"], "give one of them"),
     (["--held-out", "3", "--held-out-style", "other"], "unknown --held-out-style"),

@@ -555,6 +555,8 @@ def eval_command(
         seeds = 1 if quick else 3
     if seeds < 1:
         raise PixgenError("--seeds must be at least 1", "e.g. --seeds 3")
+    if size < 1:
+        raise PixgenError(f"--size must be at least 1, got {size}", "e.g. --size 64 (the toy world's own size) or 128")
     if jobs is not None and jobs < 1:
         raise PixgenError(f"--jobs {jobs} is not a number of processes", "give 1 or more, e.g. --jobs 2 on two cores")
     if category:
