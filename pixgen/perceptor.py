@@ -378,10 +378,9 @@ def load_image_tower(model: nn.Module, path: str | Path) -> None:
     model.visual.load_state_dict(_read_image_tower(path, model.visual.state_dict()))
 
 
-def merge_image_tower(base: str | Path, tower: str | Path, out: str | Path) -> Path:
-    """Write the CLIP state dict ``base`` with its image tower replaced by the one in ``tower``, as one plain
-    state dict in ``base``'s names and dtypes, atomically: a whole CLIP file for tools that load one file (open_clip,
-    OpenAI's ``build_model``), where pixgen loads ``BASE+TOWER``."""
+def clip_state_with_tower(base: str | Path, tower: str | Path | None = None) -> dict[str, torch.Tensor]:
+    """The CLIP state dict in the file ``base``, with its image tower replaced by the one in ``tower`` when given:
+    the weights pixgen loads as ``BASE+TOWER``, as one state dict in ``base``'s names and dtypes."""
     try:
         state = torch.load(str(base), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - unpickling errors of every kind (torch's own text suggests
@@ -391,8 +390,16 @@ def merge_image_tower(base: str | Path, tower: str | Path, out: str | Path) -> P
     if not isinstance(state, dict) or not any(str(k).startswith("visual.") for k in state):
         raise ModelError(f"{base} is not a CLIP state dict with an image tower (no 'visual.' weights)",
                          "give a clip.pt state dict, e.g. checkpoints/toy/clip.pt")
-    own = {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")}
-    state.update({f"visual.{k}": v for k, v in _read_image_tower(tower, own).items()})
+    if tower is not None:
+        own = {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")}
+        state.update({f"visual.{k}": v for k, v in _read_image_tower(tower, own).items()})
+    return state
+
+
+def merge_image_tower(base: str | Path, tower: str | Path, out: str | Path) -> Path:
+    """Write :func:`clip_state_with_tower` as one plain state dict, atomically: a whole CLIP file for tools that
+    load one file (open_clip, OpenAI's ``build_model``), where pixgen loads ``BASE+TOWER``."""
+    state = clip_state_with_tower(base, tower)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")

@@ -191,7 +191,7 @@ def test_image_tower_files_that_do_not_fit_are_refused_with_the_reason(tmp_path,
         load_perceptor(f"pixgen-random-tiny:{tmp_path / 'base.pt'}+{tmp_path / 'nope.safetensors'}")
 
 
-def test_merge_tower_writes_one_clip_file_that_loads_as_base_plus_tower(tmp_path, tiny48):
+def test_export_clip_with_a_tower_writes_one_file_that_loads_as_base_plus_tower(tmp_path, tiny48):
     import open_clip
     from typer.testing import CliRunner
 
@@ -201,7 +201,7 @@ def test_merge_tower_writes_one_clip_file_that_loads_as_base_plus_tower(tmp_path
     base, other = _two_tiny_clips(tmp_path)
     tower = save_image_tower(other, tmp_path / "late.safetensors", base="base.pt")
     run = CliRunner().invoke
-    result = run(app, ["toy", "merge-tower", str(tower), "--base", str(tmp_path / "base.pt"), "-o",
+    result = run(app, ["toy", "export-clip", "--tower", str(tower), "--base", str(tmp_path / "base.pt"), "-o",
                        str(tmp_path / "out" / "merged.pt")])
     assert result.exit_code == 0, result.output
     merged = torch.load(tmp_path / "out" / "merged.pt", weights_only=True)
@@ -217,17 +217,19 @@ def test_merge_tower_writes_one_clip_file_that_loads_as_base_plus_tower(tmp_path
     wrong = save_image_tower(open_clip.create_model(tiny48), tmp_path / "wrong.safetensors")
     junk = tmp_path / "junk.pt"
     junk.write_text("not a checkpoint")
+    base_pt, w_pt = str(tmp_path / "base.pt"), str(tmp_path / "w.pt")
     for args, message in (
-        ([str(wrong), "--base", str(tmp_path / "base.pt"), "-o", str(tmp_path / "w.pt")], "does not fit"),
-        ([str(tmp_path / "base.pt"), "--base", str(tmp_path / "base.pt"), "-o", str(tmp_path / "w.pt")],
-         "could not read image tower file"),
-        ([str(tower), "--base", str(tower), "-o", str(tmp_path / "w.pt")], "is not a CLIP state dict"),
-        ([str(tower), "--base", str(junk), "-o", str(tmp_path / "w.pt")], "could not read CLIP weights"),
-        ([str(tower), "--base", str(tmp_path / "nope.pt"), "-o", str(tmp_path / "w.pt")], "not found"),
-        ([str(tower), "--base", str(tmp_path / "base.pt"), "-o", str(tmp_path / "w.safetensors")], "must end in .pt"),
-        ([str(tower), "--base", str(tmp_path / "base.pt"), "-o", str(tower / "w.pt")], "lies under a file"),
+        (["--tower", str(wrong), "--base", base_pt, "-o", w_pt], "does not fit"),
+        (["--tower", base_pt, "--base", base_pt, "-o", w_pt], "could not read image tower file"),
+        (["--tower", str(tower), "--base", str(tower), "-o", w_pt], "is not a CLIP state dict"),
+        (["--tower", str(tower), "--base", str(junk), "-o", w_pt], "could not read CLIP weights"),
+        (["--tower", str(tower), "--base", str(tmp_path / "nope.pt"), "-o", w_pt], "not found"),
+        (["--tower", str(tower), "--base", base_pt, "-o", str(tmp_path / "w.safetensors")], "must end in .pt"),
+        (["--tower", str(tower), "--base", base_pt, "-o", str(tower / "w.pt")], "lies under a file"),
+        (["--base", base_pt, "-o", w_pt], "nothing to export"),
+        (["--torchscript", "--base", base_pt, "-o", w_pt], "is not the toy CLIP's weights"),  # random-tiny's
     ):
-        result = run(app, ["toy", "merge-tower", *args])
+        result = run(app, ["toy", "export-clip", *args])
         assert result.exit_code != 0 and message in result.output, (args, result.output)
         assert "Traceback" not in result.output
     assert not (tmp_path / "w.pt").exists()

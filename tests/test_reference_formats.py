@@ -3,7 +3,8 @@
 - The VQGAN through taming-transformers' own ``VQModel``, built from ``vqgan.yaml`` by taming's
   ``instantiate_from_config`` and filled by its ``init_from_ckpt``, as VQGAN+CLIP scripts load a VQGAN.
 - The CLIP through OpenAI's own ``build_model`` and tokenizer (the ``openai-clip`` package), as a plain
-  OpenAI-format state dict; the two guidance image towers after ``pixgen toy merge-tower``.
+  OpenAI-format state dict; the two guidance image towers after ``pixgen toy export-clip --tower``; and through
+  OpenAI's ``clip.load(path)`` after ``pixgen toy export-clip --torchscript``.
 
 The reference packages are installed with ``--no-deps`` into ``.cache/`` for the test run only. Two of their
 imports are not needed for loading and are stood in for when absent: taming imports pytorch-lightning (its
@@ -12,7 +13,8 @@ inference) and ``requests`` (to download LPIPS weights, which the toy YAML's ``D
 OpenAI's ``clip.py`` takes ``packaging`` from ``pkg_resources``, which setuptools has dropped.
 OpenAI's ``clip.load(path)`` itself cannot read any plain state dict file with current torch (its failed attempt to
 read the file as a TorchScript archive consumes the open file, and ``torch.load`` then meets its end), so the test
-reads the file and calls ``build_model``, which is what ``clip.load`` does next.
+reads such files and calls ``build_model``, which is what ``clip.load`` does next; ``clip.load`` reads the
+TorchScript archive, the form OpenAI ships its own weights in.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from pixgen.toy.world import render, sample_scene
 TOY = Path(__file__).resolve().parents[1] / "checkpoints" / "toy"
 pytestmark = [pytest.mark.network,
               pytest.mark.filterwarnings("ignore::SyntaxWarning"),  # taming 0.0.1 compares with 'is not' a literal
+              pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning"),
               pytest.mark.skipif(not (TOY / "vqgan.ckpt").exists() or not (TOY / "clip.pt").exists(),
                                  reason="toy weights not present")]
 
@@ -138,17 +141,38 @@ def test_toy_clip_loads_with_openai_build_model_and_tokenizer(openai_clip):
     assert torch.equal(openai_clip.tokenize(captions).long(), tokens.long())
 
 
-@pytest.mark.parametrize("tower", ["clip_early_visual.safetensors", "clip_late_visual.safetensors"])
-def test_guidance_towers_merged_into_one_file_load_with_openai_build_model(openai_clip, tmp_path, tower):
+def _export(tmp_path, *args) -> Path:
     from typer.testing import CliRunner
 
     from pixgen.cli import app
 
+    out = tmp_path / "exported.pt"
+    result = CliRunner().invoke(app, ["toy", "export-clip", "--base", str(TOY / "clip.pt"), "-o", str(out), *args])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.mark.parametrize("tower", ["clip_early_visual.safetensors", "clip_late_visual.safetensors"])
+def test_guidance_towers_exported_into_one_file_load_with_openai_build_model(openai_clip, tmp_path, tower):
     if not (TOY / tower).exists():
         pytest.skip(f"{tower} not present")
-    out = tmp_path / "merged.pt"
-    result = CliRunner().invoke(app, ["toy", "merge-tower", str(TOY / tower), "--base", str(TOY / "clip.pt"),
-                                      "-o", str(out)])
-    assert result.exit_code == 0, result.output
+    out = _export(tmp_path, "--tower", str(TOY / tower))
     reference = openai_clip.model.build_model(torch.load(out, weights_only=True)).float().eval()
     _same_as_pixgen(reference, f"pixgen-toy-clip:{TOY / 'clip.pt'}+{TOY / tower}")
+
+
+@pytest.mark.parametrize("tower", [None, "clip_early_visual.safetensors"])
+def test_torchscript_export_loads_with_openai_clip_load(openai_clip, tmp_path, tower):
+    if tower is not None and not (TOY / tower).exists():
+        pytest.skip(f"{tower} not present")
+    out = _export(tmp_path, "--torchscript", *(["--tower", str(TOY / tower)] if tower else []))
+    reference, preprocess = openai_clip.load(str(out), device="cpu", jit=False)
+    assert reference.visual.input_resolution == 48
+    spec = f"pixgen-toy-clip:{TOY / 'clip.pt'}" + (f"+{TOY / tower}" if tower else "")
+    _same_as_pixgen(reference.float().eval(), spec)
+    archive = torch.jit.load(str(out))  # the archive's own methods run too, at other batch sizes than traced
+    x = torch.rand(3, 3, 48, 48)
+    tokens = openai_clip.tokenize(["a red circle", "two blue squares on a black background", "a green cross"])
+    with torch.no_grad():
+        assert torch.allclose(archive.encode_image(x), reference.encode_image(x), atol=1e-5)
+        assert torch.allclose(archive.encode_text(tokens.long()), reference.encode_text(tokens), atol=1e-5)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 
@@ -167,6 +168,37 @@ def load_clip(cfg: dict, weights: str | Path, device: str | torch.device = "cpu"
     model.load_state_dict(state, strict=True)
     model.attn_mask = _causal_mask(model.context_length)
     return model.to(device).eval()
+
+
+def save_torchscript(cfg: dict, state: dict[str, torch.Tensor], path: str | Path) -> Path:
+    """The CLIP ``state`` (open_clip's and OpenAI's names) of config ``cfg`` as a TorchScript archive with
+    ``encode_image`` and ``encode_text``, written atomically: the form OpenAI ships its CLIP weights in, and the one
+    OpenAI's ``clip.load(path)`` reads (it rebuilds its model from the archive's weights; with current torch it
+    cannot read a plain state dict). The weights are kept in float32, so the archive's own methods run on the CPU.
+
+    Raises ``RuntimeError`` when ``state`` does not fit ``cfg``."""
+    with torch.random.fork_rng(devices=[]):
+        model = CLIP(cfg)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
+    # the causal mask as a constant of the traced graph, not a buffer: TorchScript would list even a non-persistent
+    # buffer among the archive's weights, and OpenAI's loader refuses any name it does not know
+    del model._buffers["attn_mask"]
+    object.__setattr__(model, "attn_mask", _causal_mask(model.context_length))
+    size = model.visual.image_size[0]
+    tokens = torch.zeros(1, model.context_length, dtype=torch.long)
+    tokens[0, :3] = torch.tensor([49406, 320, 49407])  # start, "a", end: the end token is the largest id
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning)  # torch deprecates TorchScript; OpenAI reads it
+        # the attention's shape checks become constants of the graph: right for any batch of this config's sizes
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        traced = torch.jit.trace_module(model.eval(), {"encode_image": (torch.zeros(1, 3, size, size),),
+                                                       "encode_text": (tokens,)}, check_trace=False)
+        torch.jit.save(traced, str(tmp))
+    tmp.replace(path)
+    return path
 
 
 def open_clip_tokenizer(context_length: int):

@@ -332,26 +332,46 @@ def image_tower_cmd(src: Path = typer.Argument(..., help="clip.pt of a run train
     typer.echo(str(export_image_tower(src, base, out)))
 
 
-@toy_app.command("merge-tower")
-def merge_tower_cmd(tower: Path = typer.Argument(..., help="An image tower file, e.g. "
-                                                 "checkpoints/toy/clip_early_visual.safetensors."),
+@toy_app.command("export-clip")
+def export_clip_cmd(out: Path = typer.Option(..., "--out", "-o", help="The .pt file to write."),
+                    tower: Optional[Path] = typer.Option(
+                        None, "--tower", help="An image tower to put in place of BASE's own, e.g. "
+                        "checkpoints/toy/clip_early_visual.safetensors."),
                     base: Path = typer.Option(Path("checkpoints/toy/clip.pt"), "--base",
-                                              help="The clip.pt whose text tower TOWER goes with."),
-                    out: Path = typer.Option(..., "--out", "-o", help="The .pt file to write.")) -> None:
-    """Write BASE with its image tower replaced by TOWER as one OpenAI-format clip.pt, for tools that load a CLIP
-    from one file (open_clip, OpenAI's build_model); pixgen itself loads BASE+TOWER."""
-    from pixgen.perceptor import merge_image_tower
+                                              help="The toy CLIP's weights (a clip.pt state dict)."),
+                    torchscript: bool = typer.Option(
+                        False, "--torchscript", help="Write a TorchScript archive, the form OpenAI ships CLIP in, "
+                        "which OpenAI's clip.load(path) reads; without it a plain state dict (open_clip, OpenAI's "
+                        "build_model).")) -> None:
+    """Write the toy CLIP, with another image tower if --tower is given, as one OpenAI-format file for other tools
+    (pixgen itself loads BASE+TOWER)."""
+    from pixgen.perceptor import clip_state_with_tower, merge_image_tower
 
-    for flag, path in (("TOWER", tower), ("--base", base)):
-        if not path.is_file():
-            raise PixgenError(f"{flag} {path} not found", "give an image tower file and the clip.pt it goes with, "
-                              "e.g. checkpoints/toy/clip_early_visual.safetensors --base checkpoints/toy/clip.pt")
+    for flag, path in (("--tower", tower), ("--base", base)):
+        if path is not None and not path.is_file():
+            raise PixgenError(f"{flag} {path} not found", "give the toy CLIP's clip.pt and, if you like, one of its "
+                              "image tower files, e.g. --tower checkpoints/toy/clip_early_visual.safetensors")
     if out.suffix != ".pt":
         raise PixgenError(f"--out {out} must end in .pt", "e.g. --out clip_early.pt")
     if out.is_dir() or any(p.exists() and not p.is_dir() for p in out.parents):
         raise PixgenError(f"--out {out} cannot be written: it is a directory or lies under a file",
                           "give the path of a new .pt file")
-    typer.echo(str(merge_image_tower(base, tower, out)))
+    if not torchscript:
+        if tower is None:
+            raise PixgenError("nothing to export: without --tower the plain state dict is --base itself",
+                              "give --tower FILE, or --torchscript for BASE as a TorchScript archive")
+        typer.echo(str(merge_image_tower(base, tower, out)))
+        return
+    from pixgen.models.clip import lean_config, save_torchscript
+    from pixgen.perceptor import CONFIG_DIR
+
+    state = clip_state_with_tower(base, tower)
+    try:
+        written = save_torchscript(lean_config(CONFIG_DIR / "pixgen-toy-clip.json"), state, out)
+    except RuntimeError as exc:
+        raise PixgenError(f"{base} is not the toy CLIP's weights: {str(exc).splitlines()[0][:200]}",
+                          "give a clip.pt written by `pixgen toy train clip` (checkpoints/toy/clip.pt)") from None
+    typer.echo(str(written))
 
 
 @toy_app.command("compare")
