@@ -184,7 +184,7 @@ def clip_specs_for(cfg: DictConfig) -> list[ClipSpec]:
     local = cfg.vqgan_config or cfg.vqgan_checkpoint
     if cfg.model == "random-tiny" and not local:
         return [ClipSpec(RANDOM_TINY_CLIP)]
-    if cfg.model == "toy" and not local:
+    if cfg.model == "toy":  # with a local VQGAN too: one trained by `pixgen toy train vqgan` is drawn for this CLIP
         return toy_clip_specs()
     return [ClipSpec.parse(DEFAULT_CLIP)]
 

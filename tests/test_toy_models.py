@@ -136,6 +136,18 @@ def test_toy_model_switches_to_the_late_image_tower_when_it_ships(tmp_path):
     assert late.pretrained == f"{tmp_path / 'clip.pt'}+{tmp_path / TOY_LATE_TOWER}"
 
 
+def test_the_toy_model_keeps_its_clip_when_its_vqgan_is_replaced(tmp_path):
+    from omegaconf import OmegaConf
+
+    from pixgen.factory import DEFAULT_CLIP, clip_specs_for, toy_clip_specs
+
+    local = {"vqgan_config": str(tmp_path / "vqgan.yaml"), "vqgan_checkpoint": str(tmp_path / "vqgan.ckpt")}
+    toy = OmegaConf.create({"model": "toy", "clip": None, **local})
+    assert clip_specs_for(toy) == toy_clip_specs()  # a VQGAN of `pixgen toy train vqgan`, drawn for the toy CLIP
+    other = OmegaConf.create({"model": "imagenet_f16_16384", "clip": None, **local})
+    assert [str(s.model) for s in clip_specs_for(other)] == [DEFAULT_CLIP.split(":")[0]]
+
+
 @needs
 @pytest.mark.parametrize("tower", [TOY_EARLY_TOWER, TOY_LATE_TOWER])
 def test_shipped_image_towers_share_the_text_tower_and_change_the_image_side(tower):
