@@ -64,13 +64,13 @@ RUNS_SPARSE = [
 # the preset since the twentieth session (2026-12-07): the same terms with stage 14 as the early tower (stage 13
 # trained to rank a scene above the same scene with one object too many), judged beside the stage-13 preset on
 # every one of these sets but the last four: prompt seed 98 as the screen, 100-103 as the two confirmations,
-# 104-113 as the preset itself
+# 104-114 as the preset itself
 RUNS_STAGE14 = [
     ("toy_heldout_nineteenth.json", ["runs"], ["ps98 stray-early"]),
     ("toy_heldout_twentieth.json", ["runs"], [*(f"ps{s} stray-early" for s in range(100, 104)), "ps104 stage14"]),
     ("toy_heldout_twentyfirst.json", ["runs"], [f"ps{s} shipped" for s in range(105, 108)]),
     ("toy_heldout_twentysecond.json", ["runs"], [f"ps{s} shipped" for s in range(108, 112)]),
-    ("toy_heldout_twentythird.json", ["runs"], ["ps112 shipped", "ps113 shipped"]),
+    ("toy_heldout_twentythird.json", ["runs"], ["ps112 shipped", "ps113 shipped", "ps114 shipped"]),
 ]
 CATEGORIES = [*SUITE_CATEGORIES, "overall"]  # held-out sets of the suite's forms have no extra categories
 TARGETS = {"single object": 0.95, "colour": 0.95, "position": 0.85, "background": 0.95, "two objects": 0.85,
