@@ -399,12 +399,13 @@ def clip_state_with_tower(base: str | Path, tower: str | Path | None = None) -> 
 def merge_image_tower(base: str | Path, tower: str | Path, out: str | Path) -> Path:
     """Write :func:`clip_state_with_tower` as one plain state dict, atomically: a whole CLIP file for tools that
     load one file (open_clip, OpenAI's ``build_model``), where pixgen loads ``BASE+TOWER``."""
-    state = clip_state_with_tower(base, tower)
+    from pixgen.output import atomic_write
+
+    buffer = io.BytesIO()
+    torch.save(clip_state_with_tower(base, tower), buffer)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(out)
+    atomic_write(out, buffer.getvalue())
     return out
 
 

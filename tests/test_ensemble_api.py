@@ -206,7 +206,7 @@ def test_export_clip_with_a_tower_writes_one_file_that_loads_as_base_plus_tower(
     assert result.exit_code == 0, result.output
     merged = torch.load(tmp_path / "out" / "merged.pt", weights_only=True)
     assert set(merged) == set(base.state_dict())
-    assert not (tmp_path / "out" / "merged.pt.tmp").exists()
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["merged.pt"]  # no temporary file left
     joined = load_perceptor(f"pixgen-random-tiny:{tmp_path / 'base.pt'}+{tower}")
     alone = load_perceptor(f"pixgen-random-tiny:{tmp_path / 'out' / 'merged.pt'}")
     images = torch.rand(2, 3, alone.input_size, alone.input_size)

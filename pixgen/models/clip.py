@@ -12,6 +12,7 @@ pretrained tags, other layouts) goes through open_clip, and so does any file thi
 from __future__ import annotations
 
 import importlib.util
+import io
 import json
 import sys
 import warnings
@@ -187,17 +188,19 @@ def save_torchscript(cfg: dict, state: dict[str, torch.Tensor], path: str | Path
     size = model.visual.image_size[0]
     tokens = torch.zeros(1, model.context_length, dtype=torch.long)
     tokens[0, :3] = torch.tensor([49406, 320, 49407])  # start, "a", end: the end token is the largest id
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    buffer = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning)  # torch deprecates TorchScript; OpenAI reads it
         # the attention's shape checks become constants of the graph: right for any batch of this config's sizes
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         traced = torch.jit.trace_module(model.eval(), {"encode_image": (torch.zeros(1, 3, size, size),),
                                                        "encode_text": (tokens,)}, check_trace=False)
-        torch.jit.save(traced, str(tmp))
-    tmp.replace(path)
+        torch.jit.save(traced, buffer)
+    from pixgen.output import atomic_write  # here: the lean module's imports stay torch alone
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, buffer.getvalue())
     return path
 
 
