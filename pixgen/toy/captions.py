@@ -238,14 +238,15 @@ _COUNT_OF = {w: n for n, ws in _NUMBERS.items() for w in ws}
 _MOST_OBJECTS = max(_NUMBERS)  # the largest count the grammar writes: a toy-world scene holds at most that many
 _TOO_MANY = {"five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"}
 _REL_OF = {w: r for r, ws in _REL_WORDS.items() for w in ws}
+_SHAPE_PATTERN = "|".join(sorted(_SHAPE_OF, key=len, reverse=True))  # longest first: "circles" before "circle"
 _BACKGROUND_RE = re.compile(
     r"(?:^|\s+)(?:on|against|with)\s+(?:an?\s+)?(" + "|".join(_BG_OF) + r")(?:\s+background)?$")
 _NOUN_RE = re.compile(
     r"^(?:an?\s+)?(?:(" + "|".join(SIZE_NAMES) + r")\s+)?(?:(" + "|".join(_COLOUR_OF) + r")\s+)?("
-    + "|".join(sorted(_SHAPE_OF, key=len, reverse=True)) + r")(?:\s+(.+))?$")
+    + _SHAPE_PATTERN + r")(?:\s+(.+))?$")
 _BG_COLOUR_OBJECT_RE = re.compile(
     r"^(?:an?\s+|\w+\s+)?(?:(?:" + "|".join(SIZE_NAMES) + r")\s+)?(" + "|".join(_BG_OF) + r")\s+(?:"
-    + "|".join(sorted(_SHAPE_OF, key=len, reverse=True)) + r")\b")
+    + _SHAPE_PATTERN + r")\b")
 _RELATION_RE = re.compile(
     r"\s(" + "|".join(sorted(_REL_OF, key=len, reverse=True)) + r")\s")
 _VOCABULARY = (set(SIZE_NAMES) | set(_COLOUR_OF) | set(_BG_OF) | set(_COUNT_OF) | _OTHER_WORDS
@@ -414,7 +415,7 @@ _REWORDINGS = (
     (re.compile(r"\b(?:exactly|precisely|just|only)\s+(?=(?:" + "|".join(w for ws in _NUMBERS.values() for w in ws)
                 + r")\b)"), ""),
     (re.compile(r"(^|\s)the\s+(?=(?:(?:small|large)\s+)?(?:(?:" + "|".join(COLOUR_NAMES) + r")\s+)?(?:"
-                + "|".join(sorted(_SHAPE_OF, key=len, reverse=True)) + r")\b)"), r"\1a "),
+                + _SHAPE_PATTERN + r")\b)"), r"\1a "),
     (re.compile(r"\b(?:a|an)\s+(?=(\w))"), lambda m: "an " if m.group(1) in "aeiou" else "a "),
 )
 
