@@ -63,8 +63,8 @@ RUNS_SPARSE = [
 ]
 # the preset since the twentieth session (2026-12-07): the same terms with stage 14 as the early tower (stage 13
 # trained to rank a scene above the same scene with one object too many), judged beside the stage-13 preset on
-# every one of these sets but the last four: prompt seed 98 as the screen, 100-103 as the two confirmations,
-# 104-114 as the preset itself
+# the first five of these sets (prompt seed 98 as the screen, 100-103 as the two confirmations); 104-114 are the
+# preset's own runs
 RUNS_STAGE14 = [
     ("toy_heldout_nineteenth.json", ["runs"], ["ps98 stray-early"]),
     ("toy_heldout_twentieth.json", ["runs"], [*(f"ps{s} stray-early" for s in range(100, 104)), "ps104 stage14"]),

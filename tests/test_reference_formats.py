@@ -114,7 +114,9 @@ def openai_clip():
     return clip
 
 
-def _same_as_pixgen(reference, spec: str) -> None:
+def _same_as_pixgen(reference, spec: str):
+    """Assert that ``reference`` embeds images and captions as pixgen's perceptor for ``spec`` does; returns that
+    perceptor."""
     from pixgen.perceptor import load_perceptor
 
     ours = load_perceptor(spec)
@@ -124,6 +126,7 @@ def _same_as_pixgen(reference, spec: str) -> None:
     with torch.no_grad():
         assert torch.allclose(reference.encode_image(x), ours.model.encode_image(x), atol=1e-5)
         assert torch.allclose(reference.encode_text(ours.tokenizer(captions)), ours.encode_text(captions), atol=1e-5)
+    return ours
 
 
 def test_toy_clip_loads_with_openai_build_model_and_tokenizer(openai_clip):
@@ -132,12 +135,9 @@ def test_toy_clip_loads_with_openai_build_model_and_tokenizer(openai_clip):
     assert reference.visual.input_resolution == 48 and reference.context_length == 77
     assert reference.vocab_size == 49408
     assert reference.visual.transformer.resblocks[0].attn.num_heads == reference.visual.transformer.width // 64
-    _same_as_pixgen(reference, f"pixgen-toy-clip:{TOY / 'clip.pt'}")
-
-    from pixgen.perceptor import load_perceptor
-
+    ours = _same_as_pixgen(reference, f"pixgen-toy-clip:{TOY / 'clip.pt'}")
     captions = ["a red circle", "two yellow triangles on a gray background", "a green cross left of a cyan circle"]
-    tokens = load_perceptor(f"pixgen-toy-clip:{TOY / 'clip.pt'}").tokenizer(captions)
+    tokens = ours.tokenizer(captions)
     assert torch.equal(openai_clip.tokenize(captions).long(), tokens.long())
 
 
