@@ -575,17 +575,14 @@ def _read_copy(copy: Path, checkpoint: Path, cfg: VQGANConfig) -> dict[str, torc
 
 
 def _write_copy(copy: Path, checkpoint: Path, cfg: VQGANConfig, state: Mapping[str, torch.Tensor]) -> None:
-    from safetensors.torch import save_file
+    from pixgen.atomic import atomic_safetensors
 
-    tmp = copy.with_name(f"{copy.name}.{os.getpid()}.tmp")
     try:
         copy.parent.mkdir(parents=True, exist_ok=True)
         meta = {"format": "pt", "pixgen": "vqgan", "source": checkpoint.name, "arch": _arch_key(cfg),
                 **_source_stamp(checkpoint)}
-        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata=meta)
-        os.replace(tmp, copy)
+        atomic_safetensors({k: v.contiguous() for k, v in state.items()}, copy, metadata=meta)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         warnings.warn(f"pixgen could not keep a safetensors copy of {checkpoint.name} in {copy.parent}: {exc}",
                       stacklevel=3)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import tempfile
 import time
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, PngImagePlugin
 
+from pixgen.atomic import atomic_path, atomic_write
 from pixgen.engine import StepState
 from pixgen.errors import ConfigError, InputImageError, PixgenError
 
@@ -28,34 +28,6 @@ LOG_NAME = "log.jsonl"
 VIDEO_NAME = "progress.mp4"
 FRAMES_DIR = "frames"
 META_PREFIX = "pixgen:"
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
-    os.umask(mask)
-    return mask
-
-
-_NEW_FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file (0o644 under the usual umask 022)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same directory and an atomic rename. The file gets the
-    permissions a plain new file would (mkstemp's own are owner-only, which would hide outputs from a group or a
-    web server)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        if hasattr(os, "fchmod"):  # POSIX; elsewhere mkstemp's mode is what the platform gives
-            os.fchmod(fd, _NEW_FILE_MODE)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
@@ -219,16 +191,12 @@ def write_video(frames_dir: Path, dest: Path, fps: int = 20) -> Path:
     frames = frame_paths(frames_dir)
     if not frames:
         raise PixgenError(f"no frames in {frames_dir} to make a video from", "run with a smaller --save-every")
-    tmp = dest.with_name(f".{dest.name}.tmp.mp4")
-    try:
+    with atomic_path(dest, suffix=".tmp.mp4") as tmp:  # ffmpeg picks the container from the name's end
         with imageio.get_writer(tmp, format="FFMPEG", mode="I", fps=fps, codec="libx264", quality=8,
                                 macro_block_size=1, ffmpeg_log_level="error",
                                 output_params=["-pix_fmt", "yuv420p"] if _even(frames[0]) else None) as writer:
             for path in frames:
                 writer.append_data(np.asarray(Image.open(path).convert("RGB")))
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
     return dest
 
 

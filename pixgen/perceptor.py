@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pixgen.atomic import atomic_safetensors, atomic_torch_save
 from pixgen.config import is_step_range
 from pixgen.errors import ModelError
 
@@ -335,16 +336,11 @@ def save_image_tower(model: nn.Module, path: str | Path, base: str = "") -> Path
 
     ``base`` names the weights whose text tower it goes with; it is recorded, not enforced.
     """
-    from safetensors.torch import save_file
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().half().contiguous() if v.is_floating_point() else v.detach().cpu().contiguous()
              for k, v in model.visual.state_dict().items()}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata={TOWER_KEY: "1", "base": base})
-    tmp.replace(path)
-    return path
+    return atomic_safetensors(state, path, metadata={TOWER_KEY: "1", "base": base})
 
 
 def _read_image_tower(path: str | Path, own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -399,14 +395,9 @@ def clip_state_with_tower(base: str | Path, tower: str | Path | None = None) -> 
 def merge_image_tower(base: str | Path, tower: str | Path, out: str | Path) -> Path:
     """Write :func:`clip_state_with_tower` as one plain state dict, atomically: a whole CLIP file for tools that
     load one file (open_clip, OpenAI's ``build_model``), where pixgen loads ``BASE+TOWER``."""
-    from pixgen.output import atomic_write
-
-    buffer = io.BytesIO()
-    torch.save(clip_state_with_tower(base, tower), buffer)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out, buffer.getvalue())
-    return out
+    return atomic_torch_save(clip_state_with_tower(base, tower), out)
 
 
 @contextlib.contextmanager

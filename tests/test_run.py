@@ -388,7 +388,7 @@ def test_other_runtime_errors_are_not_called_out_of_memory(tiny, monkeypatch):
 
 @pytest.mark.skipif(not hasattr(os, "fchmod"), reason="file modes are POSIX")
 def test_outputs_get_the_permissions_of_a_plain_new_file_not_owner_only(tiny):
-    from pixgen.output import _NEW_FILE_MODE
+    from pixgen.atomic import NEW_FILE_MODE as _NEW_FILE_MODE
 
     mask = os.umask(0)
     os.umask(mask)

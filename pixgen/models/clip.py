@@ -196,7 +196,7 @@ def save_torchscript(cfg: dict, state: dict[str, torch.Tensor], path: str | Path
         traced = torch.jit.trace_module(model.eval(), {"encode_image": (torch.zeros(1, 3, size, size),),
                                                        "encode_text": (tokens,)}, check_trace=False)
         torch.jit.save(traced, buffer)
-    from pixgen.output import atomic_write  # here: the lean module's imports stay torch alone
+    from pixgen.atomic import atomic_write
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pixgen.atomic import atomic_safetensors, atomic_text
 from pixgen.toy.world import (
     BACKGROUND_NAMES, CANVAS, CELL_CENTRES, COLOUR_NAMES, SHAPES, SIZE_NAMES, SIZES, Obj, Scene, canvas_array,
 )
@@ -135,15 +136,13 @@ def scene_targets(scene: Scene) -> tuple[np.ndarray, np.ndarray, np.ndarray, int
 
 def save_evaluator(model: Evaluator, path: str | Path = DEFAULT_PATH, meta: dict | None = None) -> Path:
     """Weights as float16 safetensors plus ``<name>.json`` with the architecture (and any metadata)."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: (v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu()).contiguous()
              for k, v in model.state_dict().items()}  # float16 halves the file; reading is unaffected
-    save_file(state, str(path))
+    atomic_safetensors(state, path)
     info = {"config": model.config, **(meta or {})}
-    path.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
+    atomic_text(path.with_suffix(".json"), json.dumps(info, indent=2) + "\n")
     return path
 
 

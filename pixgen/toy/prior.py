@@ -17,8 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from pixgen.atomic import atomic_safetensors
 from pixgen.cli_util import set_threads
-from pixgen.output import atomic_write
 from pixgen.toy.train_clip import fade_to_background, warp_field, warp_shapes
 from pixgen.toy.training import (TrainLog, batch_images, cosine_decay, load_state, load_toy_vqgan, log_and_save,
                                  pick_device, reconstruct, restore, seed_everything)
@@ -135,14 +135,12 @@ def corrupt(clean: torch.Tensor, backgrounds: list[str], gen: torch.Generator) -
 
 def save_prior(model: SceneRestorer, path: str | Path, meta: dict | None = None) -> Path:
     """Write the restorer as float16 safetensors with its widths (and ``meta``) in the header."""
-    from safetensors.torch import save
-
     path = Path(path)
     tensors = {k: v.detach().to(torch.float16).contiguous().cpu() for k, v in model.state_dict().items()}
     info = {"widths": json.dumps(model.widths)}
     if meta:
         info["meta"] = json.dumps(meta)
-    atomic_write(path, save(tensors, metadata=info))
+    atomic_safetensors(tensors, path, metadata=info)
     return path
 
 

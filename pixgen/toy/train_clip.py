@@ -28,6 +28,7 @@ import torch.nn.attention
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from pixgen.atomic import atomic_torch_save
 from pixgen.cli_util import set_threads
 from pixgen.errors import PixgenError
 from pixgen.perceptor import quiet_logging
@@ -523,10 +524,7 @@ def save_clip(model: torch.nn.Module, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().half().contiguous() if v.is_floating_point() else v.detach().cpu()
              for k, v in model.state_dict().items()}
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
-    return path
+    return atomic_torch_save(state, path)
 
 
 class LayoutHeads(torch.nn.Module):

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from pixgen.atomic import atomic_text
 from pixgen.cli_util import set_threads
 from pixgen.toy.evaluator import Evaluator, save_evaluator, scene_targets
 from pixgen.toy.training import (TrainLog, batch_images, cosine_decay, load_state, load_toy_vqgan, log_and_save,
@@ -142,7 +143,7 @@ def train_evaluator(
         report["vqgan_reconstructions"] = heldout_accuracy(model, vqgan=vqgan)
     save_evaluator(model, out / "evaluator.safetensors", meta={"heldout": report, "steps": steps, "seed": seed})
     log.write(steps, heldout=report)
-    (out / "evaluator_heldout.json").write_text(json.dumps(report, indent=2) + "\n")
+    atomic_text(out / "evaluator_heldout.json", json.dumps(report, indent=2) + "\n")
     return model
 
 

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 import yaml
 from tqdm import tqdm
 
+from pixgen.atomic import atomic_text, atomic_torch_save
 from pixgen.cli_util import set_threads
 from pixgen.models.vqgan import VQGAN, VQGANConfig
 from pixgen.toy.training import (TrainLog, batch_images, cosine_decay, load_state, pick_device, release_freed_memory,
@@ -72,8 +73,8 @@ def save_taming(model: VQGAN, out_dir: str | Path, step: int) -> tuple[Path, Pat
     out.mkdir(parents=True, exist_ok=True)
     ckpt, cfg = out / "vqgan.ckpt", out / "vqgan.yaml"
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    torch.save({"state_dict": state, "global_step": int(step), "epoch": 0}, ckpt)
-    cfg.write_text(yaml.safe_dump(model.config.to_taming(), sort_keys=False))
+    atomic_torch_save({"state_dict": state, "global_step": int(step), "epoch": 0}, ckpt)
+    atomic_text(cfg, yaml.safe_dump(model.config.to_taming(), sort_keys=False))
     return ckpt, cfg
 
 

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from pixgen.atomic import atomic_torch_save
+
 __all__ = ["pick_device", "seed_everything", "TrainLog", "save_state", "load_state", "batch_images",
            "load_toy_vqgan", "reconstruct", "release_freed_memory", "cosine_decay"]
 
@@ -101,9 +103,7 @@ def save_state(path: str | os.PathLike, **state: Any) -> None:
     """Write a resumable training state atomically (tmp file, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_torch_save(state, path)
 
 
 def log_and_save(step: int, steps: int, loss: torch.Tensor, *, log: "TrainLog", bar, log_every: int,
