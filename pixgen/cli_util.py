@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import re
 from pathlib import Path
 from typing import Any, Callable
@@ -84,3 +85,25 @@ def read_prompt_file(path: Path, comments_after: bool = False) -> list[str]:
         raise ConfigError(f"prompts file {str(path)!r} holds no prompts",
                           "write one prompt per line; lines starting with '#' are comments")
     return prompts
+
+
+def check_output_file(path: Path, flag: str, suffix: str, example: str) -> Path:
+    """Refuse, before any work, an output file that cannot be written where it is named: the wrong suffix, an
+    existing directory, a path under a file, or a folder pixgen may not write in. Missing parent folders are made,
+    as an output directory's are."""
+    if path.suffix.lower() != suffix:
+        raise PixgenError(f"{flag} {path} must end in {suffix}", f"e.g. {flag} {example}")
+    if path.is_dir():
+        raise PixgenError(f"{flag} {path} is a directory", f"name the file to write, e.g. {flag} {path / example}")
+    blocker = next((p for p in path.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise PixgenError(f"{flag} {path} lies under {blocker}, which is a file", f"write elsewhere, e.g. {flag} {example}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PixgenError(f"cannot make the folder of {flag} {path}: {exc.strerror or exc}",
+                          "write somewhere you may create files") from None
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise PixgenError(f"cannot write in the folder of {flag} {path}: permission denied",
+                          "write somewhere you may create files")
+    return path

@@ -270,6 +270,32 @@ def test_one_prompt_file_reader_for_generate_and_eval(tmp_path):
         read_prompt_file(path)
 
 
+@pytest.mark.parametrize("command, suffix", [(["toy", "render", "a red circle"], ".png"),
+                                             (["toy", "export-clip", "--torchscript"], ".pt"),
+                                             (["toy", "image-tower", "src.pt", "--base", "base.pt"], ".safetensors")])
+def test_every_file_output_follows_one_rule(tmp_path, command, suffix):
+    """toy render, export-clip and image-tower refuse the same bad --out the same way, before any work."""
+    for name in ("src.pt", "base.pt"):
+        (tmp_path / name).write_bytes(b"")
+    command = [str(tmp_path / a) if a.endswith(".pt") else a for a in command]
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / f"d{suffix}").mkdir()
+    for out, message in ((tmp_path / "x.jpg", f"must end in {suffix}"),
+                         (tmp_path / f"d{suffix}", "is a directory"),
+                         (tmp_path / "afile" / "sub" / f"x{suffix}", "which is a file")):
+        result = runner.invoke(app, [*command, "-o", str(out)])
+        assert result.exit_code == 2 and message in result.output, (out, result.output)
+        assert "Traceback" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "base.pt", f"d{suffix}", "src.pt"]
+
+
+def test_a_file_output_gets_its_missing_folders(tmp_path):
+    out = tmp_path / "new" / "deeper" / "scene.png"
+    result = runner.invoke(app, ["toy", "render", "a red circle", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert Image.open(out).size == (64, 64)
+
+
 def test_good_image_prompt_and_init_image_run(tmp_path):
     png = str(_png(tmp_path))
     result = run(["a", *FAST, "--image-prompt", f"{png}:0.5", "--init-image", png, "--init-weight", "0.5",

@@ -225,7 +225,7 @@ def test_export_clip_with_a_tower_writes_one_file_that_loads_as_base_plus_tower(
         (["--tower", str(tower), "--base", str(junk), "-o", w_pt], "could not read CLIP weights"),
         (["--tower", str(tower), "--base", str(tmp_path / "nope.pt"), "-o", w_pt], "not found"),
         (["--tower", str(tower), "--base", base_pt, "-o", str(tmp_path / "w.safetensors")], "must end in .pt"),
-        (["--tower", str(tower), "--base", base_pt, "-o", str(tower / "w.pt")], "lies under a file"),
+        (["--tower", str(tower), "--base", base_pt, "-o", str(tower / "w.pt")], "which is a file"),
         (["--base", base_pt, "-o", w_pt], "nothing to export"),
         (["--torchscript", "--base", base_pt, "-o", w_pt], "is not the toy CLIP's weights"),  # random-tiny's
     ):

@@ -110,4 +110,4 @@ def test_render_scales_by_nearest_pixel_and_refuses_what_no_scene_can_hold(tmp_p
     assert wrong.exit_code == 2 and "must end in .png" in wrong.output
     (tmp_path / "afile").write_text("x")
     under_file = runner.invoke(app, ["toy", "render", "a red circle", "-o", str(tmp_path / "afile" / "c.png")])
-    assert under_file.exit_code == 2 and "is a file, not a directory" in under_file.output
+    assert under_file.exit_code == 2 and "lies under" in under_file.output and "which is a file" in under_file.output

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from pixgen.cli_util import parse_colours, read_prompt_file, set_threads
+from pixgen.cli_util import check_output_file, parse_colours, read_prompt_file, set_threads
 from pixgen.errors import Interrupted, PixgenError
 
 toy_app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -326,9 +326,7 @@ def image_tower_cmd(src: Path = typer.Argument(..., help="clip.pt of a run train
     for flag, path in (("SRC", src), ("--base", base)):
         if not path.is_file():
             raise PixgenError(f"{flag} {path} not found", "give the clip.pt files of `pixgen toy train clip` runs")
-    if out.suffix != ".safetensors":
-        raise PixgenError(f"--out {out} must end in .safetensors",
-                          "e.g. --out checkpoints/toy/clip_late_visual.safetensors")
+    check_output_file(out, "--out", ".safetensors", "late_visual.safetensors")
     typer.echo(str(export_image_tower(src, base, out)))
 
 
@@ -351,11 +349,7 @@ def export_clip_cmd(out: Path = typer.Option(..., "--out", "-o", help="The .pt f
         if path is not None and not path.is_file():
             raise PixgenError(f"{flag} {path} not found", "give the toy CLIP's clip.pt and, if you like, one of its "
                               "image tower files, e.g. --tower checkpoints/toy/clip_early_visual.safetensors")
-    if out.suffix != ".pt":
-        raise PixgenError(f"--out {out} must end in .pt", "e.g. --out clip_early.pt")
-    if out.is_dir() or any(p.exists() and not p.is_dir() for p in out.parents):
-        raise PixgenError(f"--out {out} cannot be written: it is a directory or lies under a file",
-                          "give the path of a new .pt file")
+    check_output_file(out, "--out", ".pt", "clip_early.pt")
     if not torchscript:
         if tower is None:
             raise PixgenError("nothing to export: without --tower the plain state dict is --base itself",
@@ -421,11 +415,7 @@ def render_cmd(caption: str = typer.Argument(..., help="A toy-world caption, e.g
     spec, words = read_caption(caption)
     if words is not None:
         typer.echo(f"pixgen: read {caption!r} as {words!r}, in the toy world's own words", err=True)
-    if out.suffix.lower() != ".png":
-        raise PixgenError(f"--out {out} must end in .png", "e.g. --out scene.png")
-    if not out.parent.is_dir():
-        what = "is a file, not a directory" if out.parent.exists() else "does not exist"
-        raise PixgenError(f"the directory of --out {out} {what}", "create it first, or write elsewhere")
+    check_output_file(out, "--out", ".png", "scene.png")
     rng = np.random.default_rng(seed)
     paths = [out] if count == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(count)]
     for i, path in enumerate(paths):
