@@ -1053,3 +1053,22 @@ def test_cosine_decay_runs_from_one_down_to_its_floor_as_the_trainers_expect():
     assert cosine_decay(150, 300, 0.05) == pytest.approx(0.525)  # the CLIP's floor, halfway
     factors = [cosine_decay(s, 300, 0.05) for s in range(301)]
     assert all(a > b for a, b in zip(factors, factors[1:]))  # falls at every step
+
+
+def test_train_defaults_reproduce_the_shipped_vqgan_and_evaluator():
+    """`pixgen toy train vqgan|evaluator` with no --steps writes into checkpoints/toy: its default must be the
+    recipe of the weights shipped there, or the bare command would replace them with a shorter-trained model."""
+    import json
+
+    import typer.main
+
+    from pixgen.toy.cli import train_app
+
+    group = typer.main.get_command(train_app)
+
+    def default_steps(name):
+        return next(p.default for p in group.commands[name].params if p.name == "steps")
+
+    shipped_vqgan = torch.load(TOY / "vqgan.ckpt", map_location="cpu", weights_only=True)["global_step"]
+    assert default_steps("vqgan") == shipped_vqgan == 1400
+    assert default_steps("evaluator") == json.loads((TOY / "evaluator.json").read_text())["steps"]

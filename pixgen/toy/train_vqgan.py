@@ -79,7 +79,7 @@ def save_taming(model: VQGAN, out_dir: str | Path, step: int) -> tuple[Path, Pat
 
 
 def train_vqgan(
-    out: str | Path = "checkpoints/toy", steps: int = 1500, seed: int = 0, batch: int = 32, lr: float = 1e-3,
+    out: str | Path = "checkpoints/toy", steps: int = 1400, seed: int = 0, batch: int = 32, lr: float = 1e-3,
     resume: bool = False, device: str | None = None, threads: int | None = 1, log_every: int = 25,
     save_every: int = 250, progress: bool = True, factor: int = 4, n_embed: int = 512,
 ) -> VQGAN:
