@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import signal
 import sys
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -18,6 +16,7 @@ from pixgen import __version__
 from pixgen import config as config_mod
 from pixgen.engine import StepState
 from pixgen.errors import ConfigError, PixgenError, is_out_of_memory, out_of_memory
+from pixgen.interrupt import ctrl_c_stops_after_step
 from pixgen.prompts import parse_story
 from pixgen.factory import Session, build_session, torch_threads, weights_changes
 from pixgen.output import (CONFIG_NAME, LOG_NAME, STATE_NAME, RunWriter, atomic_write, frame_paths,
@@ -75,35 +74,6 @@ class _ProgressBar:
 
     def on_end(self, state: StepState, reason: str) -> None:
         self.bar.close()
-
-
-class _StopFlag:
-    def __init__(self) -> None:
-        self.event = threading.Event()
-
-    def __call__(self) -> bool:
-        return self.event.is_set()
-
-
-@contextlib.contextmanager
-def _sigint_stops_after_step() -> Iterator[_StopFlag]:
-    """While running, the first Ctrl-C asks the loop to stop after its current step; a second one aborts."""
-    flag = _StopFlag()
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-
-    def handler(signum, frame):  # noqa: ARG001
-        if flag.event.is_set():
-            raise KeyboardInterrupt
-        flag.event.set()
-        print("\npixgen: stopping after this step and saving (Ctrl-C again to abort)...", file=sys.stderr)
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _state_fn(session: Session):
@@ -320,7 +290,7 @@ def _run(cfg: DictConfig, *, write: bool, progress: bool, run_dir: Path | None =
         callbacks.append(_ProgressBar(cfg.iterations, start))
     status = "done"
     if start < cfg.iterations:
-        with _sigint_stops_after_step() as stop, _refused_memory(cfg, run_dir):
+        with ctrl_c_stops_after_step() as stop, _refused_memory(cfg, run_dir):
             status = session.engine.run(start, callbacks, stop)
     elif writer is not None:
         writer.on_end(StepState(start, cfg.iterations, session.generator), "done")

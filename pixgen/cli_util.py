@@ -31,8 +31,8 @@ def friendly(func: Callable | None = None, *, aborted: str = "aborted") -> Calla
                 if exc.hint:
                     typer.echo(f"  hint: {exc.hint}", err=True)
                 raise typer.Exit(2) from None
-            except KeyboardInterrupt:
-                typer.echo(aborted, err=True)
+            except KeyboardInterrupt as exc:  # a run that stopped cleanly says what it kept (pixgen.interrupt)
+                typer.echo(str(exc) or aborted, err=True)
                 raise typer.Exit(130) from None
 
         return wrapper

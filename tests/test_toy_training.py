@@ -1072,3 +1072,134 @@ def test_train_defaults_reproduce_the_shipped_vqgan_and_evaluator():
     shipped_vqgan = torch.load(TOY / "vqgan.ckpt", map_location="cpu", weights_only=True)["global_step"]
     assert default_steps("vqgan") == shipped_vqgan == 1400
     assert default_steps("evaluator") == json.loads((TOY / "evaluator.json").read_text())["steps"]
+
+
+def _stop_after(n):
+    """A ``stop`` callback that asks for a stop at its n-th call (trainers ask once a step, at its end)."""
+    calls = []
+
+    def stop():
+        calls.append(1)
+        return len(calls) >= n
+
+    return stop
+
+
+def _vqgan_weights(d):
+    return torch.load(d / "vqgan.ckpt", weights_only=False)["state_dict"]
+
+
+def _clip_weights(d):
+    return torch.load(d / "clip.pt", weights_only=True)
+
+
+def _evaluator_weights(d):
+    from safetensors.torch import load_file
+
+    return load_file(d / "evaluator.safetensors")
+
+
+def _prior_weights(d):
+    from safetensors.torch import load_file
+
+    return load_file(d / "prior.safetensors")
+
+
+def _train_vqgan(d, **kw):
+    from pixgen.toy.train_vqgan import train_vqgan
+
+    train_vqgan(d, steps=3, batch=4, **kw)
+    return "vqgan.log.jsonl"
+
+
+def _train_decoder(d, **kw):
+    from pixgen.toy.train_vqgan import train_decoder_gan
+
+    train_decoder_gan(TOY, d, steps=3, batch=2, critic_warmup=1, **kw)
+    return "vqgan_gan.log.jsonl"
+
+
+def _train_clip(d, **kw):
+    from pixgen.toy.train_clip import train_clip
+
+    train_clip(d, steps=3, batch=6, negatives=1, junk=0, init=TOY / "clip.pt", lr=1e-4, warmup=1, **kw)
+    return "clip_finetune.log.jsonl"
+
+
+def _train_evaluator(d, **kw):
+    from pixgen.toy.train_evaluator import train_evaluator
+
+    train_evaluator(d, steps=3, batch=4, recon_pool=0, **kw)
+    return "evaluator.log.jsonl"
+
+
+def _train_prior(d, **kw):
+    from pixgen.toy.prior import train_prior
+
+    train_prior(d, steps=3, batch=4, roundtrip=0.0, **kw)
+    return "prior.log.jsonl"
+
+
+@pytest.mark.parametrize("train, weights", [(_train_vqgan, _vqgan_weights), (_train_decoder, _vqgan_weights),
+                                            (_train_clip, _clip_weights), (_train_evaluator, _evaluator_weights),
+                                            (_train_prior, _prior_weights)],
+                         ids=["vqgan", "decoder", "clip", "evaluator", "prior"])
+def test_a_stop_between_saves_saves_that_step_and_resume_matches_a_straight_run(tmp_path, train, weights):
+    """Ctrl-C (the stop callback) long before the next periodic save loses no steps: the trainer saves after the
+    step it is on, says how to go on, and --resume ends where an uninterrupted run does."""
+    from pixgen.interrupt import Stopped
+
+    kw = dict(threads=None, progress=False, log_every=1, save_every=1000)
+    log_name = train(tmp_path / "straight", **kw)
+    with pytest.raises(Stopped, match=r"stopped after step 2 of 3.*--resume") as stopped:
+        train(tmp_path / "stopped", stop=_stop_after(2), **kw)
+    assert isinstance(stopped.value, KeyboardInterrupt)  # callers that only know Ctrl-C still see one
+    assert torch.load(next((tmp_path / "stopped" / "state").glob("*.pt")), weights_only=False)["step"] == 2
+    train(tmp_path / "stopped", resume=True, **kw)
+    a, b = weights(tmp_path / "straight"), weights(tmp_path / "stopped")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    steps = [json.loads(x)["step"] for x in (tmp_path / "stopped" / log_name).read_text().splitlines()]
+    assert steps == [json.loads(x)["step"] for x in (tmp_path / "straight" / log_name).read_text().splitlines()]
+
+
+def test_resuming_drops_the_log_rows_written_after_the_saved_state(tmp_path):
+    from pixgen.toy.training import TrainLog
+
+    path = tmp_path / "x.log.jsonl"
+    log = TrainLog(path, resume=False)
+    for step in range(5):
+        log.write(step, loss=1.0 / (step + 1))
+    TrainLog(path, resume=True, start=3)  # the state was saved after step 2; steps 3 and 4 will run again
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1, 2]
+
+
+def test_ctrl_c_during_a_cli_training_run_saves_says_how_to_resume_and_resume_finishes(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from typer.testing import CliRunner
+
+    import pixgen.toy.prior as tp
+    from pixgen.cli import app
+
+    real = tp.corrupt
+    calls = []
+
+    def corrupt_then_ctrl_c(*args, **kwargs):  # Ctrl-C during the second step
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tp, "corrupt", corrupt_then_ctrl_c)
+    args = ["toy", "train", "prior", "--out", str(tmp_path), "--steps", "4", "--batch", "4", "--roundtrip", "0"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 130, result.output
+    assert "stopped after step 2 of 4" in result.output and "--resume" in result.output
+    assert "Traceback" not in result.output
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the command put Ctrl-C back
+    resumed = CliRunner().invoke(app, [*args, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    steps = [json.loads(x)["step"] for x in (tmp_path / "prior.log.jsonl").read_text().splitlines()]
+    assert steps == sorted(set(steps)) and steps[-2:] == [3, 4]  # each step logged once; 4: the held-out row

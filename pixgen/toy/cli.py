@@ -32,6 +32,14 @@ def _parse_pair(text: str, flag: str, example: str) -> tuple[float, float]:
     return lo, hi
 
 
+def _ctrl_c_saves():
+    """For the trainers: the first Ctrl-C saves after the current step and stops (--resume goes on)."""
+    from pixgen.interrupt import ctrl_c_stops_after_step
+    from pixgen.toy.training import STOP_NOTICE
+
+    return ctrl_c_stops_after_step(STOP_NOTICE)
+
+
 def _check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise PixgenError(f"--out {out} is a file, not a directory", "give a directory for the weights and logs")
@@ -64,8 +72,9 @@ def train_vqgan_cmd(out: Path = _OUT,
     if n_embed < 2:
         raise PixgenError(f"--n-embed {n_embed} is too small", "use a codebook of 2 codes or more, e.g. 512")
     try:
-        train_vqgan(out, steps=steps, seed=seed, batch=batch, resume=resume, device=device, threads=threads,
-                    factor=factor, n_embed=n_embed)
+        with _ctrl_c_saves() as stop:
+            train_vqgan(out, steps=steps, seed=seed, batch=batch, resume=resume, device=device, threads=threads,
+                        factor=factor, n_embed=n_embed, stop=stop)
     except ValueError as e:
         raise PixgenError(str(e), "see `pixgen toy train vqgan --help`") from None
     typer.echo(str(out / "vqgan.ckpt"))
@@ -99,9 +108,10 @@ def train_decoder_cmd(init: Path = typer.Option(Path("checkpoints/toy"), "--init
     lo, hi = _parse_pair(scramble, "--scramble", "0.05,0.3")
     if not 0 <= lo <= hi <= 1:
         raise PixgenError(f"--scramble {scramble!r} needs 0 <= LO <= HI <= 1", "use e.g. --scramble 0.05,0.3")
-    train_decoder_gan(init, out, steps=steps, seed=seed, batch=batch, lr=lr, gan_weight=gan_weight,
-                      scramble=(lo, hi), critic_warmup=critic_warmup, critic_lr=critic_lr, resume=resume,
-                      device=device, threads=threads)
+    with _ctrl_c_saves() as stop:
+        train_decoder_gan(init, out, steps=steps, seed=seed, batch=batch, lr=lr, gan_weight=gan_weight,
+                          scramble=(lo, hi), critic_warmup=critic_warmup, critic_lr=critic_lr, resume=resume,
+                          device=device, threads=threads, stop=stop)
     typer.echo(str(out / "vqgan.ckpt"))
 
 
@@ -306,16 +316,17 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps", 
                           "give --align-clutter too, e.g. --align 0.2 --align-clutter 0.35 --align-clutter-spoilt")
     colours = parse_colours(chain_flat_colours, "--chain-flat-colours") if chain_flat_colours else None
     kind_weights = parse_kinds(kinds) if kinds else None
-    train_clip(out, steps=steps, seed=seed, batch=batch, negatives=negatives, resume=resume, device=device,
-               threads=threads, lr=lr, warmup=warmup,
-               hard_weight=hard_weight, init=init, chains=chains, chain_weight=chain_weight, chain_flat=chain_flat,
-               roundtrip_p=roundtrip, chain_cutouts=chain_cutouts, cut_p=cut, stray_p=stray, near_miss_p=near_miss,
-               chain_flat_colours=colours, kinds=kind_weights, aux_layout=aux_layout,
-               aux_relation=aux_relation, lock_image=lock_image, lock_text=lock_text, chain_render=chain_render,
-               fade=fade, robust=robust, robust_eps=robust_eps, robust_steps=robust_steps,
-               warp=warp, warp_amplitude=(amp_lo, amp_hi), align=align, align_weight=align_weight,
-               align_clutter=align_clutter, align_mix=mix, align_latent=align_latent,
-               align_clutter_spoilt=align_clutter_spoilt, keep_every=keep_every, vqgan=vq_dir)
+    with _ctrl_c_saves() as stop:
+        train_clip(out, steps=steps, seed=seed, batch=batch, negatives=negatives, resume=resume, device=device,
+                   threads=threads, lr=lr, warmup=warmup,
+                   hard_weight=hard_weight, init=init, chains=chains, chain_weight=chain_weight, chain_flat=chain_flat,
+                   roundtrip_p=roundtrip, chain_cutouts=chain_cutouts, cut_p=cut, stray_p=stray, near_miss_p=near_miss,
+                   chain_flat_colours=colours, kinds=kind_weights, aux_layout=aux_layout,
+                   aux_relation=aux_relation, lock_image=lock_image, lock_text=lock_text, chain_render=chain_render,
+                   fade=fade, robust=robust, robust_eps=robust_eps, robust_steps=robust_steps,
+                   warp=warp, warp_amplitude=(amp_lo, amp_hi), align=align, align_weight=align_weight,
+                   align_clutter=align_clutter, align_mix=mix, align_latent=align_latent,
+                   align_clutter_spoilt=align_clutter_spoilt, keep_every=keep_every, vqgan=vq_dir, stop=stop)
     typer.echo(str(out / "clip.pt"))
 
 
@@ -461,7 +472,9 @@ def train_evaluator_cmd(out: Path = _OUT, steps: int = typer.Option(600, "--step
     from pixgen.toy.train_evaluator import train_evaluator
 
     _check_out(out)
-    train_evaluator(out, steps=steps, seed=seed, batch=batch, resume=resume, device=device, threads=threads)
+    with _ctrl_c_saves() as stop:
+        train_evaluator(out, steps=steps, seed=seed, batch=batch, resume=resume, device=device, threads=threads,
+                        stop=stop)
     typer.echo((out / "evaluator_heldout.json").read_text())
 
 
@@ -482,8 +495,9 @@ def train_prior_cmd(out: Path = _OUT, steps: int = typer.Option(2500, "--steps",
     from pixgen.toy.prior import train_prior
 
     _check_out(out)
-    train_prior(out, steps=steps, seed=seed, batch=batch, lr=lr, roundtrip=roundtrip, resume=resume, device=device,
-                threads=threads)
+    with _ctrl_c_saves() as stop:
+        train_prior(out, steps=steps, seed=seed, batch=batch, lr=lr, roundtrip=roundtrip, resume=resume,
+                    device=device, threads=threads, stop=stop)
     with safe_open(str(out / "prior.safetensors"), "pt") as f:
         typer.echo(json.dumps(json.loads(f.metadata()["meta"]), indent=2))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -20,8 +21,8 @@ from tqdm import tqdm
 from pixgen.atomic import atomic_safetensors
 from pixgen.cli_util import set_threads
 from pixgen.toy.train_clip import fade_to_background, warp_field, warp_shapes
-from pixgen.toy.training import (TrainLog, batch_images, cosine_decay, load_state, load_toy_vqgan, log_and_save,
-                                 pick_device, reconstruct, restore, seed_everything)
+from pixgen.toy.training import (TrainLog, batch_images, cosine_decay, halt_requested, load_state, load_toy_vqgan,
+                                 log_and_save, pick_device, reconstruct, restore, seed_everything, stopped_at)
 from pixgen.toy.world import CANVAS, render, sample_scene
 
 __all__ = ["SceneRestorer", "corrupt", "heldout_error", "load_prior", "save_prior", "train_prior", "PRIOR_CONFIG"]
@@ -181,7 +182,7 @@ def heldout_error(model: SceneRestorer, n: int = 128, seed: int = 12345, vqgan=N
 def train_prior(
     out: str | Path = "checkpoints/toy", steps: int = 2500, seed: int = 0, batch: int = 32, lr: float = 2e-3,
     roundtrip: float = 0.3, resume: bool = False, device: str | None = None, threads: int | None = 1,
-    log_every: int = 25, save_every: int = 250, progress: bool = True,
+    log_every: int = 25, save_every: int = 250, progress: bool = True, stop: Callable[[], bool] | None = None,
 ) -> SceneRestorer:
     """Train (or resume) the scene prior on rendered scenes spoilt by :func:`corrupt`, a share ``roundtrip`` of
     them also passed through the toy VQGAN (``OUT/vqgan.ckpt``, when present) as generation's images are.
@@ -196,7 +197,7 @@ def train_prior(
     state_path = out / "state" / "prior_state.pt"
     state = load_state(state_path) if resume else None
     start = restore(state, model, opt, rng, gen) if state is not None else 0
-    log = TrainLog(out / "prior.log.jsonl", resume=state is not None)
+    log = TrainLog(out / "prior.log.jsonl", resume=state is not None, start=start)
     vqgan = load_toy_vqgan(out, dev) if roundtrip > 0 and (out / "vqgan.ckpt").exists() else None
     model.train()
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="prior", disable=not progress)
@@ -214,9 +215,12 @@ def train_prior(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        halt = halt_requested(stop)
         log_and_save(step, steps, loss, log=log, bar=bar, log_every=log_every, save_every=save_every,
-                     state_path=state_path, model=model, opt=opt, rng=rng, gen=gen)
+                     state_path=state_path, model=model, opt=opt, rng=rng, gen=gen, halt=halt)
         done = step + 1
+        if halt and step < steps - 1:
+            raise stopped_at(step + 1, steps, out)
     if done < steps:  # stopped early: the state is saved, and --resume finishes the run
         return model
     model.eval()

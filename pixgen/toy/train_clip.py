@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import open_clip
@@ -34,8 +35,9 @@ from pixgen.errors import PixgenError
 from pixgen.perceptor import quiet_logging
 from pixgen.toy.adversarial import AdversarialChains
 from pixgen.toy.captions import RELATIONS, Spec, hard_negative, holds, sample_pair, spec_text
-from pixgen.toy.training import (TrainLog, batch_images, cosine_decay, load_state, load_toy_vqgan, pick_device,
-                                 reconstruct, release_freed_memory, restore, save_state, seed_everything)
+from pixgen.toy.training import (TrainLog, batch_images, cosine_decay, halt_requested, load_state, load_toy_vqgan,
+                                 pick_device, reconstruct, release_freed_memory, restore, save_state, seed_everything,
+                                 stopped_at)
 from pixgen.toy.world import BACKGROUNDS, CANVAS, COLOUR_NAMES, SHAPES, Scene, overlaps, place_object, render
 
 __all__ = ["CLIP_NAME", "CONFIG_DIR", "create_toy_clip", "tokenize", "encode_text_fast", "augment", "train_clip", "save_clip",
@@ -664,7 +666,7 @@ def train_clip(
     warp: float = 0.0, warp_amplitude: tuple[float, float] = (1.0, 2.5), align: float = 0.0,
     align_weight: float = 1.0, align_clutter: float = 0.0, align_mix: tuple[float, float, float] | None = None,
     align_latent: bool = False, align_clutter_spoilt: bool = False, keep_every: int = 0,
-    vqgan: str | Path | None = None,
+    vqgan: str | Path | None = None, stop: Callable[[], bool] | None = None,
 ) -> torch.nn.Module:
     """Train (or resume) the toy CLIP; writes ``clip.pt``, a resumable state and ``clip.log.jsonl``.
 
@@ -765,7 +767,7 @@ def train_clip(
             heads.load_state_dict(state["layout_heads"])
         if pair_head is not None and "relation_head" in state:
             pair_head.load_state_dict(state["relation_head"])
-    log = TrainLog(out / f"{stage}.log.jsonl", resume=state is not None)
+    log = TrainLog(out / f"{stage}.log.jsonl", resume=state is not None, start=start)
     pool = JunkPool(vq_dir, seed=seed)
 
     def embed_images(images: torch.Tensor) -> torch.Tensor:
@@ -950,7 +952,8 @@ def train_clip(
             bar.set_postfix(loss=f"{loss.item():.3f}", top1=f"{top1:.2f}", hn=f"{metrics.get('hard_neg_acc', 0):.2f}",
                             adv=f"{metrics.get('chain_acc', 0):.2f}")
         keep = keep_every > 0 and (step + 1) % keep_every == 0
-        if (step + 1) % save_every == 0 or step == steps - 1 or keep:
+        halt = halt_requested(stop)
+        if (step + 1) % save_every == 0 or step == steps - 1 or keep or halt:
             extra_state = {"chains": runs.state_dict()} if runs is not None else {}
             if heads is not None:
                 extra_state["layout_heads"] = heads.state_dict()
@@ -963,6 +966,8 @@ def train_clip(
             if keep:  # a copy to judge later: the run's weights as they were at this step
                 (out / "snapshots").mkdir(exist_ok=True)
                 save_clip(model, out / "snapshots" / f"clip_step{step + 1}.pt")
+        if halt and step < steps - 1:
+            raise stopped_at(step + 1, steps, out)
     save_clip(model, out / "clip.pt")
     return model
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -17,8 +18,8 @@ from tqdm import tqdm
 from pixgen.atomic import atomic_text
 from pixgen.cli_util import set_threads
 from pixgen.toy.evaluator import Evaluator, save_evaluator, scene_targets
-from pixgen.toy.training import (TrainLog, batch_images, cosine_decay, load_state, load_toy_vqgan, log_and_save,
-                                 pick_device, reconstruct, restore, seed_everything)
+from pixgen.toy.training import (TrainLog, batch_images, cosine_decay, halt_requested, load_state, load_toy_vqgan,
+                                 log_and_save, pick_device, reconstruct, restore, seed_everything, stopped_at)
 from pixgen.toy.world import Scene, render, sample_scene
 
 __all__ = ["train_evaluator", "heldout_accuracy"]
@@ -93,7 +94,7 @@ def heldout_accuracy(model: Evaluator, n: int = 1000, seed: int = 12345, vqgan=N
 def train_evaluator(
     out: str | Path = "checkpoints/toy", steps: int = 600, seed: int = 0, batch: int = 32, lr: float = 2e-3,
     resume: bool = False, device: str | None = None, threads: int | None = 1, recon_pool: int = 768,
-    log_every: int = 25, save_every: int = 250, progress: bool = True,
+    log_every: int = 25, save_every: int = 250, progress: bool = True, stop: Callable[[], bool] | None = None,
 ) -> Evaluator:
     """Train (or resume) the evaluator; writes ``evaluator.safetensors``/``.json`` and its log."""
     set_threads(threads)
@@ -108,7 +109,7 @@ def train_evaluator(
     start = 0
     if state is not None:
         start = restore(state, model, opt, rng, gen)
-    log = TrainLog(out / "evaluator.log.jsonl", resume=state is not None)
+    log = TrainLog(out / "evaluator.log.jsonl", resume=state is not None, start=start)
     vqgan = load_toy_vqgan(out) if (out / "vqgan.ckpt").exists() else None
     pool_x, pool_scenes = None, []
     if vqgan is not None and recon_pool:
@@ -134,9 +135,12 @@ def train_evaluator(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        halt = halt_requested(stop)
         if log_and_save(step, steps, loss, log=log, bar=bar, log_every=log_every, save_every=save_every,
-                        state_path=state_path, model=model, opt=opt, rng=rng, gen=gen):
+                        state_path=state_path, model=model, opt=opt, rng=rng, gen=gen, halt=halt):
             save_evaluator(model, out / "evaluator.safetensors")
+        if halt and step < steps - 1:
+            raise stopped_at(step + 1, steps, out)
     model.eval()
     report = {"clean": heldout_accuracy(model.cpu())}
     if vqgan is not None:

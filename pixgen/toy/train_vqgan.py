@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -19,8 +20,8 @@ from tqdm import tqdm
 from pixgen.atomic import atomic_text, atomic_torch_save
 from pixgen.cli_util import set_threads
 from pixgen.models.vqgan import VQGAN, VQGANConfig
-from pixgen.toy.training import (TrainLog, batch_images, cosine_decay, load_state, pick_device, release_freed_memory,
-                                 restore, save_state, seed_everything)
+from pixgen.toy.training import (TrainLog, batch_images, cosine_decay, halt_requested, load_state, pick_device,
+                                 release_freed_memory, restore, save_state, seed_everything, stopped_at)
 from pixgen.toy.world import CANVAS, render, sample_scene
 
 __all__ = ["TOY_VQGAN", "FACTORS", "toy_vqgan_config", "train_vqgan", "save_taming", "PatchCritic", "scramble_codes",
@@ -82,11 +83,13 @@ def train_vqgan(
     out: str | Path = "checkpoints/toy", steps: int = 1400, seed: int = 0, batch: int = 32, lr: float = 1e-3,
     resume: bool = False, device: str | None = None, threads: int | None = 1, log_every: int = 25,
     save_every: int = 250, progress: bool = True, factor: int = 4, n_embed: int = 512,
+    stop: Callable[[], bool] | None = None,
 ) -> VQGAN:
     """Train (or resume) the toy VQGAN; returns the model and writes checkpoint, YAML, state and log.
 
     ``factor`` (pixels per latent cell) and ``n_embed`` (codebook size) pick the architecture
-    (``toy_vqgan_config``); a resumed run must use the ones it started with.
+    (``toy_vqgan_config``); a resumed run must use the ones it started with. When ``stop()`` turns true (Ctrl-C on
+    the command line) it saves after the current step and raises :class:`pixgen.interrupt.Stopped`.
     """
     cfg = toy_vqgan_config(factor, n_embed)
     set_threads(threads)
@@ -106,7 +109,7 @@ def train_vqgan(
                              f"{arch['n_embed']}; resume it with those, or train into a new directory")
         start = restore(state, model, opt, rng)
         usage_state = state.get("usage")
-    log = TrainLog(out / "vqgan.log.jsonl", resume=state is not None)
+    log = TrainLog(out / "vqgan.log.jsonl", resume=state is not None, start=start)
     usage = torch.zeros(cfg.n_embed, device=dev) if usage_state is None else usage_state.to(dev)
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="vqgan", disable=not progress)
     for step in bar:
@@ -132,16 +135,19 @@ def train_vqgan(
                 with torch.no_grad():
                     model.codebook[dead] = flat[pick] + 1e-3 * torch.randn_like(flat[pick])
                 usage[dead] = 1.0
-        if step % log_every == 0 or step == steps - 1:
+        halt = halt_requested(stop)
+        if step % log_every == 0 or step == steps - 1 or halt:
             psnr = float(10 * torch.log10(4.0 / mse.detach().clamp_min(1e-10)))
             used = int((usage > 1e-3).sum())
             log.write(step, loss=loss.item(), l1=l1.item(), q=q_loss.item(), psnr=psnr, codes_used=used)
             bar.set_postfix(l1=f"{l1.item():.4f}", psnr=f"{psnr:.1f}", codes=used)
-        if (step + 1) % save_every == 0 or step == steps - 1:
+        if (step + 1) % save_every == 0 or step == steps - 1 or halt:
             save_state(state_path, model=model.state_dict(), opt=opt.state_dict(), rng=rng.bit_generator.state,
                        torch_rng=torch.get_rng_state(), step=step + 1, usage=usage.cpu(),
                        arch={"factor": factor, "n_embed": n_embed})
             save_taming(model, out, step + 1)
+        if halt and step < steps - 1:
+            raise stopped_at(step + 1, steps, out)
     save_taming(model, out, steps)
     return model
 
@@ -182,7 +188,7 @@ def train_decoder_gan(
     critic_lr: float | None = None,
     resume: bool = False,
     device: str | None = None, threads: int | None = 1, log_every: int = 25, save_every: int = 100,
-    progress: bool = True,
+    progress: bool = True, stop: Callable[[], bool] | None = None,
 ) -> VQGAN:
     """Fine-tune the toy VQGAN's decoder (and post-quant conv) against a patch critic; the encoder and codebook
     stay as they are, so every latent keeps its meaning for the CLIP and the search.
@@ -222,7 +228,7 @@ def train_decoder_gan(
         start = restore(state, model, opt, rng, gen)
         critic.load_state_dict(state["critic"])
         opt_d.load_state_dict(state["opt_d"])
-    log = TrainLog(out / "vqgan_gan.log.jsonl", resume=state is not None)
+    log = TrainLog(out / "vqgan_gan.log.jsonl", resume=state is not None, start=start)
     last = model.decoder.conv_out.weight
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="decoder", disable=not progress)
     for step in bar:
@@ -261,16 +267,19 @@ def train_decoder_gan(
             metrics.update(l1=l1.item(), g_loss=g_loss.item(), adaptive=adaptive.item())
         if step % 10 == 0:
             release_freed_memory()
-        if step % log_every == 0 or step == steps - 1:
+        halt = halt_requested(stop)
+        if step % log_every == 0 or step == steps - 1 or halt:
             with torch.no_grad():
                 mse = F.mse_loss(rec, x)
             metrics["psnr"] = float(10 * torch.log10(4.0 / mse.clamp_min(1e-10)))
             log.write(step, **metrics)
             bar.set_postfix(psnr=f"{metrics['psnr']:.1f}", d=f"{d_loss.item():.2f}")
-        if (step + 1) % save_every == 0 or step == steps - 1:
+        if (step + 1) % save_every == 0 or step == steps - 1 or halt:
             save_state(state_path, model=model.state_dict(), opt=opt.state_dict(), rng=rng.bit_generator.state,
                        gen=gen.get_state(), step=step + 1, critic=critic.state_dict(), opt_d=opt_d.state_dict())
             save_taming(model, out, step + 1)
+        if halt and step < steps - 1:
+            raise stopped_at(step + 1, steps, out)
     save_taming(model, out, steps)
     return model
 

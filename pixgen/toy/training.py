@@ -9,12 +9,13 @@ import os
 import time
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from pixgen.atomic import atomic_torch_save
+from pixgen.atomic import atomic_text, atomic_torch_save
+from pixgen.interrupt import Stopped
 
 __all__ = ["pick_device", "seed_everything", "TrainLog", "save_state", "load_state", "batch_images",
            "load_toy_vqgan", "reconstruct", "release_freed_memory", "cosine_decay"]
@@ -75,18 +76,25 @@ def batch_images(images: list[np.ndarray], device: torch.device) -> torch.Tensor
 
 
 class TrainLog:
-    """Appends one JSON object per line: step, wall seconds since the first run started, and metrics."""
+    """Appends one JSON object per line: step, wall seconds since the first run started, and metrics.
 
-    def __init__(self, path: str | os.PathLike, resume: bool):
+    Resuming at step ``start`` drops the rows of steps from ``start`` on, written after the state it resumes from
+    was saved (a run killed between saves), so each step is logged once; the wall clock still counts their time.
+    """
+
+    def __init__(self, path: str | os.PathLike, resume: bool, start: int | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not resume and self.path.exists():
             self.path.unlink()
         self.offset = 0.0
         if resume and self.path.exists():
-            lines = [ln for ln in self.path.read_text().splitlines() if ln.strip()]
-            if lines:
-                self.offset = float(json.loads(lines[-1]).get("wall_s", 0.0))
+            rows = [json.loads(ln) for ln in self.path.read_text().splitlines() if ln.strip()]
+            if rows:
+                self.offset = max(float(r.get("wall_s", 0.0)) for r in rows)
+            kept = rows if start is None else [r for r in rows if r.get("step", 0) < start]
+            if len(kept) < len(rows):
+                atomic_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self.t0 = time.time()
 
     def elapsed(self) -> float:
@@ -99,6 +107,20 @@ class TrainLog:
             f.write(json.dumps(row) + "\n")
 
 
+STOP_NOTICE = "stopping after this training step and saving its state"
+
+
+def halt_requested(stop: "Callable[[], bool] | None") -> bool:
+    """Whether a trainer's ``stop`` callback (Ctrl-C on the command line) asks it to save and stop now."""
+    return stop is not None and bool(stop())
+
+
+def stopped_at(step: int, steps: int, out: str | os.PathLike) -> Stopped:
+    """What a trainer raises once it has saved after a stop was asked for."""
+    return Stopped(f"stopped after step {step} of {steps}; the weights so far and the state to resume from are in "
+                   f"{out}: run the same command with --resume to go on")
+
+
 def save_state(path: str | os.PathLike, **state: Any) -> None:
     """Write a resumable training state atomically (tmp file, then rename)."""
     path = Path(path)
@@ -108,13 +130,14 @@ def save_state(path: str | os.PathLike, **state: Any) -> None:
 
 def log_and_save(step: int, steps: int, loss: torch.Tensor, *, log: "TrainLog", bar, log_every: int,
                  save_every: int, state_path: str | os.PathLike, model: torch.nn.Module,
-                 opt: torch.optim.Optimizer, rng: np.random.Generator, gen: torch.Generator) -> bool:
+                 opt: torch.optim.Optimizer, rng: np.random.Generator, gen: torch.Generator,
+                 halt: bool = False) -> bool:
     """End of a one-loss training step: log the loss every ``log_every`` steps (and at the last), save the
-    resumable state every ``save_every`` steps (and at the last). Returns whether the state was saved."""
-    if step % log_every == 0 or step == steps - 1:
+    resumable state every ``save_every`` steps, at the last and when ``halt``. Returns whether it saved."""
+    if step % log_every == 0 or step == steps - 1 or halt:
         log.write(step, loss=loss.item())
         bar.set_postfix(loss=f"{loss.item():.4f}")
-    if (step + 1) % save_every == 0 or step == steps - 1:
+    if (step + 1) % save_every == 0 or step == steps - 1 or halt:
         save_state(state_path, model=model.state_dict(), opt=opt.state_dict(), rng=rng.bit_generator.state,
                    gen=gen.get_state(), step=step + 1)
         return True
