@@ -9,18 +9,24 @@ from typing import Any, Callable
 
 import typer
 
-from pixgen.errors import ConfigError, PixgenError, is_out_of_memory, out_of_memory
+from pixgen.errors import ConfigError, Interrupted, PixgenError, is_out_of_memory, out_of_memory
 
 
 def friendly(func: Callable | None = None, *, aborted: str = "aborted") -> Callable:
     """Print PixgenErrors (and a refused allocation, as OutOfMemory) as 'error: ...' plus their hint and exit 2;
-    Ctrl-C prints ``aborted`` and exits 130."""
+    a run that stopped cleanly on Ctrl-C (:class:`pixgen.errors.Interrupted`) says what it kept and exits 130, and
+    any other Ctrl-C prints ``aborted`` and exits 130."""
 
     def decorate(f: Callable) -> Callable:
         @functools.wraps(f)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             try:
                 return f(*args, **kwargs)
+            except Interrupted as exc:  # stopped cleanly by Ctrl-C, its work saved: what was kept, how to go on
+                typer.echo(exc.message, err=True)
+                if exc.hint:
+                    typer.echo(f"  {exc.hint}", err=True)
+                raise typer.Exit(130) from None
             except (PixgenError, MemoryError, RuntimeError) as exc:
                 if not isinstance(exc, PixgenError):
                     if not is_out_of_memory(exc):
@@ -31,8 +37,8 @@ def friendly(func: Callable | None = None, *, aborted: str = "aborted") -> Calla
                 if exc.hint:
                     typer.echo(f"  hint: {exc.hint}", err=True)
                 raise typer.Exit(2) from None
-            except KeyboardInterrupt as exc:  # a run that stopped cleanly says what it kept (pixgen.interrupt)
-                typer.echo(str(exc) or aborted, err=True)
+            except KeyboardInterrupt:
+                typer.echo(aborted, err=True)
                 raise typer.Exit(130) from None
 
         return wrapper

@@ -19,13 +19,6 @@ class StopFlag:
         return self.event.is_set()
 
 
-class Stopped(KeyboardInterrupt):
-    """A run stopped by Ctrl-C after saving what it had; ``str()`` says what was kept and how to go on.
-
-    A KeyboardInterrupt, so code that expects Ctrl-C treats it as one; pixgen's command line prints its message.
-    """
-
-
 @contextlib.contextmanager
 def ctrl_c_stops_after_step(notice: str = "stopping after this step and saving") -> Iterator[StopFlag]:
     """While running, the first Ctrl-C sets the yielded flag (and prints ``notice``); a second one aborts.

@@ -89,7 +89,7 @@ def train_vqgan(
 
     ``factor`` (pixels per latent cell) and ``n_embed`` (codebook size) pick the architecture
     (``toy_vqgan_config``); a resumed run must use the ones it started with. When ``stop()`` turns true (Ctrl-C on
-    the command line) it saves after the current step and raises :class:`pixgen.interrupt.Stopped`.
+    the command line) it saves after the current step and raises :class:`pixgen.errors.Interrupted`.
     """
     cfg = toy_vqgan_config(factor, n_embed)
     set_threads(threads)

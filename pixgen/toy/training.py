@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from pixgen.atomic import atomic_text, atomic_torch_save
-from pixgen.interrupt import Stopped
+from pixgen.errors import Interrupted
 
 __all__ = ["pick_device", "seed_everything", "TrainLog", "save_state", "load_state", "batch_images",
            "load_toy_vqgan", "reconstruct", "release_freed_memory", "cosine_decay"]
@@ -115,10 +115,10 @@ def halt_requested(stop: "Callable[[], bool] | None") -> bool:
     return stop is not None and bool(stop())
 
 
-def stopped_at(step: int, steps: int, out: str | os.PathLike) -> Stopped:
+def stopped_at(step: int, steps: int, out: str | os.PathLike) -> Interrupted:
     """What a trainer raises once it has saved after a stop was asked for."""
-    return Stopped(f"stopped after step {step} of {steps}; the weights so far and the state to resume from are in "
-                   f"{out}: run the same command with --resume to go on")
+    return Interrupted(f"training stopped after step {step} of {steps}; the weights so far and the state to resume "
+                       f"from are in {out}", "run the same command with --resume to go on")
 
 
 def save_state(path: str | os.PathLike, **state: Any) -> None:
