@@ -22,6 +22,7 @@ import torch
 from pixgen import config as config_mod
 from pixgen import factory
 from pixgen.factory import build_session
+from pixgen.machine import machine_record
 
 
 def _random_weight_vqgan(cfg, device, used=None):
@@ -58,7 +59,7 @@ def measure(model: str, size: int, cutouts: int, steps: int, warmup: int, device
         "device": str(session.device),
         "device_name": torch.cuda.get_device_name(session.device) if session.device.type == "cuda"
         else platform.processor() or platform.machine(),
-        "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": machine_record(),
     }
 
 

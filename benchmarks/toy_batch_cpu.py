@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from pixgen.machine import machine_record
 
 PROMPTS = ["a red circle above a blue square", "two yellow triangles", "a green cross on a black background"]
 
@@ -52,19 +53,13 @@ def main() -> None:
     n = count * len(PROMPTS)
     single_cpu = [cpu for cpu, _, _ in singles]
     record = {
-        "benchmark": "toy_batch_cpu", "when": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": platform.processor()
-        or platform.machine(), "python": platform.python_version(), "images": n,
+        "benchmark": "toy_batch_cpu", "when": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": machine_record(),
+        "images": n,
         "one_per_process": {"cpu_s_per_image_mean": sum(single_cpu) / n, "cpu_s_min": min(single_cpu),
                             "cpu_s_max": max(single_cpu), "wall_s_per_image": sum(w for _, w, _ in singles) / n},
         "batch": {"images": batch[2], "cpu_s_per_image": batch[0] / batch[2], "cpu_s_total": batch[0],
                   "wall_s_per_image": batch[1] / batch[2]},
     }
-    try:
-        from pixgen.toy.evaluate import _cpu_model
-
-        record["cpu_model"] = _cpu_model()
-    except Exception:  # noqa: BLE001 - the model name is a nicety
-        pass
     text = json.dumps(record, indent=2)
     print(text)
     if args.out is not None:

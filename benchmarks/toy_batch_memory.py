@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
+
+from pixgen.machine import machine_record
 
 PROMPTS = ["a red circle", "two blue crosses", "a green square on the left", "a yellow triangle above a pink circle"]
 
@@ -42,8 +43,7 @@ def main() -> None:
     n = len(after_each)
     record = {
         "benchmark": "toy_batch_memory", "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "machine": platform.processor() or platform.machine(), "python": platform.python_version(),
-        "images": n, "iterations": args.iterations, "rss_mib_after_first": round(after_each[0], 1),
+        "machine": machine_record(), "images": n, "iterations": args.iterations, "rss_mib_after_first": round(after_each[0], 1),
         "rss_mib_after_last": round(after_each[-1], 1),
         "rss_mib_after_each": [round(x, 1) for x in after_each],
         "growth_mib_first_to_last": round(after_each[-1] - after_each[0], 1),

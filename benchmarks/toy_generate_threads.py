@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import subprocess
 import sys
@@ -21,10 +19,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
-from pixgen.toy.evaluate import _cpu_model
+from pixgen.machine import machine_record
 
 PROMPTS = ["a red circle above a blue square", "two red circles", "a green cross above a pink circle",
            "a yellow triangle on a black background", "a purple square on the left"]
@@ -66,8 +63,7 @@ def main() -> None:
     summary = {f"{k}_{t}_thread_mean": mean(f"{k}_{t}_thread") for t in (1, 2) for k in ("wall_s", "cpu_s")}
     summary["same_picture"] = sum(r["pixels_that_differ"] == 0 for r in rows)
     result = {
-        "machine": {"platform": platform.platform(), "cpu": _cpu_model(), "cpus": os.cpu_count(),
-                    "torch": torch.__version__, "python": platform.python_version()},
+        "machine": machine_record(),
         "rows": rows, "summary": summary,
     }
     print(json.dumps(summary))

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -78,12 +77,10 @@ def main() -> None:
             order = list(commands)[r % len(commands):] + list(commands)[:r % len(commands)]
             for name in order:
                 times.setdefault(name, []).append(cpu_of(*commands[name]))
-    import torch  # only now: a child's peak memory counts the parent's resident memory at the fork
+    # only now, as it imports torch: a child's peak memory counts the parent's resident memory at the fork
+    from pixgen.machine import machine_record
 
-    from pixgen.toy.evaluate import _cpu_model
-
-    result = {"machine": {"processor": _cpu_model(), "cpus": os.cpu_count(),
-                          "python": platform.python_version(), "torch": torch.__version__},
+    result = {"machine": machine_record(),
               "prompt": PROMPT, "rounds": args.rounds, "before": args.before, "cpu_s": {}, "wall_s": {},
               "peak_rss_mib": {}}
     for name in commands:

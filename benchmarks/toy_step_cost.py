@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 
@@ -25,6 +24,7 @@ import torch
 from pixgen import config as config_mod
 from pixgen import cutouts as cutouts_mod
 from pixgen.factory import build_session
+from pixgen.machine import machine_record
 from pixgen.models import vqgan as vqgan_mod
 from pixgen.ops import vector_quantize
 
@@ -101,8 +101,7 @@ def main() -> None:
                      "ratio": round(now / before, 3)})
         print(f"{part:32s} before {before:7.2f} ms   now {now:7.2f} ms   ratio {now / before:.3f}")
     result = {"rows": rows, "rounds": args.rounds, "passes": args.passes, "threads": 1,
-              "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                          "torch": torch.__version__, "cpu_capability": torch.backends.cpu.get_cpu_capability()}}
+              "machine": machine_record()}
     if args.out:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1)

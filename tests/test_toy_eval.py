@@ -103,7 +103,7 @@ def test_baseline_is_the_random_start_a_generation_without_a_start_colour_begins
 
 
 def test_cpu_model_reads_the_first_processor_of_cpuinfo(tmp_path):
-    from pixgen.toy.evaluate import _cpu_model
+    from pixgen.machine import cpu_model as _cpu_model
 
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\n"
@@ -457,7 +457,7 @@ def test_eval_makes_one_image_per_core_by_default_as_far_as_memory_and_the_image
 
     meminfo = tmp_path / "meminfo"
     meminfo.write_text("MemTotal:       25165824 kB\nMemAvailable:    3000000 kB\n")  # about 3.1 GB free
-    monkeypatch.setattr(evaluate, "_cpu_count", lambda: 8)
+    monkeypatch.setattr(evaluate.machine, "cpu_count", lambda: 8)
     assert evaluate.auto_jobs(100, "cpu", meminfo) == 2  # 1.2 GB a job
     assert evaluate.auto_jobs(1, "cpu", meminfo) == 1
     meminfo.write_text("MemAvailable:   64000000 kB\n")

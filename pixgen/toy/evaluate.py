@@ -29,7 +29,6 @@ import hashlib
 import io
 import json
 import os
-import platform
 import signal
 import time
 from dataclasses import dataclass, replace
@@ -40,6 +39,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from pixgen import machine
 from pixgen.errors import Interrupted, PixgenError
 from pixgen.factory import torch_threads
 from pixgen.output import atomic_write, png_bytes
@@ -726,10 +726,7 @@ def run_suite(
                      "config": _config_label(config), "overrides": overrides,
                      # what --resume compares: the prompts, seeds, settings, weights and thread count
                      "fingerprint_sha256": _digest(fingerprint) if fingerprint is not None else None},
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "cpu": _cpu_model(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-                    "cpu_count": _cpu_count(), "torch": torch.__version__, "packages": _versions(),
-                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        "machine": machine.machine_record(),
     }
     if out is not None:
         atomic_write(out / "results.json", (json.dumps(report, indent=2) + "\n").encode())
@@ -762,43 +759,6 @@ def random_start(seed: int, size: tuple[int, int]):
             return to_pil(generator())
 
 
-def _cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
-    """The CPU's name, family and model, e.g. "AMD EPYC (family 25, model 1)", where /proc/cpuinfo says.
-
-    Recorded with the results because the same seed gives the same images on one machine but not on every
-    other: another vector unit (``cpu_capability``, e.g. AVX2 against AVX512) or another build of a package
-    takes other kernels, whose rounding differs and grows over the steps of a search
-    (benchmarks/toy_results.md, "Same seed, another machine").
-    """
-    try:
-        text = cpuinfo.read_text()
-    except OSError:  # not Linux
-        return None
-    fields: dict[str, str] = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(":")
-        if not sep:
-            break  # the end of the first processor's block
-        fields.setdefault(key.strip(), value.strip())
-    name = fields.get("model name")
-    if name and "cpu family" in fields and "model" in fields:
-        return f"{name} (family {fields['cpu family']}, model {fields['model']})"
-    return name
-
-
-def _versions() -> dict[str, str | None]:
-    """The versions of the packages whose kernels make the images (None where one is not installed)."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    found: dict[str, str | None] = {}
-    for name in ("torch", "torchvision", "open_clip_torch", "kornia", "numpy"):
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = None
-    return found
-
-
 JOB_MEMORY_BYTES = 1.2e9  # resident memory of one --jobs worker with the toy models (about 1 GB, measured)
 
 
@@ -809,7 +769,7 @@ def auto_jobs(images: int, device: str = "auto", meminfo: Path = Path("/proc/mem
 
     if resolve_device(device).type != "cpu":
         return 1
-    jobs = _cpu_count() or 1
+    jobs = machine.cpu_count() or 1
     try:
         for line in meminfo.read_text().splitlines():
             if line.startswith("MemAvailable:"):
@@ -819,10 +779,3 @@ def auto_jobs(images: int, device: str = "auto", meminfo: Path = Path("/proc/mem
     return max(1, min(jobs, images))
 
 
-def _cpu_count() -> int | None:
-    import os
-
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count()
