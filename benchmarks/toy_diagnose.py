@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 import pixgen
-from pixgen.toy.captions import _build, holds
+from pixgen.toy.captions import build_scene, holds
 from pixgen.toy.evaluate import TOY_PRESET, suite
 from pixgen.toy.train_clip import create_toy_clip, normalize, tokenize
 from pixgen.toy.world import BACKGROUND_NAMES, render
@@ -30,7 +30,7 @@ def _clean_renders(spec, n, rng):
     out = []
     while len(out) < n:
         bg = spec.background or BACKGROUND_NAMES[int(rng.integers(3))]
-        scene = _build(rng, refs, bg, 0.3)
+        scene = build_scene(rng, refs, bg, 0.3)
         if scene is not None and holds(spec, scene):
             out.append(render(scene))
     return out

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from pixgen.factory import toy_clip_specs
 from pixgen.perceptor import load_perceptor
-from pixgen.toy.captions import _build, holds
+from pixgen.toy.captions import build_scene, holds
 from pixgen.toy.evaluate import held_out
 from pixgen.toy.train_clip import NEAR_MISS_KINDS, near_miss_variant, stray_variant
 from pixgen.toy.world import BACKGROUND_NAMES, CANVAS, COLOUR_NAMES, Scene, render
@@ -65,7 +65,7 @@ def pairs(prompt_seeds=PROMPT_SEEDS, seed: int = 5) -> list[tuple[str, str, np.n
         spec = item.spec
         refs = [spec.refs[0]] * (spec.count or 1) if spec.kind == "count" else list(spec.refs)
         for _ in range(50):
-            scene = _build(rng, refs, spec.background or BACKGROUND_NAMES[int(rng.integers(3))], 0.3)
+            scene = build_scene(rng, refs, spec.background or BACKGROUND_NAMES[int(rng.integers(3))], 0.3)
             if scene is not None and holds(spec, scene):
                 break
         else:

@@ -22,7 +22,7 @@ import torch
 from PIL import Image
 
 import pixgen
-from pixgen.toy.captions import _build
+from pixgen.toy.captions import build_scene
 from pixgen.toy.evaluate import describe, judge, suite
 from pixgen.toy.evaluator import load_evaluator
 from pixgen.toy.world import BACKGROUND_NAMES, render
@@ -36,7 +36,7 @@ def right_render(item, seed: int) -> np.ndarray:
     scene = None
     while scene is None:
         bg = item.spec.background or BACKGROUND_NAMES[int(rng.integers(len(BACKGROUND_NAMES)))]
-        scene = _build(rng, list(item.spec.refs), bg, 0.5)
+        scene = build_scene(rng, list(item.spec.refs), bg, 0.5)
     return render(scene)
 
 

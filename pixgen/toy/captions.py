@@ -553,8 +553,10 @@ def random_position(rng: np.random.Generator, ref: Ref) -> Ref:
     return replace(ref, col=1, row=1)
 
 
-def _build(rng: np.random.Generator, refs: list[Ref], background: str, p_large: float) -> Scene | None:
-    """Place one object per ref (cells consistent with its position), or None if they do not fit."""
+def build_scene(rng: np.random.Generator, refs: list[Ref], background: str, p_large: float) -> Scene | None:
+    """Place one object per ref (cells consistent with its position; a size or colour it leaves open drawn, large
+    with chance ``p_large``) on ``background``, or None if they do not fit. Whether the result satisfies a caption's
+    relations is not checked: :func:`scene_for` does that."""
     objs: list[Obj] = []
     used: set[tuple[int, int]] = set()
     for ref in refs:
@@ -641,7 +643,7 @@ def scene_for(spec: Spec, rng: np.random.Generator, tries: int = 30) -> Scene | 
         refs = list(spec.refs)
         p_large = 0.4 if len(refs) == 1 else 0.25
     for _ in range(tries):
-        scene = _build(rng, refs, background, p_large)
+        scene = build_scene(rng, refs, background, p_large)
         if scene is not None and holds(spec, scene):
             return scene
     return None
