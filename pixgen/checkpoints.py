@@ -31,7 +31,7 @@ from typing import Any, Iterable, Mapping
 import torch
 import yaml
 
-import pixgen
+from pixgen import shipped
 from pixgen.download import DownloadError, download, partial_path, sha256_of
 from pixgen.errors import ModelError
 from pixgen.models.vqgan import VQGAN, VQGANConfig
@@ -89,9 +89,8 @@ def pixgen_home(override: str | os.PathLike | None = None) -> Path:
     env = os.environ.get("PIXGEN_HOME")
     if env:
         return Path(env).expanduser()
-    checkout = Path(pixgen.__file__).resolve().parents[1]
-    if (checkout / "pyproject.toml").is_file():
-        return checkout / "checkpoints"
+    if shipped.in_checkout():
+        return shipped.CHECKOUT / "checkpoints"
     return Path("~/.cache/pixgen").expanduser()
 
 

@@ -16,9 +16,10 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from pixgen import shipped
 from pixgen.errors import ConfigError
 
-PRESET_DIR = Path(__file__).resolve().parents[1] / "configs"
+PRESET_DIR = shipped.PRESET_DIR
 OPTIMIZERS = ("adam", "adamw", "adagrad", "rmsprop", "sgd")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 # Built-in models whose tuned preset applies beneath the user's own config, options and overrides.

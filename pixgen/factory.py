@@ -13,6 +13,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from pixgen import config as config_mod
+from pixgen import shipped
 from pixgen.contrast import check_swaps, near_misses
 from pixgen.cutouts import MakeCutouts
 from pixgen.engine import Engine, Target, make_optimizer
@@ -26,8 +27,7 @@ from pixgen.prompts import parse_prompt, parse_story
 
 log = logging.getLogger("pixgen")
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-TOY_DIR = REPO_ROOT / "checkpoints" / "toy"
+TOY_DIR = shipped.TOY_DIR
 
 # Built-in bundles: a VQGAN and the CLIP that goes with it.
 RANDOM_TINY_VQGAN = VQGANConfig(ch=32, ch_mult=(1, 1, 2), num_res_blocks=1, attn_resolutions=(), resolution=64,

@@ -81,8 +81,9 @@ def train_vqgan_cmd(out: Path = _OUT,
 
 
 @train_app.command("decoder")
-def train_decoder_cmd(init: Path = typer.Option(Path("checkpoints/toy"), "--init",
-                                               help="Directory with the vqgan.yaml + vqgan.ckpt to start from."),
+def train_decoder_cmd(init: Optional[Path] = typer.Option(
+                          None, "--init", help="Directory with the vqgan.yaml + vqgan.ckpt to start from (default: the "
+                          "shipped toy VQGAN)."),
                       out: Path = typer.Option(..., "--out", "-o", help="Directory for the new VQGAN, state and log."),
                       steps: int = typer.Option(900, "--steps", min=1), seed: int = _SEED,
                       batch: int = typer.Option(16, "--batch", min=1), lr: float = typer.Option(1e-4, "--lr"),
@@ -97,8 +98,10 @@ def train_decoder_cmd(init: Path = typer.Option(Path("checkpoints/toy"), "--init
                       resume: bool = _RESUME, device: Optional[str] = _DEVICE, threads: int = _THREADS) -> None:
     """Fine-tune the toy VQGAN's decoder against a patch critic (encoder and codebook kept, so latents keep their
     meaning); writes OUT/vqgan.ckpt, OUT/vqgan.yaml and OUT/vqgan_gan.log.jsonl."""
+    from pixgen.shipped import TOY_DIR
     from pixgen.toy.train_vqgan import train_decoder_gan
 
+    init = TOY_DIR if init is None else init
     _check_out(out)
     if out.resolve() == init.resolve():
         raise PixgenError(f"--out {out} is the --init directory", "write the fine-tuned VQGAN to another directory")
@@ -349,8 +352,8 @@ def export_clip_cmd(out: Path = typer.Option(..., "--out", "-o", help="The .pt f
                     tower: Optional[Path] = typer.Option(
                         None, "--tower", help="An image tower to put in place of BASE's own, e.g. "
                         "checkpoints/toy/clip_early_visual.safetensors."),
-                    base: Path = typer.Option(Path("checkpoints/toy/clip.pt"), "--base",
-                                              help="The toy CLIP's weights (a clip.pt state dict)."),
+                    base: Optional[Path] = typer.Option(
+                        None, "--base", help="The toy CLIP's weights, a clip.pt state dict (default: the shipped one)."),
                     torchscript: bool = typer.Option(
                         False, "--torchscript", help="Write a TorchScript archive, the form OpenAI ships CLIP in, "
                         "which OpenAI's clip.load(path) reads; without it a plain state dict (open_clip, OpenAI's "
@@ -358,7 +361,9 @@ def export_clip_cmd(out: Path = typer.Option(..., "--out", "-o", help="The .pt f
     """Write the toy CLIP, with another image tower if --tower is given, as one OpenAI-format file for other tools
     (pixgen itself loads BASE+TOWER)."""
     from pixgen.perceptor import clip_state_with_tower, merge_image_tower
+    from pixgen.shipped import TOY_DIR
 
+    base = TOY_DIR / "clip.pt" if base is None else base
     for flag, path in (("--tower", tower), ("--base", base)):
         if path is not None and not path.is_file():
             raise PixgenError(f"{flag} {path} not found", "give the toy CLIP's clip.pt and, if you like, one of its "

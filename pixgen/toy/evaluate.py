@@ -39,7 +39,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from pixgen import machine
+from pixgen import machine, shipped
 from pixgen.errors import Interrupted, PixgenError
 from pixgen.factory import torch_threads
 from pixgen.output import atomic_write, png_bytes
@@ -52,7 +52,7 @@ from pixgen.toy.world import BACKGROUND_NAMES, COLOUR_NAMES, SHAPES, Scene
 __all__ = ["SuiteItem", "suite", "judge", "judge_exact", "run_suite", "category_of", "item_from_prompt",
            "items_from_prompts", "held_out", "held_out_source", "CATEGORIES", "TOY_PRESET"]
 
-TOY_PRESET = Path(__file__).resolve().parents[2] / "configs" / "toy.yaml"
+TOY_PRESET = shipped.PRESET_DIR / "toy.yaml"
 CATEGORIES = ("single object", "colour", "position", "background", "two objects", "relation", "counting",
               "colour attribution")
 # Only prompts from outside the fixed suite (``--prompts``, ``--held-out``) fall in these.

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pixgen import shipped
 from pixgen.atomic import atomic_safetensors, atomic_text
 from pixgen.toy.world import (
     BACKGROUND_NAMES, CANVAS, CELL_CENTRES, COLOUR_NAMES, SHAPES, SIZE_NAMES, SIZES, Obj, Scene, canvas_array,
@@ -22,7 +23,7 @@ from pixgen.toy.world import (
 
 __all__ = ["Evaluator", "load_evaluator", "save_evaluator", "scene_targets", "DEFAULT_PATH"]
 
-DEFAULT_PATH = Path(__file__).resolve().parents[2] / "checkpoints" / "toy" / "evaluator.safetensors"
+DEFAULT_PATH = shipped.TOY_DIR / "evaluator.safetensors"
 N_CELLS = 9
 EMPTY = 0  # colour class 0 is "no object"; 1..8 are COLOUR_NAMES
 
