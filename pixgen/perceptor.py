@@ -374,18 +374,24 @@ def load_image_tower(model: nn.Module, path: str | Path) -> None:
     model.visual.load_state_dict(_read_image_tower(path, model.visual.state_dict()))
 
 
+def read_clip_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The CLIP state dict saved by ``torch.save`` in ``path``, or a ModelError that says what the file is not."""
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - unpickling errors of every kind (torch's own text suggests
+        # weights_only=False, which would run the file's code): one clear message instead
+        raise ModelError(f"could not read CLIP weights {path} ({type(exc).__name__}): not a state dict saved by "
+                         "torch.save", "give a clip.pt state dict, e.g. checkpoints/toy/clip.pt") from None
+    if not isinstance(state, dict) or not any(str(k).startswith("visual.") for k in state):
+        raise ModelError(f"{path} is not a CLIP state dict with an image tower (no 'visual.' weights)",
+                         "give a clip.pt state dict, e.g. checkpoints/toy/clip.pt")
+    return state
+
+
 def clip_state_with_tower(base: str | Path, tower: str | Path | None = None) -> dict[str, torch.Tensor]:
     """The CLIP state dict in the file ``base``, with its image tower replaced by the one in ``tower`` when given:
     the weights pixgen loads as ``BASE+TOWER``, as one state dict in ``base``'s names and dtypes."""
-    try:
-        state = torch.load(str(base), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - unpickling errors of every kind (torch's own text suggests
-        # weights_only=False, which would run the file's code): one clear message instead
-        raise ModelError(f"could not read CLIP weights {base} ({type(exc).__name__}): not a state dict saved by "
-                         "torch.save", "give a clip.pt state dict, e.g. checkpoints/toy/clip.pt") from None
-    if not isinstance(state, dict) or not any(str(k).startswith("visual.") for k in state):
-        raise ModelError(f"{base} is not a CLIP state dict with an image tower (no 'visual.' weights)",
-                         "give a clip.pt state dict, e.g. checkpoints/toy/clip.pt")
+    state = read_clip_state(base)
     if tower is not None:
         own = {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")}
         state.update({f"visual.{k}": v for k, v in _read_image_tower(tower, own).items()})

@@ -1203,3 +1203,32 @@ def test_ctrl_c_during_a_cli_training_run_saves_says_how_to_resume_and_resume_fi
     assert resumed.exit_code == 0, resumed.output
     steps = [json.loads(x)["step"] for x in (tmp_path / "prior.log.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps)) and steps[-2:] == [3, 4]  # each step logged once; 4: the held-out row
+
+
+def test_unreadable_weights_and_states_get_a_message_not_a_traceback(tmp_path):
+    from typer.testing import CliRunner
+
+    from pixgen.cli import app
+
+    junk = tmp_path / "junk.pt"
+    junk.write_text("not a checkpoint")
+    other = tmp_path / "other.pt"  # a CLIP state dict of another architecture
+    torch.save({"visual.conv1.weight": torch.zeros(4, 3, 2, 2), "logit_scale": torch.zeros(())}, other)
+    state = tmp_path / "run" / "state" / "vqgan_state.pt"
+    state.parent.mkdir(parents=True)
+    state.write_bytes(b"\x80\x02torn")  # as a disk that filled up might leave it
+    for args, message in (
+            (["toy", "train", "vqgan", "--out", str(tmp_path / "run"), "--steps", "2", "--resume"],
+             "cannot read the training state"),
+            (["toy", "train", "clip", "--out", str(tmp_path / "c"), "--init", str(junk), "--steps", "1"],
+             "could not read CLIP weights"),
+            (["toy", "train", "clip", "--out", str(tmp_path / "c"), "--init", str(other), "--steps", "1"],
+             "is not the toy CLIP's weights"),
+            (["toy", "image-tower", str(junk), "--base", str(TOY / "clip.pt"), "-o", str(tmp_path / "t.safetensors")],
+             "could not read CLIP weights"),
+            (["toy", "image-tower", str(other), "--base", str(other), "-o", str(tmp_path / "t.safetensors")],
+             "is not the toy CLIP's weights")):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2 and message in result.output, (args, result.output)
+        assert "Traceback" not in result.output
+    assert not (tmp_path / "t.safetensors").exists()

@@ -486,17 +486,16 @@ def export_image_tower(src: str | Path, base: str | Path, out: str | Path) -> Pa
     then does BASE+TOWER give ``src``'s embeddings.
     """
     from pixgen.errors import ModelError
-    from pixgen.perceptor import save_image_tower
+    from pixgen.perceptor import read_clip_state, save_image_tower
 
-    a = torch.load(src, map_location="cpu", weights_only=True)
-    b = torch.load(base, map_location="cpu", weights_only=True)
+    a, b = read_clip_state(src), read_clip_state(base)
     text = [k for k in a if not k.startswith("visual.") and k != "logit_scale"]
     differ = [k for k in text if k not in b or a[k].shape != b[k].shape or not torch.equal(a[k], b[k])]
     if differ:
         raise ModelError(f"{src} and {base} differ outside the image tower ({len(differ)} tensors, e.g. {differ[0]})",
                          "export the tower of a run trained with --init BASE --lock-text, and give that BASE")
     model = create_toy_clip()  # the state dict already read, not the file again
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in a.items()})
+    _load_toy_state(model, a, src)
     return save_image_tower(model, out, base=Path(base).name)
 
 
@@ -509,11 +508,23 @@ def split_tower(init: str | Path) -> tuple[Path, Path | None]:
     return Path(base).expanduser(), None if tower is None else Path(tower).expanduser()
 
 
+def _load_toy_state(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str | Path) -> None:
+    """Fill the toy CLIP ``model`` from ``state`` (read from ``where``), or say that it holds another CLIP."""
+    from pixgen.errors import ModelError
+
+    try:
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    except RuntimeError as exc:
+        raise ModelError(f"{where} is not the toy CLIP's weights: {str(exc).splitlines()[0][:200]}",
+                         "give a clip.pt of the toy CLIP, e.g. checkpoints/toy/clip.pt") from None
+
+
 def load_init(model: torch.nn.Module, init: str | Path) -> None:
     """Fill ``model`` from a ``clip.pt``, or from ``clip.pt+tower.safetensors`` (that image tower on it)."""
+    from pixgen.perceptor import read_clip_state
+
     base, tower = split_tower(init)
-    weights = torch.load(base, map_location="cpu", weights_only=True)
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in weights.items()})
+    _load_toy_state(model, read_clip_state(base), base)
     if tower is not None:  # a shipped image tower on its clip.pt, as generation loads BASE+TOWER
         from pixgen.perceptor import load_image_tower
 

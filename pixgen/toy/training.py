@@ -145,10 +145,21 @@ def log_and_save(step: int, steps: int, loss: torch.Tensor, *, log: "TrainLog", 
 
 
 def load_state(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The training state saved at ``path`` (None if there is none), or a PixgenError if it cannot be read."""
+    from pixgen.errors import PixgenError
+
     path = Path(path)
     if not path.exists():
         return None
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)  # our own file: optimizer and RNG states
+    except Exception as exc:  # noqa: BLE001 - unpickling fails in many ways; the fix is the same
+        raise PixgenError(f"cannot read the training state {path} to resume from ({type(exc).__name__}): it is "
+                          "truncated or corrupt", f"delete {path} to train from the start, or train into a new "
+                          "--out") from None
+    if not isinstance(state, dict) or "step" not in state:
+        raise PixgenError(f"{path} is not a pixgen training state", f"delete {path}, or train into a new --out")
+    return state
 
 
 def restore(state: dict[str, Any], model: torch.nn.Module, opt: torch.optim.Optimizer, rng: np.random.Generator,
