@@ -103,7 +103,8 @@ def check_output_file(path: Path, flag: str, suffix: str, example: str) -> Path:
         raise PixgenError(f"{flag} {path} is a directory", f"name the file to write, e.g. {flag} {path / example}")
     blocker = next((p for p in path.parents if p.exists()), None)
     if blocker is not None and not blocker.is_dir():
-        raise PixgenError(f"{flag} {path} lies under {blocker}, which is a file", f"write elsewhere, e.g. {flag} {example}")
+        raise PixgenError(f"{flag} {path} lies under {blocker}, which is a file",
+                          f"write elsewhere, e.g. {flag} {example}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -353,7 +353,8 @@ def export_clip_cmd(out: Path = typer.Option(..., "--out", "-o", help="The .pt f
                         None, "--tower", help="An image tower to put in place of BASE's own, e.g. "
                         "checkpoints/toy/clip_early_visual.safetensors."),
                     base: Optional[Path] = typer.Option(
-                        None, "--base", help="The toy CLIP's weights, a clip.pt state dict (default: the shipped one)."),
+                        None, "--base",
+                        help="The toy CLIP's weights, a clip.pt state dict (default: the shipped one)."),
                     torchscript: bool = typer.Option(
                         False, "--torchscript", help="Write a TorchScript archive, the form OpenAI ships CLIP in, "
                         "which OpenAI's clip.load(path) reads; without it a plain state dict (open_clip, OpenAI's "
