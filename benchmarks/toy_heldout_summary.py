@@ -63,7 +63,7 @@ RUNS_SPARSE = [
 ]
 # the preset since the twentieth session (2026-12-07): the same terms with stage 14 as the early tower (stage 13
 # trained to rank a scene above the same scene with one object too many), judged beside the stage-13 preset on
-# the first five of these sets (prompt seed 98 as the screen, 100-103 as the two confirmations); 104-116 are the
+# the first five of these sets (prompt seed 98 as the screen, 100-103 as the two confirmations); 104-117 are the
 # preset's own runs
 RUNS_STAGE14 = [
     ("toy_heldout_nineteenth.json", ["runs"], ["ps98 stray-early"]),
@@ -71,7 +71,7 @@ RUNS_STAGE14 = [
     ("toy_heldout_twentyfirst.json", ["runs"], [f"ps{s} shipped" for s in range(105, 108)]),
     ("toy_heldout_twentysecond.json", ["runs"], [f"ps{s} shipped" for s in range(108, 112)]),
     ("toy_heldout_twentythird.json", ["runs"], ["ps112 shipped", "ps113 shipped", "ps114 shipped"]),
-    ("toy_heldout_twentyfourth.json", ["runs"], ["ps115 shipped", "ps116 shipped"]),
+    ("toy_heldout_twentyfourth.json", ["runs"], ["ps115 shipped", "ps116 shipped", "ps117 shipped"]),
 ]
 CATEGORIES = [*SUITE_CATEGORIES, "overall"]  # held-out sets of the suite's forms have no extra categories
 TARGETS = {"single object": 0.95, "colour": 0.95, "position": 0.85, "background": 0.95, "two objects": 0.85,
