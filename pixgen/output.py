@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, PngImagePlugin
 
-from pixgen.atomic import atomic_path, atomic_write
+from pixgen.atomic import atomic_path, atomic_torch_save, atomic_write
 from pixgen.engine import StepState
 from pixgen.errors import ConfigError, InputImageError, PixgenError
 
@@ -146,9 +146,7 @@ class RunWriter:
             return
         data = self.save_frame(state.step, state.image())
         atomic_write(self.run_dir / IMAGE_NAME, data)
-        buf = io.BytesIO()
-        torch.save(self.state_fn(state.step), buf)
-        atomic_write(self.run_dir / STATE_NAME, buf.getvalue())
+        atomic_torch_save(self.state_fn(state.step), self.run_dir / STATE_NAME)
         self.last_saved = state.step
 
     def on_step(self, state: StepState) -> None:

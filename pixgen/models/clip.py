@@ -12,7 +12,6 @@ pretrained tags, other layouts) goes through open_clip, and so does any file thi
 from __future__ import annotations
 
 import importlib.util
-import io
 import json
 import sys
 import warnings
@@ -178,6 +177,8 @@ def save_torchscript(cfg: dict, state: dict[str, torch.Tensor], path: str | Path
     cannot read a plain state dict). The weights are kept in float32, so the archive's own methods run on the CPU.
 
     Raises ``RuntimeError`` when ``state`` does not fit ``cfg``."""
+    from pixgen.atomic import atomic_path
+
     with torch.random.fork_rng(devices=[]):
         model = CLIP(cfg)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True)
@@ -188,19 +189,16 @@ def save_torchscript(cfg: dict, state: dict[str, torch.Tensor], path: str | Path
     size = model.visual.image_size[0]
     tokens = torch.zeros(1, model.context_length, dtype=torch.long)
     tokens[0, :3] = torch.tensor([49406, 320, 49407])  # start, "a", end: the end token is the largest id
-    buffer = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning)  # torch deprecates TorchScript; OpenAI reads it
         # the attention's shape checks become constants of the graph: right for any batch of this config's sizes
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         traced = torch.jit.trace_module(model.eval(), {"encode_image": (torch.zeros(1, 3, size, size),),
                                                        "encode_text": (tokens,)}, check_trace=False)
-        torch.jit.save(traced, buffer)
-    from pixgen.atomic import atomic_write
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, buffer.getvalue())
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            torch.jit.save(traced, str(tmp))
     return path
 
 
