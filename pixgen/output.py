@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, PngImagePlugin
+from PIL import Image, ImageOps, PngImagePlugin
 
 from pixgen.atomic import atomic_path, atomic_torch_save, atomic_write
 from pixgen.engine import StepState
@@ -73,7 +73,7 @@ def load_image(path: str | Path, size: tuple[int, int] | None = None, what: str 
     try:
         with Image.open(path) as img:
             img.load()
-            rgb = img.convert("RGB")
+            rgb = _as_rgb(ImageOps.exif_transpose(img))
     except Image.UnidentifiedImageError:
         raise InputImageError(f"{what} {str(path)!r} is not an image pixgen can read",
                               "use a PNG, JPEG or WebP file") from None
@@ -84,6 +84,20 @@ def load_image(path: str | Path, size: tuple[int, int] | None = None, what: str 
         rgb = rgb.resize(tuple(size), Image.LANCZOS)
     array = np.asarray(rgb, dtype=np.float32) / 255.0
     return torch.from_numpy(array).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+def _as_rgb(img: Image.Image) -> Image.Image:
+    """8-bit RGB. PIL's own conversion clips the 16- and 32-bit integer modes (a 16-bit gray PNG) at 255 instead
+    of scaling them, so a mid gray would come out white: those are scaled from their full range here."""
+    wide = img.mode.startswith("I;16")
+    if img.mode == "I":  # 32-bit integers: some readers give 16-bit PNGs this mode; values up to 255 are 8-bit
+        wide = int(np.asarray(img).max(initial=0)) > 255
+    if wide:
+        values = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if values.max(initial=0) <= 65535 else float(2 ** 32 - 1)
+        gray = np.clip(np.round(values / top * 255.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(gray).convert("RGB")
+    return img.convert("RGB")
 
 
 def _slug(text: str, limit: int = 40) -> str:

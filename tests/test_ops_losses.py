@@ -73,3 +73,30 @@ def test_flat_canvas_gives_one_flat_image_per_colour_in_unit_range():
     assert torch.equal(canvas[0, :, 2, 4], torch.tensor([1.0, 0.0, 0.0]))
     assert torch.allclose(canvas[1, :, 0, 0], torch.tensor([20, 128, 240]) / 255)
     assert torch.equal(canvas[1].amin(dim=(1, 2)), canvas[1].amax(dim=(1, 2)))  # flat: no pixel differs
+
+
+def test_a_16_bit_gray_image_is_scaled_not_clipped_to_white(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from pixgen.output import load_image
+
+    Image.fromarray(np.full((8, 8), 32768, dtype=np.uint16)).save(tmp_path / "gray16.png")
+    assert load_image(tmp_path / "gray16.png").mean().item() == pytest.approx(128 / 255, abs=1e-6)
+
+
+def test_an_image_is_turned_as_its_exif_orientation_says(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from pixgen.output import load_image
+
+    pixels = np.zeros((32, 64, 3), dtype=np.uint8)
+    pixels[:, :32] = 255  # white on the left as stored
+    img = Image.fromarray(pixels)
+    exif = img.getexif()
+    exif[0x0112] = 6  # shown turned 90 degrees clockwise: a phone held upright
+    img.save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    shown = load_image(tmp_path / "phone.jpg")
+    assert shown.shape == (1, 3, 64, 32)
+    assert shown[0, :, 0].mean() > 0.9 and shown[0, :, -1].mean() < 0.1  # the left now at the top
