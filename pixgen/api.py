@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -17,7 +19,7 @@ from pixgen import config as config_mod
 from pixgen.engine import StepState
 from pixgen.errors import ConfigError, PixgenError, is_out_of_memory, out_of_memory
 from pixgen.interrupt import ctrl_c_stops_after_step
-from pixgen.prompts import parse_story
+from pixgen.prompts import parse_prompt, parse_story
 from pixgen.factory import Session, build_session, torch_threads, weights_changes
 from pixgen.output import (CONFIG_NAME, LOG_NAME, STATE_NAME, RunWriter, atomic_write, frame_paths,
                            make_run_dir, metadata_for, to_pil, truncate_log)
@@ -124,7 +126,29 @@ def _build_config(prompt: str | None, config: str | Path | None, overrides: dict
         if cfg.init_color is not None and "init_image" in defaults:
             del defaults["init_image"]
         cfg = config_mod.build((defaults, str(path)), *layers)
+    _absolute_inputs(cfg)
     return cfg
+
+
+def _absolute(path: str) -> str:
+    """A relative path that names an existing file, made absolute; anything else as it is."""
+    p = Path(path).expanduser()
+    return str(p.resolve()) if not p.is_absolute() and p.exists() else path
+
+
+def _absolute_inputs(cfg: DictConfig) -> None:
+    """Store the init image's and image prompts' paths absolute, so that a re-run of the stored config
+    (``--from-image``) finds them from any folder."""
+    if cfg.init_image:
+        cfg.init_image = _absolute(cfg.init_image)
+    items = []
+    for item in cfg.image_prompts:
+        terms = parse_prompt(item)
+        if any(_absolute(t.text) != t.text for t in terms):
+            item = " | ".join(_absolute(t.text) + (f":{t.weight!r}" + (f":{t.stop!r}" if t.stop != float("-inf") else ""))
+                              for t in terms)
+        items.append(item)
+    cfg.image_prompts = items
 
 
 def generate(prompt: str | None = None, *, config: str | Path | None = None, overrides: list[str] | None = None,
@@ -149,8 +173,21 @@ def generate(prompt: str | None = None, *, config: str | Path | None = None, ove
     Returns:
         Result with the final PIL image, the run directory and the per-step losses.
     """
+    _check_types(prompt=(prompt, (str, type(None)), "text or None"), overrides=(overrides, _LIST_OR_NONE, "a list of "
+                 "'key=value' strings"), config=(config, (str, Path, type(None)), "a preset name or a path"))
     cfg = _build_config(prompt, config, options, overrides, base)
-    return _execute(cfg, write=write, progress=progress, echo=echo, made_with=made_with)
+    return _make(cfg, write=write, progress=progress, echo=echo, made_with=made_with)
+
+
+_LIST_OR_NONE = (list, tuple, type(None))
+
+
+def _check_types(**arguments: tuple[Any, tuple[type, ...], str]) -> None:
+    """ConfigError naming the first argument whose value is not of its types (name=(value, types, what it takes))."""
+    for name, (value, types, what) in arguments.items():
+        if not isinstance(value, types) or isinstance(value, bool) and bool not in types:
+            raise ConfigError(f"{name} must be {what}, got {type(value).__name__} {value!r}",
+                              f"see help(pixgen.{sys._getframe(1).f_code.co_name.lstrip('_')})")
 
 
 def generate_many(prompts: list[str | None], *, count: int = 1, config: str | Path | None = None,
@@ -171,6 +208,12 @@ def generate_many(prompts: list[str | None], *, count: int = 1, config: str | Pa
         The runs made, in order (the last one interrupted if the batch was stopped); with ``keep=False``, the last
         run alone.
     """
+    _check_types(prompts=(prompts, (list, tuple), "a list of prompts (one prompt: [prompt])"),
+                 count=(count, (int,), "a whole number"),
+                 overrides=(overrides, _LIST_OR_NONE, "a list of 'key=value' strings"),
+                 config=(config, (str, Path, type(None)), "a preset name or a path"))
+    for prompt in prompts:
+        _check_types(prompt=(prompt, (str, type(None)), "text or None"))
     if count < 1:
         raise ConfigError(f"count must be at least 1, got {count}", "e.g. --count 4")
     if not prompts:
@@ -189,7 +232,7 @@ def generate_many(prompts: list[str | None], *, count: int = 1, config: str | Pa
         for k in range(count):  # each seed's config is made when its turn comes: a count can be large
             one = copy.deepcopy(cfg)
             one.seed = int(cfg.seed) + k
-            result = _execute(one, write=True, progress=progress, echo=echo, made_with=made_with, shown=shown)
+            result = _make(one, write=True, progress=progress, echo=echo, made_with=made_with, shown=shown)
             if keep:
                 results.append(result)
             else:
@@ -205,22 +248,66 @@ def resume(run_dir: str | Path, *, iterations: int | None = None, threads: int |
            progress: bool = True) -> Result:
     """Continue an interrupted (or finished) run from its last saved state, up to ``iterations`` steps
     (``threads``: CPU threads for torch, in place of the run's own ``threads``)."""
+    return _resume(run_dir, iterations=iterations, threads=threads, progress=progress)
+
+
+def _resume(run_dir: str | Path, *, iterations: int | None = None, threads: int | None = None,
+            progress: bool = True, stop_at: int | None = None) -> Result:
+    _check_types(run_dir=(run_dir, (str, Path), "a run directory (str or Path)"),
+                 iterations=(iterations, (int, type(None)), "a whole number or None"),
+                 threads=(threads, (int, type(None)), "a whole number or None"))
     run_dir = Path(run_dir)
     cfg_path, state_path = run_dir / CONFIG_NAME, run_dir / STATE_NAME
     if not cfg_path.is_file() or not state_path.is_file():
         raise PixgenError(f"{str(run_dir)!r} is not a resumable pixgen run (no {CONFIG_NAME} or {STATE_NAME})",
                           "give the run directory printed by `pixgen generate`")
     cfg = config_mod.from_yaml_text(cfg_path.read_text(), str(cfg_path))
-    if iterations is not None:
+    try:
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        step = int(state["step"])
+    except Exception as exc:  # noqa: BLE001 - any unreadable state file gets the same advice
+        raise PixgenError(f"cannot read {state_path}: {exc}", "the run's state is damaged; start a new run") from None
+    if iterations is not None and iterations != cfg.iterations:
+        if iterations < step:
+            raise ConfigError(f"{run_dir} is already at step {step}, so it cannot become a run of {iterations} steps",
+                              f"give --iterations {step} or more, or start a new run")
+        # the steps so far followed the old length's schedules: recorded, so that the config still makes this image
+        cfg.resumed = [*cfg.resumed, [step, int(cfg.iterations)]]
         cfg.iterations = iterations
     if threads is not None:
         cfg.threads = threads
     config_mod.validate(cfg)
+    return _execute(cfg, write=True, progress=progress, run_dir=run_dir, state=state, stop_at=stop_at)
+
+
+def _make(cfg: DictConfig, **kwargs: Any) -> Result:
+    """Run a new config. One that records resumes which changed the run's length (``resumed``) is made the way it
+    was: each stretch runs as a run of the length it had then, stops where it was resumed, and the next resumes
+    from there (in a scratch folder when the run is not written)."""
+    if not cfg.resumed:
+        return _execute(cfg, **kwargs)
+    stretches = [(int(step), int(length)) for step, length in cfg.resumed]
+    first = copy.deepcopy(cfg)
+    first.resumed, first.iterations = [], stretches[0][1]
+    scratch = None
+    if not kwargs.get("write", True):
+        scratch = tempfile.mkdtemp(prefix="pixgen-replay-")
+        first.output_dir, first.run_name = scratch, "run"
     try:
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable state file gets the same advice
-        raise PixgenError(f"cannot read {state_path}: {exc}", "the run's state is damaged; start a new run") from None
-    return _execute(cfg, write=True, progress=progress, run_dir=run_dir, state=state)
+        result = _execute(first, **{**kwargs, "write": True}, stop_at=stretches[0][0])
+        lengths = [length for _, length in stretches[1:]] + [int(cfg.iterations)]
+        stops = [step for step, _ in stretches[1:]] + [None]
+        for length, stop in zip(lengths, stops):
+            if result.interrupted:
+                break
+            result = _resume(result.run_dir, iterations=length, threads=cfg.threads,
+                             progress=kwargs.get("progress", True), stop_at=stop)
+    finally:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    if scratch is not None:
+        result.run_dir = None
+    return result
 
 
 def _execute(cfg: DictConfig, **kwargs: Any) -> Result:
@@ -248,14 +335,28 @@ def _refused_memory(cfg: DictConfig, run_dir: Path | None) -> Iterator[None]:
                             hint) from None
 
 
+def _stop_at(start: int, step: int, stop: Callable[[], bool]) -> Callable[[], bool]:
+    """A stop check for Engine.run from step ``start`` that also stops once step ``step`` is done (the engine asks
+    once after every step)."""
+    done = [start]
+
+    def should_stop() -> bool:
+        done[0] += 1
+        return stop() or done[0] >= step
+
+    return should_stop
+
+
 def _run(cfg: DictConfig, *, write: bool, progress: bool, run_dir: Path | None = None,
          state: dict | None = None, echo: bool = True, made_with: dict[str, str] | None = None,
-         shown: set[str] | None = None) -> Result:
+         shown: set[str] | None = None, stop_at: int | None = None) -> Result:
+    """One run (or its resumption from ``state``); ``stop_at`` ends it after that step as a Ctrl-C would, but
+    reports it done (a stretch of a run replayed by :func:`_make`)."""
     session = build_session(cfg, state=state)
     changes = weights_changes(made_with, session.weights) if made_with is not None else []
     if changes:
-        session.messages.append("the weights differ from those that made the image, so this re-run will not "
-                                "reproduce it exactly: " + "; ".join(changes))
+        session.messages.append("the weights or input images differ from those that made the image, so this re-run "
+                                "will not reproduce it exactly: " + "; ".join(changes))
     for message in session.messages if echo else ():
         if shown is None or message not in shown:
             print(f"pixgen: {message}", file=sys.stderr)
@@ -281,6 +382,7 @@ def _run(cfg: DictConfig, *, write: bool, progress: bool, run_dir: Path | None =
         if start == 0:
             writer.save_frame(0, initial)
         else:
+            (run_dir / "frames").mkdir(exist_ok=True)  # a user may have cleared the frames of a run to resume
             truncate_log(run_dir / LOG_NAME, start)
             for frame in frame_paths(run_dir / "frames"):
                 if int(frame.stem) > start:
@@ -289,9 +391,11 @@ def _run(cfg: DictConfig, *, write: bool, progress: bool, run_dir: Path | None =
     if progress and start < cfg.iterations:
         callbacks.append(_ProgressBar(cfg.iterations, start))
     status = "done"
-    if start < cfg.iterations:
+    if start < cfg.iterations and start != stop_at:
         with ctrl_c_stops_after_step() as stop, _refused_memory(cfg, run_dir):
-            status = session.engine.run(start, callbacks, stop)
+            status = session.engine.run(start, callbacks, stop if stop_at is None else _stop_at(start, stop_at, stop))
+        if status == "interrupted" and stop_at is not None and not stop():
+            status = "done"
     elif writer is not None:
         writer.on_end(StepState(start, cfg.iterations, session.generator), "done")
     with torch.no_grad():

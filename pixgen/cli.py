@@ -139,7 +139,7 @@ def generate(
             typer.echo(f"pixgen: {from_image} records no thread count (it was made before pixgen kept one), so this "
                        "re-run uses torch's default. The picture can depend on the count: if it differs from the "
                        "original, give the count that made it, e.g. --threads 1", err=True)
-    elif prompt is None and config is None and prompts_file is None:
+    elif prompt is None and config is None and prompts_file is None and not image_prompt and not noise_prompt:
         raise ConfigError("no prompt given", 'pixgen generate "a red circle above a blue square" --model toy')
     options: dict[str, Any] = {
         "model": model, "iterations": iterations, "seed": seed, "optim.lr": lr, "optim.name": optimizer,
@@ -158,10 +158,29 @@ def generate(
         options["cutouts.augments"] = [{"name": a, "kwargs": {}} for a in names]
     from pixgen import api  # after the options are checked: importing torch takes seconds
 
+    made: list[int] = []
+
+    def report(result) -> None:
+        made.append(1)
+        _report(result)
+
     results = api.generate_many(prompts, count=count, config=config, overrides=set_, base=base, progress=not quiet,
-                                made_with=made_with, on_result=_report, keep=False, **options)
+                                made_with=made_with, on_result=report, keep=False, **options)
     if results[-1].interrupted:
+        _report_unmade(prompts, count, len(made), int(results[-1].config.seed) - (len(made) - 1) % count)
         raise typer.Exit(130)
+
+
+def _report_unmade(prompts: list[Optional[str]], count: int, made: int, first_seed: int) -> None:
+    """After Ctrl-C stopped a batch: which of its images were never started (``made`` runs began, the last one
+    interrupted; ``first_seed`` is each prompt's first seed)."""
+    left = [(prompt, first_seed + k) for prompt in prompts for k in range(count)][made:]
+    if not left:
+        return
+    shown = "; ".join((repr(p) if p is not None else "the config's prompt") + (f" seed {s}" if count > 1 else "")
+                      for p, s in left[:5])
+    more = f" and {len(left) - 5} more" if len(left) > 5 else ""
+    typer.echo(f"not started ({len(left)} of {len(prompts) * count}): {shown}{more}", err=True)
 
 
 @app.command()

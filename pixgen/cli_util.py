@@ -78,7 +78,7 @@ def read_prompt_file(path: Path, comments_after: bool = False) -> list[str]:
     if path.is_dir():
         raise ConfigError(f"prompts file {str(path)!r} is a directory", "give a text file with one prompt per line")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()  # -sig: a byte-order mark is not part of a prompt
     except FileNotFoundError:
         raise ConfigError(f"prompts file {str(path)!r} not found", "give a text file with one prompt per line") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -163,6 +163,11 @@ class RunConfig:
     border: BorderConfig = field(default_factory=BorderConfig)
     sparsity: SparsityConfig = field(default_factory=SparsityConfig)
     palette: PaletteConfig = field(default_factory=PaletteConfig)
+    # Written by `pixgen resume -i N` when it changes a run's length: [STEP, ITERATIONS] pairs, each saying that the
+    # steps up to STEP ran as a run of ITERATIONS steps. The schedules (a CLIP's @START-END, story phases, a term's
+    # steps) are shares of the run's length, so those steps followed the old length; a re-run of the config
+    # (--from-image) replays the same stops and resumes, and so makes the same picture.
+    resumed: list[Any] = field(default_factory=list)
 
 
 # Keys that say where a run is written, not what it makes: left out of the config embedded in images.
@@ -191,7 +196,27 @@ def _all_keys(tree: Any, prefix: str = "") -> list[str]:
     return keys
 
 
+def _check_groups(base: DictConfig, other: Any, where: str, prefix: str = "") -> None:
+    """Refuse a plain value given for a group of keys (``--set optim=5``) with the group's keys, before omegaconf
+    does so in words that name none."""
+    if not isinstance(other, (dict, DictConfig)):
+        return
+    for key, value in other.items():
+        node = base.get(key) if isinstance(base, DictConfig) and key in base else None
+        if not isinstance(node, DictConfig):
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, (dict, DictConfig)):
+            _check_groups(node, value, where, name + ".")
+        elif value is not None:
+            keys = ", ".join(f"{name}.{k}" for k in node.keys())
+            example = next(iter(node.keys()))
+            raise ConfigError(f"{name} in {where} is a group of keys ({keys}), not a value; got {value!r}",
+                              f"set one of its keys, e.g. --set {name}.{example}=...")
+
+
 def _merge(base: DictConfig, other: Any, where: str) -> DictConfig:
+    _check_groups(base, other, where)
     try:
         return OmegaConf.merge(base, other)  # type: ignore[return-value]
     except OmegaConfBaseException as exc:
@@ -210,7 +235,9 @@ def _bad_value_error(key: str | None, exc: Exception, where: str) -> ConfigError
     if isinstance(default, (DictConfig, ListConfig)):
         default = OmegaConf.to_container(default)
     hint = "check the value's type against `pixgen generate --help`"
-    if default is not None:
+    if isinstance(default, str):
+        hint = f"{key} takes text" + (f", e.g. its default {default!r}" if default else "")
+    elif default is not None:
         shown = str(default).replace(" ", "") if isinstance(default, list) else default
         hint = f"{key} takes a value of the same form as its default, {shown}"
     elif key and (form := _declared_form(key)):
@@ -393,9 +420,14 @@ def _check_border(border: DictConfig, size: list[int]) -> None:
     if not math.isfinite(border.weight) or border.weight < 0:
         raise ConfigError(f"border.weight must be a finite number >= 0, got {border.weight}",
                           "e.g. --set border.weight=5 (0 turns the border term off)")
-    if border.weight and (border.width < 1 or 2 * border.width >= min(int(v) for v in size)):
-        raise ConfigError(f"border.width must be at least 1 and leave an inside in a {size[0]}x{size[1]} image, "
-                          f"got {border.width}", "e.g. --set border.width=3")
+    if border.weight and border.width < 1:
+        raise ConfigError(f"border.width must be at least 1, got {border.width}", "e.g. --set border.width=3")
+    if border.weight and 2 * border.width >= min(int(v) for v in size):
+        smallest = 2 * border.width + 1
+        raise ConfigError(f"a {size[0]}x{size[1]} image is too small for the border term, which holds a frame "
+                          f"{border.width} pixels wide on each side (border.width) and needs an inside",
+                          f"give a larger --size ({smallest}x{smallest} or more; the model may round it up), or "
+                          "turn the term off with --set border.weight=0")
 
 
 def _check_palette(palette: DictConfig) -> None:
@@ -464,13 +496,66 @@ def _check_output_dir(output_dir: str) -> None:
                           f"give a directory, e.g. -o {str(root.with_suffix(''))!r}, and --name to name the run")
 
 
-SEED_RANGE = (-(2 ** 63), 2 ** 64 - 1)  # what torch.manual_seed takes
+# What torch.manual_seed takes, less its negative seeds: torch wraps -1 to 2**64-1, so two recorded seeds would name
+# one picture.
+SEED_RANGE = (0, 2 ** 64 - 1)
 
 
 def check_seed(seed: int, what: str | None = None, hint: str = "e.g. --seed 42") -> None:
     """Refuse a seed torch cannot take, before any model loads (``what`` names it in the message)."""
     if not SEED_RANGE[0] <= seed <= SEED_RANGE[1]:
-        raise ConfigError(f"{what or f'seed {seed}'} is out of range: torch takes seeds from -2**63 to 2**64-1", hint)
+        raise ConfigError(f"{what or f'seed {seed}'} is out of range: seeds run from 0 to 2**64-1", hint)
+
+
+def _check_run_name(name: str | None) -> None:
+    """A run name is one folder name inside the output directory: not a path, not '.' or '..', not too long."""
+    if name is None:
+        return
+    hint = "give a plain folder name such as --name my-run; put the folder elsewhere with -o DIR"
+    if not name.strip() or name in (".", "..") or any(sep in name for sep in ("/", "\\", "\0")):
+        raise ConfigError(f"run name {name!r} is not a plain folder name (it may not be empty, '.' or '..', or hold "
+                          "'/' or '\\')", hint)
+    if len(name.encode("utf-8")) > 200:
+        raise ConfigError(f"run name is {len(name.encode('utf-8'))} bytes long; a folder name may have at most 200 "
+                          "here (pixgen may add -2, -3, ... to keep runs apart)", hint)
+
+
+def check_noise_prompts(items: list[str]) -> list[tuple[int, float, float]]:
+    """Each noise prompt, ``SEED[:WEIGHT[:STOP]]``, as (seed, weight, stop); ConfigError on a bad one."""
+    from pixgen.prompts import parse_prompt
+
+    out = []
+    for item in items:
+        for p in parse_prompt(item):
+            head = p.text.split(":", 1)[0].strip()
+            try:
+                seed = int(p.text)
+            except ValueError:
+                if ":" in p.text and head.lstrip("+-").isdigit():
+                    raise ConfigError(f"noise prompt {item!r}: {p.text.split(':', 1)[1]!r} after the seed is not a "
+                                      "number", "write noise prompts as SEED:WEIGHT, e.g. 42:0.5") from None
+                raise ConfigError(f"noise prompt {item!r}: {p.text!r} is not a whole-number seed",
+                                  "write noise prompts as SEED:WEIGHT, e.g. 42:0.5") from None
+            check_seed(seed, f"noise prompt {item!r}'s seed", "e.g. --noise-prompt 42:0.5")
+            out.append((seed, p.weight, p.stop))
+    return out
+
+
+def _check_resumed(resumed: Any, iterations: int) -> None:
+    """``resumed``: [STEP, ITERATIONS] pairs, steps in order, each within its run's length and the last within
+    this one's."""
+    hint = "it is written by `pixgen resume -i N`; leave it as pixgen wrote it, or --set resumed=[] to drop it"
+    last = 0
+    for entry in resumed:
+        pair = list(entry) if isinstance(entry, (list, ListConfig)) else None
+        if (pair is None or len(pair) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in pair)
+                or not last <= pair[0] <= pair[1] or pair[0] < 1):
+            raise ConfigError(f"resumed must be a list of [STEP, ITERATIONS] pairs with 1 <= STEP <= ITERATIONS and "
+                              f"the steps in order, got {entry!r}", hint)
+        last = pair[0]
+    if last > iterations:
+        raise ConfigError(f"iterations is {iterations}, but the run was already at step {last} when it was last "
+                          "resumed", f"give --iterations {last} or more")
 
 
 def validate(cfg: DictConfig) -> None:
@@ -487,6 +572,9 @@ def validate(cfg: DictConfig) -> None:
     if cfg.iterations <= 0:
         raise ConfigError(f"iterations must be at least 1, got {cfg.iterations}", "e.g. --iterations 300")
     check_seed(int(cfg.seed))
+    _check_run_name(cfg.run_name)
+    check_noise_prompts(list(cfg.noise_prompts))
+    _check_resumed(cfg.resumed, int(cfg.iterations))
     if cfg.save_every <= 0:
         raise ConfigError(f"save_every must be at least 1, got {cfg.save_every}", "e.g. --save-every 50")
     if cfg.log_every <= 0:

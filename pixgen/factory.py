@@ -144,7 +144,8 @@ def weights_record(vqgan_file: Path | None, specs: list[ClipSpec], extra: list[P
 
     Stored in every PNG beside the config, because a config that names a model (``model: toy``) or a file
     does not say which weights that was; a re-run (``--from-image``) compares them. An open_clip tag is
-    recorded as itself (a tag names fixed weights)."""
+    recorded as itself (a tag names fixed weights). ``extra`` also takes the run's input images (its init image
+    and image prompts), which a config names by path alone."""
     files: list[Path] = ([vqgan_file] if vqgan_file is not None else []) + list(extra)
     record: dict[str, str] = {}
     for spec in specs:
@@ -312,16 +313,10 @@ def _embed_targets(cfg: DictConfig, perceptors: list[Perceptor], cutouts: dict[i
                     embeds = perceptor.encode_image(cutouts[perceptor.input_size](image)).float()
                 embed = torch.nn.functional.normalize(embeds, dim=-1).mean(0)
                 targets.append(Target(f"image:{Path(p.text).name}{suffix}", pi, embed, p.weight, p.stop))
-        for item in cfg.noise_prompts:
-            for p in parse_prompt(item):
-                try:
-                    seed = int(p.text)
-                except ValueError:
-                    raise ConfigError(f"noise prompt {p.text!r} is not an integer seed",
-                                      "write noise prompts as SEED:WEIGHT, e.g. 42:0.5") from None
-                gen = torch.Generator().manual_seed(seed)
-                embed = torch.randn(perceptor.embed_dim, generator=gen).to(device)
-                targets.append(Target(f"noise:{seed}{suffix}", pi, embed, p.weight, p.stop))
+        for seed, weight, stop in config_mod.check_noise_prompts(list(cfg.noise_prompts)):
+            gen = torch.Generator().manual_seed(seed)
+            embed = torch.randn(perceptor.embed_dim, generator=gen).to(device)
+            targets.append(Target(f"noise:{seed}{suffix}", pi, embed, weight, stop))
     return targets, len(phases)
 
 
@@ -414,7 +409,12 @@ def _check_image_prompt_weight(item: str, path: str) -> None:
     if ":" in path and not Path(path).expanduser().exists():
         head, tail = path.rsplit(":", 1)
         if Path(head).expanduser().is_file():
-            raise InputImageError(f"image prompt {item!r}: {tail!r} after the image's path is not a number",
+            try:
+                float(tail)
+                what = "more than a weight and a stop follow the image's path"
+            except ValueError:
+                what = f"{tail!r} after the image's path is not a number"
+            raise InputImageError(f"image prompt {item!r}: {what}",
                                   "write PATH:WEIGHT or PATH:WEIGHT:STOP with plain numbers, e.g. ref.png:0.5")
 
 
@@ -492,5 +492,7 @@ def build_session(cfg: DictConfig, *, state: dict | None = None) -> Session:
                     palette_weight=float(cfg.palette.weight),
                     palette=None if cfg.palette.colours is None else
                     torch.tensor(config_mod.palette_colours(cfg.palette.colours), dtype=torch.float32, device=device) / 255)
+    inputs = [Path(cfg.init_image).expanduser()] if cfg.init_image else []
+    inputs += [Path(p.text).expanduser() for item in cfg.image_prompts for p in parse_prompt(item)]
     return Session(cfg, device, width, height, generator, perceptors, engine, messages,
-                   weights_record(vqgan_file, specs, extra=[prior_file] if prior_file else []))
+                   weights_record(vqgan_file, specs, extra=([prior_file] if prior_file else []) + inputs))

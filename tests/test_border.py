@@ -27,7 +27,7 @@ def test_border_loss_counts_the_frame_only():
     ({"weight": -1.0}, "border.weight"),
     ({"weight": float("inf")}, "border.weight"),
     ({"weight": 1.0, "width": 0}, "border.width"),
-    ({"weight": 1.0, "width": 16}, "leave an inside in a 32x32 image"),
+    ({"weight": 1.0, "width": 16}, "a 32x32 image is too small for the border term"),
 ])
 def test_bad_border_settings_are_refused_with_a_fix(tiny, border, says):
     with pytest.raises(ConfigError, match=says):

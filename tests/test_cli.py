@@ -129,6 +129,20 @@ def _png(tmp_path):
     (["a", "--init-color", "1,2,3;4,5,6;7,8"], "'7,8' is not R,G,B"),
     (["a", "--seed", str(2 ** 64)], "out of range"),
     (["a", "--seed", str(2 ** 64 - 1), "--count", "2"], "the last image's seed"),
+    # torch wraps -1 to 2**64-1: two recorded seeds would name one picture
+    (["a", "--seed", "-1"], "seeds run from 0 to 2**64-1"),
+    (["a", "--noise-prompt", str(10 ** 23)], "noise prompt '100000000000000000000000''s seed is out of range"),
+    (["a", "--noise-prompt", "1:abc"], "'abc' after the seed is not a number"),
+    (["a", "--noise-prompt", "lots"], "'lots' is not a whole-number seed"),
+    (["a", "--set", "optim=5"], "optim in --set overrides is a group of keys (optim.name, optim.lr"),
+    (["a", "--set", "cutouts.augments=3"], "bad value for cutouts.augments"),
+    (["a", "--set", "prompt.x=1"], "prompt takes text"),
+    # a run name is one folder inside -o: not a path out of it, not '.', not longer than a file system takes
+    (["a", "--name", "sub/run"], "is not a plain folder name"),
+    (["a", "--name", "/"], "is not a plain folder name"),
+    (["a", "--name", ".."], "is not a plain folder name"),
+    (["a", "--name", "x" * 300], "300 bytes long"),
+    (["a", "--size", "6", "--model", "toy"], "a 6x6 image is too small for the border term"),
 ])
 def test_bad_options_fail_clearly(tmp_path, args, fragment):
     if "--device" in args and "cuda" in args:
@@ -310,6 +324,51 @@ def test_an_image_prompt_with_a_bad_weight_is_not_called_missing(tmp_path):
     assert "'x' after the image's path is not a number" in result.stderr and "not found" not in result.stderr
 
 
+def test_an_image_prompt_with_too_many_numbers_says_so(tmp_path):
+    png = str(_png(tmp_path))
+    result = run(["a", *FAST, "--image-prompt", f"{png}:1:2:3"], tmp_path / "out")
+    assert result.exit_code == 2
+    assert "more than a weight and a stop follow the image's path" in result.stderr
+
+
+@pytest.mark.parametrize("flag, value", [("--image-prompt", None), ("--noise-prompt", "5")])
+def test_an_image_or_noise_prompt_alone_is_a_prompt(tmp_path, flag, value):
+    result = run([*FAST, flag, value or str(_png(tmp_path))], tmp_path / "out")
+    assert result.exit_code == 0, result.output
+
+
+def test_a_prompts_file_with_a_byte_order_mark(tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_bytes("\ufeffa red circle\r\na blue square\r\n".encode("utf-8"))
+    from pixgen.cli_util import read_prompt_file
+
+    assert read_prompt_file(prompts) == ["a red circle", "a blue square"]
+
+
+def test_ctrl_c_in_a_batch_names_the_images_not_started(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from pixgen import engine as engine_mod
+
+    real_step = engine_mod.Engine.step
+    calls = []
+
+    def step_then_ctrl_c(self, step):
+        out = real_step(self, step)
+        calls.append(step)
+        if len(calls) == 3:  # in the second image of the first prompt
+            os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(engine_mod.Engine, "step", step_then_ctrl_c)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red circle\na blue square\n")
+    result = run([*FAST, "-i", "2", "--prompts", str(prompts), "-n", "2", "--seed", "7"], tmp_path / "out")
+    assert result.exit_code == 130, result.output
+    assert "not started (2 of 4): 'a blue square' seed 7; 'a blue square' seed 8" in result.stderr
+
+
 def test_the_largest_seed_torch_takes_runs(tmp_path):
     result = run(["a", *FAST, "--seed", str(2 ** 64 - 1)], tmp_path / "out")
     assert result.exit_code == 0, result.output
@@ -426,7 +485,7 @@ def test_images_record_their_weights_and_a_rerun_with_other_weights_says_so(tmp_
     torch.save({"state_dict": VQGAN(cfg).state_dict()}, tmp_path / "m.ckpt")
     other = runner.invoke(app, ["generate", "--from-image", image, "-q", "--output-dir", str(tmp_path / "out")])
     assert other.exit_code == 0, other.output
-    assert "weights differ" in other.stderr and "m.ckpt is now" in other.stderr
+    assert "weights or input images differ" in other.stderr and "m.ckpt is now" in other.stderr
     assert record["m.ckpt"] in other.stderr
 
     from PIL import Image, PngImagePlugin

@@ -396,3 +396,76 @@ def test_outputs_get_the_permissions_of_a_plain_new_file_not_owner_only(tiny):
     r = pixgen.generate("a castle", **tiny)
     for name in ("image.png", "run.yaml", "state.pt"):
         assert (r.run_dir / name).stat().st_mode & 0o777 == 0o666 & ~mask, name
+
+
+def test_a_resume_that_changes_the_length_is_recorded_and_its_image_remade(tiny, tmp_path, generate_ctrl_c):
+    # The toy model hands over between its image towers at 60% of the run: steps 1-4 of a run stopped at 4 of 6 and
+    # resumed to 10 followed the 6-step schedule, which the config alone would not say.
+    toy = {"model": "toy", "iterations": 6, "save_every": 3, "output_dir": tiny["output_dir"], "progress": False}
+    stopped = generate_ctrl_c(3, "a red circle", seed=4, **toy)
+    longer = pixgen.resume(stopped.run_dir, iterations=10, progress=False)
+    finished = pixgen.resume(longer.run_dir, iterations=12, progress=False)
+    meta = read_png_metadata(finished.run_dir / "image.png")
+    assert "resumed:\n- - 4\n  - 6\n- - 10\n  - 10\n" in meta["config"] and meta["step"] == "12"
+
+    from pixgen.config import from_yaml_text
+
+    stored = from_yaml_text(meta["config"], "image.png")
+    again = pixgen.generate(base=stored, output_dir=str(tmp_path / "again"), progress=False)
+    assert (again.run_dir / "image.png").read_bytes() == (finished.run_dir / "image.png").read_bytes()
+    in_memory = pixgen.generate(base=stored, write=False, progress=False)
+    assert in_memory.run_dir is None and in_memory.image.tobytes() == finished.image.tobytes()
+    plain = pixgen.generate(base=from_yaml_text(meta["config"].replace("resumed:", "old:").split("old:")[0],
+                                                "image.png"), write=False, progress=False)
+    assert plain.image.tobytes() != finished.image.tobytes()  # so the replay is what made it match
+
+
+def test_resume_refuses_a_length_below_the_steps_done(tiny):
+    r = pixgen.generate("a castle", **tiny)
+    with pytest.raises(pixgen.PixgenError, match="already at step 6") as err:
+        pixgen.resume(r.run_dir, iterations=3, progress=False)
+    assert "--iterations 6 or more" in err.value.hint
+    assert "iterations: 6" in (r.run_dir / "run.yaml").read_text()
+
+
+def test_resume_remakes_the_frames_folder_if_it_was_removed(tiny, generate_ctrl_c):
+    import shutil
+
+    stopped = generate_ctrl_c(3, "a castle", seed=2, **tiny)
+    shutil.rmtree(stopped.run_dir / "frames")
+    resumed = pixgen.resume(stopped.run_dir, progress=False)
+    assert resumed.status == "done" and (stopped.run_dir / "frames" / "000006.png").is_file()
+
+
+def test_input_images_are_stored_by_absolute_path_and_recorded_by_content(tiny, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    Image.new("RGB", (32, 32), (200, 40, 40)).save("start.png")
+    Image.new("RGB", (32, 32), (40, 40, 200)).save("ref.png")
+    r = pixgen.generate("a castle", init_image="start.png", image_prompts=["ref.png:0.5"], **tiny)
+    meta = read_png_metadata(r.run_dir / "image.png")
+    assert f"init_image: {tmp_path / 'start.png'}" in meta["config"]
+    assert f"{tmp_path / 'ref.png'}:0.5" in meta["config"]
+    record = json.loads(meta["weights"])
+    assert set(record) >= {"start.png", "ref.png"}
+    Image.new("RGB", (32, 32), (0, 0, 0)).save("start.png")
+    from pixgen.config import from_yaml_text
+
+    again = pixgen.generate(base=from_yaml_text(meta["config"], "x"), write=False, progress=False,
+                            made_with=record, echo=False)
+    assert any("start.png is now" in m for m in again.messages)
+
+
+@pytest.mark.parametrize("call, says", [
+    (lambda: pixgen.generate_many("a castle", model="random-tiny"), "prompts must be a list of prompts"),
+    (lambda: pixgen.generate_many(["a castle"], count="2", model="random-tiny"), "count must be a whole number"),
+    (lambda: pixgen.generate_many(["a castle", 3], model="random-tiny"), "prompt must be text or None"),
+    (lambda: pixgen.generate("a castle", overrides="optim.lr=0.2", model="random-tiny"),
+     "overrides must be a list of 'key=value' strings"),
+    (lambda: pixgen.generate(["a castle"], model="random-tiny"), "prompt must be text or None"),
+    (lambda: pixgen.resume(5), "run_dir must be a run directory"),
+    (lambda: pixgen.resume("somewhere", iterations="x"), "iterations must be a whole number or None"),
+])
+def test_api_arguments_of_the_wrong_type_are_named(call, says):
+    with pytest.raises(pixgen.PixgenError, match=says) as err:
+        call()
+    assert "help(pixgen." in err.value.hint
