@@ -240,6 +240,7 @@ def test_eval_command_judges_an_option_over_the_toy_preset(tmp_path, args):
     (["--set", "threads=2"], "give --threads instead"),
     (["--set", "no.such=1"], "unknown config key"),
     (["--config", "no-such-preset"], "not found"),
+    (["--held-out", "40", "--quick"], "--quick thins the fixed suite only"),
 ])
 def test_eval_command_refuses_bad_prompt_options_before_generating(tmp_path, args, says):
     from typer.testing import CliRunner
@@ -248,6 +249,19 @@ def test_eval_command_refuses_bad_prompt_options_before_generating(tmp_path, arg
 
     result = CliRunner().invoke(app, ["eval", *args, "-o", str(tmp_path / "ev")])
     assert result.exit_code != 0 and says in result.output
+    assert not (tmp_path / "ev").exists()
+
+
+def test_eval_command_refuses_quick_with_a_prompt_file_rather_than_drop_its_prompts(tmp_path):
+    from typer.testing import CliRunner
+
+    from pixgen.cli import app
+
+    prompts = tmp_path / "mine.txt"
+    prompts.write_text("a red circle\na blue square\na green cross\n")  # three of one category
+    result = CliRunner().invoke(app, ["eval", "--prompts", str(prompts), "--quick", "-o", str(tmp_path / "ev")])
+    assert result.exit_code != 0 and "--quick thins the fixed suite only" in result.output
+    assert "drop --quick" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "ev").exists()
 
 

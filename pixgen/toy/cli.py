@@ -540,8 +540,9 @@ def eval_command(
     iterations: Optional[int] = typer.Option(None, "--iterations", "-i", help="Steps per image (default: the toy preset)."),
     size: int = typer.Option(64, "--size", help="Square image side in pixels."),
     out: Path = typer.Option(Path("outputs/toy_eval"), "--out", "-o", help="Directory for results.json, table.md, contact_sheet.png, images/."),
-    quick: bool = typer.Option(False, "--quick", help="Two prompts per category and one seed unless --seeds says "
-                               "otherwise (a smoke test)."),
+    quick: bool = typer.Option(False, "--quick", help="Two prompts per category of the fixed suite and one seed "
+                               "unless --seeds says otherwise (a smoke test). Not with --prompts or --held-out, "
+                               "whose prompts are all judged: give fewer there."),
     category: Optional[List[str]] = typer.Option(None, "--category", help="Only these categories (repeat)."),
     prompts: Optional[Path] = typer.Option(
         None, "--prompts", help="Judge your own prompts instead of the fixed suite: a text file, one toy-world "
@@ -599,6 +600,13 @@ def eval_command(
             raise PixgenError(f"unknown category {unknown[0]!r}", f"choose from: {', '.join(known)}")
     if prompts is not None and held_out is not None:
         raise PixgenError("--prompts and --held-out both replace the fixed suite; give one of them")
+    if quick and (prompts is not None or held_out is not None):
+        # it would judge two prompts of each category and silently leave out the rest of those asked for
+        given = f"--prompts {prompts}" if prompts is not None else f"--held-out {held_out}"
+        raise PixgenError(f"--quick thins the fixed suite only; with {given} every prompt given is judged",
+                          "drop --quick (--seeds 1 makes one image per prompt)"
+                          + (", or write fewer lines in the file" if prompts is not None
+                             else ", or ask for fewer prompts with --held-out"))
     items, source = None, None
     if prompts is not None:
         source = f"--prompts {prompts}"
