@@ -75,6 +75,12 @@ def parse_colours(text: str, flag: str) -> list[list[int]]:
 def read_prompt_file(path: Path, comments_after: bool = False) -> list[str]:
     """The prompts of a ``--prompts`` file: one per line, blank lines and lines starting with '#' left out; with
     ``comments_after`` also a '#' comment after a prompt (for toy captions, which hold no '#'; a free prompt may)."""
+    return [prompt for _, prompt in read_prompt_lines(path, comments_after)]
+
+
+def read_prompt_lines(path: Path, comments_after: bool = False) -> list[tuple[int, str]]:
+    """:func:`read_prompt_file` with the line of the file each prompt stands on (from 1, comments and blank lines
+    counted), so that an error about a prompt can send the user to it."""
     if path.is_dir():
         raise ConfigError(f"prompts file {str(path)!r} is a directory", "give a text file with one prompt per line")
     try:
@@ -86,7 +92,8 @@ def read_prompt_file(path: Path, comments_after: bool = False) -> list[str]:
                           "give a UTF-8 text file with one prompt per line") from None
     if comments_after:
         lines = [line.split("#", 1)[0] for line in lines]
-    prompts = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    prompts = [(number, line.strip()) for number, line in enumerate(lines, 1)
+               if line.strip() and not line.lstrip().startswith("#")]
     if not prompts:
         raise ConfigError(f"prompts file {str(path)!r} holds no prompts",
                           "write one prompt per line; lines starting with '#' are comments")

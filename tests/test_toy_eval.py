@@ -129,12 +129,20 @@ def test_own_prompts_become_items_judged_on_their_whole_meaning():
     assert not judge(items_from_prompts(["a red square on the right"])[0], red_square)
 
 
-def test_a_bad_prompt_in_a_file_is_named_by_its_line_number():
+def test_a_bad_prompt_in_a_file_is_named_by_its_line_number(tmp_path):
+    from typer.testing import CliRunner
+
+    from pixgen.cli import app
     from pixgen.errors import PromptError
     from pixgen.toy.evaluate import items_from_prompts
 
-    with pytest.raises(PromptError, match=r"prompt 2 \('a red hexagon'\)"):
+    with pytest.raises(PromptError, match=r"prompt 2 \('a red hexagon'\)"):  # a list: named by its place in it
         items_from_prompts(["a red circle", "a red hexagon"])
+    prompts = tmp_path / "mine.txt"  # the second prompt, on the file's sixth line
+    prompts.write_text("# my prompts\n\na red circle  # one\n# and\n\n  a red hexagon\n")
+    result = CliRunner().invoke(app, ["eval", "--prompts", str(prompts), "-o", str(tmp_path / "ev")])
+    assert result.exit_code != 0 and f"{prompts} line 6 ('a red hexagon')" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "ev").exists()
 
 
 def test_held_out_prompts_like_the_suite_are_new_reproducible_and_in_its_proportions():

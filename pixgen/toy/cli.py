@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from pixgen.cli_util import check_output_file, parse_colours, read_prompt_file, set_threads
+from pixgen.cli_util import check_output_file, parse_colours, read_prompt_lines, set_threads
 from pixgen.errors import Interrupted, PixgenError
 
 toy_app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -610,7 +610,8 @@ def eval_command(
     items, source = None, None
     if prompts is not None:
         source = f"--prompts {prompts}"
-        items = items_from_prompts(read_prompt_file(prompts, comments_after=True))
+        lines = read_prompt_lines(prompts, comments_after=True)
+        items = items_from_prompts([text for _, text in lines], [f"{prompts} line {number}" for number, _ in lines])
         reworded = [(it.text, other) for it in items if (other := reword_caption(it.text)) is not None]
         if reworded:
             typer.echo(f"pixgen: {len(reworded)} of the {len(items)} prompts are read in the toy world's own words, "

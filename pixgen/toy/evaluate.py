@@ -148,14 +148,16 @@ def item_from_prompt(text: str) -> SuiteItem:
     return SuiteItem(category_of(spec), spec, " ".join(text.split()))
 
 
-def items_from_prompts(prompts: list[str]) -> list[SuiteItem]:
-    """:func:`item_from_prompt` for each prompt; the CaptionError names the first one that cannot be read."""
+def items_from_prompts(prompts: list[str], where: list[str] | None = None) -> list[SuiteItem]:
+    """:func:`item_from_prompt` for each prompt; the CaptionError names the first one that cannot be read, by its
+    entry in ``where`` (e.g. ``mine.txt line 6``, where the user will look for it), else as ``prompt N``."""
     items = []
     for number, text in enumerate(prompts, 1):
         try:
             items.append(item_from_prompt(text))
         except CaptionError as e:
-            raise CaptionError(f"prompt {number} ({text.strip()!r}): {e.message}", e.hint) from None
+            name = where[number - 1] if where is not None else f"prompt {number}"
+            raise CaptionError(f"{name} ({text.strip()!r}): {e.message}", e.hint) from None
     return items
 
 
