@@ -385,6 +385,59 @@ def test_an_interrupted_eval_keeps_what_it_judged_and_resumes_to_the_uninterrupt
         assert (out / row["image"]).read_bytes() == (tmp_path / "whole" / row["image"]).read_bytes()
 
 
+@pytest.mark.skipif(not (TOY / "clip.pt").exists(), reason="toy weights not present")
+def test_a_finished_eval_is_neither_made_again_nor_replaced_unless_overwrite_asks(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from pixgen.cli import app
+    from pixgen.toy import evaluate
+
+    prompts = tmp_path / "two.txt"
+    prompts.write_text("a red circle\na blue square\n")
+    out = tmp_path / "ev"
+
+    def run(*args):
+        return CliRunner().invoke(app, ["eval", "--prompts", str(prompts), "--jobs", "1", "-o", str(out), *args])
+
+    assert run("--seeds", "2", "-i", "2").exit_code == 0
+    report = (out / "results.json").read_bytes()
+    images = sorted(p.name for p in (out / "images").iterdir())
+    real = evaluate._judge_job
+
+    def must_not_run(task):
+        raise AssertionError(f"image {task[0]} made again")
+
+    monkeypatch.setattr(evaluate, "_judge_job", must_not_run)
+    for args, says in [(["-i", "3", "--resume"], "finished eval (4 images) run with other settings (differs in: "
+                                                  "iterations)"),
+                       (["-i", "3"], "(differs in: iterations)"),
+                       (["-i", "2"], "holds the finished eval of these settings (4 images)")]:
+        result = run("--seeds", "2", *args)
+        assert result.exit_code != 0 and says in result.output and "--overwrite" in result.output, result.output
+    assert (out / "results.json").read_bytes() == report and sorted(p.name for p in (out / "images").iterdir()) == images
+    assert run("--seeds", "2", "-i", "2", "--resume").exit_code == 0  # the same settings: its report, as it is
+    assert (out / "results.json").read_bytes() == report
+
+    # a report written before it kept its whole fingerprint: the refusal names what its settings still say
+    saved = json.loads(report)
+    del saved["settings"]["fingerprint"]
+    (out / "results.json").write_text(json.dumps(saved))
+    assert "(differs in: seeds)" in run("--seeds", "1", "-i", "2", "--resume").output
+
+    monkeypatch.setattr(evaluate, "_judge_job", real)
+    (out / "images" / "mine.png").write_bytes(b"not the eval's")
+    assert "give one of them" in run("--seeds", "1", "-i", "2", "--resume", "--overwrite").output
+    assert run("--seeds", "1", "-i", "2", "--overwrite").exit_code == 0  # asked for: the earlier eval goes
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert len(rows) == 2 and sorted(p.name for p in (out / "images").iterdir()) == sorted(
+        ["mine.png", *(Path(r["image"]).name for r in rows)])  # its images only, the user's file kept
+
+    # images no record names (the eval that made them is gone) are not left beside a new eval's
+    (out / "results.json").unlink()
+    result = run("--seeds", "1", "-i", "2")
+    assert result.exit_code != 0 and "holds images of an earlier eval (2)" in result.output
+
+
 def test_a_search_stopped_by_ctrl_c_is_not_judged_as_if_it_had_finished(monkeypatch):
     import pixgen
     from pixgen.toy import evaluate

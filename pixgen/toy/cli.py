@@ -566,6 +566,9 @@ def eval_command(
     resume: bool = typer.Option(
         False, "--resume", help="Go on with the unfinished eval in --out (interrupted, e.g. by Ctrl-C): judge only "
         "the images it lacks. Give the options it was started with."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Start afresh in an --out that holds an eval, finished or not: its results and "
+        "images are removed first. Without it such an --out is refused, not written over."),
     config: Optional[str] = typer.Option(
         None, "--config", "-c", help="A YAML file or preset name applied over the toy preset for every image, "
         "e.g. toy-sparse or toy-contrast, to judge that option."),
@@ -574,7 +577,7 @@ def eval_command(
 ) -> None:
     """Generate the fixed toy prompt suite (or your own prompts), judge each image with the evaluator, print
     accuracy per category. Each image is kept in --out as soon as it is judged; an interrupted eval goes on
-    with --resume."""
+    with --resume. An --out that holds an eval already is not written over without --overwrite."""
     from pixgen.toy.captions import reword_caption
     from pixgen.toy.evaluate import CATEGORIES, EXTRA_CATEGORIES, HELD_OUT_STYLES, items_from_prompts
     from pixgen.toy.evaluate import held_out as draw_held_out
@@ -631,7 +634,7 @@ def eval_command(
     try:
         report = run_suite(seeds=list(range(seeds)), iterations=iterations, size=(size, size),
                            out=out, categories=category, max_per_category=2 if quick else None, items=items,
-                           source=source, jobs=jobs, threads=threads, resume=resume,
+                           source=source, jobs=jobs, threads=threads, resume=resume, overwrite=overwrite,
                            **({"config": config_file} if config_file else {}),
                            **({"overrides": list(set_)} if set_ else {}))
     except Interrupted as exc:

@@ -29,6 +29,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import signal
 import time
 from dataclasses import dataclass, replace
@@ -452,6 +453,81 @@ def _differences(old: dict, new: dict) -> list[str]:
     return [key for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
 
 
+def _report_differences(report: dict, fingerprint: dict) -> list[str]:
+    """What the finished eval of ``report`` was run with other than ``fingerprint``."""
+    settings = report.get("settings") or {}
+    if isinstance(settings.get("fingerprint"), dict):
+        return _differences(settings["fingerprint"], fingerprint)
+    # a report written before 2026-12-07 kept only the digest: what its settings, rows and timing still say
+    seeds = settings.get("seeds") or [0]
+    rows = sorted(report.get("rows") or [], key=lambda r: r.get("index", 0))
+    config = settings.get("config")
+    known = {"threads": (report.get("timing") or {}).get("torch_threads"),
+             "prompts": [[r.get("category"), r.get("prompt")] for r in rows[::len(seeds)]],
+             "seeds": settings.get("seeds"), "iterations": settings.get("iterations"), "size": settings.get("size"),
+             "config": Path(config).name if config else None,
+             "overrides": json.loads(json.dumps(settings.get("overrides") or {}, sort_keys=True, default=str))}
+    return [key for key, value in known.items() if value != fingerprint.get(key)] or [
+        "config_sha256 or weights_sha256"]
+
+
+def _eval_images(out: Path) -> list[Path]:
+    """The images an eval wrote in ``out/images`` (named as :func:`_image_name` names them), and no other file."""
+    folder = out / "images"
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if re.fullmatch(r"\d{3,}_s-?\d+\.png", p.name) and p.is_file())
+
+
+EVAL_FILES = ("results.json", "table.md", "contact_sheet.png", PROGRESS_NAME)
+
+
+def _remove_eval(out: Path) -> None:
+    """Remove the eval in ``out`` (finished or not) for a new one (``overwrite``): the files an eval writes, and its
+    images; other files stay."""
+    try:
+        for path in [*(out / name for name in EVAL_FILES), *_eval_images(out)]:
+            path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise PixgenError(f"cannot remove the earlier eval in {out}: {exc.strerror or exc}",
+                          "give another --out") from None
+
+
+def _earlier_eval(out: Path, progress_path: Path, fingerprint: dict, resume: bool) -> dict | None:
+    """Before an eval starts afresh in ``out`` (none unfinished there to resume): the report of the finished eval
+    of these settings there where ``resume`` asks for it. A finished eval, or images no record there names, are
+    not written over or left beside the new eval's: refused (``overwrite`` removes them first)."""
+    replace_it = "--overwrite to replace it (its results and images are removed), or give another --out"
+    if (out / "results.json").exists():
+        finished = _finished_report(out, fingerprint)
+        if finished is not None:
+            if resume:
+                return finished
+            raise PixgenError(f"{out} holds the finished eval of these settings ({len(finished['rows'])} images)",
+                              f"add --resume to print its report, {replace_it}")
+        try:
+            report = json.loads((out / "results.json").read_text())
+            changed = _report_differences(report, fingerprint)
+            images = len(report["rows"])
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            raise PixgenError(f"{out} holds a results.json that pixgen cannot read as an eval's report",
+                              replace_it) from None
+        raise PixgenError(f"{out} holds a finished eval ({images} images) run with other settings "
+                          f"(differs in: {', '.join(changed)})",
+                          f"give the options it was run with (its results.json says them) and --resume to print its "
+                          f"report, {replace_it}")
+    stray = _eval_images(out)
+    if stray and progress_path.exists():
+        # the eval started here made them but judged none of them (stopped between the image and its row)
+        for path in stray:
+            path.unlink(missing_ok=True)
+    elif stray:
+        raise PixgenError(f"{out / 'images'} holds images of an earlier eval ({len(stray)}) that {out} has no "
+                          "record of",
+                          "--overwrite to remove them and start afresh, or give another --out")
+    return None
+
+
 def _prepare_out(out: Path) -> Path:
     """Make ``out`` and ``out/images`` (or say why not); the path of the progress file."""
     if out.exists() and not out.is_dir():
@@ -473,8 +549,8 @@ def _kept_rows(out: Path, progress_path: Path, fingerprint: dict, resume: bool, 
         return None
     if not resume:
         raise PixgenError(f"{out} holds an unfinished eval ({len(rows)} of its images judged)",
-                          f"add --resume to judge the rest, or give another --out (or delete {progress_path}) "
-                          "to start over")
+                          "add --resume to judge the rest, --overwrite to start over (its images are removed), "
+                          "or give another --out")
     started = dict(header["fingerprint"]) if header else None
     if started and started.get("config"):  # evals started before 2026-12-06 recorded the config's whole path
         started["config"] = Path(started["config"]).name
@@ -598,6 +674,7 @@ def run_suite(
     jobs: int | None = 1,
     threads: int | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     **overrides,
 ) -> dict:
     """Generate every suite prompt for every seed, judge it, and write ``results.json``, ``table.md``,
@@ -614,7 +691,9 @@ def run_suite(
     With ``out``, each image and its row are written to ``out`` as soon as it is judged (rows in
     ``progress.jsonl`` until the eval is complete), so an interrupted eval keeps them: run it again with
     ``resume=True`` and the same settings to judge only the rest (where that eval had completed, its report is
-    returned as it is, with ``complete_already``). Ctrl-C raises :class:`Interrupted`.
+    returned as it is, with ``complete_already``). Ctrl-C raises :class:`Interrupted`. An eval is not started
+    afresh where ``out`` holds one, finished or not (or images no record there names): ``overwrite=True`` removes
+    it first.
 
     Returns a dict with ``summary`` (per category accuracy and baseline), ``rows`` (one per image) and
     ``timing``.
@@ -625,6 +704,8 @@ def run_suite(
         raise PixgenError(f"threads must be at least 1, not {threads}", "e.g. --threads 1")
     if iterations is not None and iterations < 1:
         raise PixgenError(f"iterations must be at least 1, not {iterations}", "e.g. --iterations 100")
+    if resume and overwrite:
+        raise PixgenError("--resume goes on with the eval in --out and --overwrite removes it; give one of them")
     factor = _toy_vqgan().factor
     if any(side < factor or side % factor for side in size):
         near = round(max(size) / factor) * factor
@@ -653,12 +734,13 @@ def run_suite(
         out = Path(out)
         fingerprint = _fingerprint(items, seeds, iterations, size, config, overrides, per_job_threads)
         progress_path = _prepare_out(out)
+        if overwrite:
+            _remove_eval(out)
         kept = _kept_rows(out, progress_path, fingerprint, resume, size)
-        if kept is None and resume:
-            finished = _finished_report(out, fingerprint)
+        if kept is None:  # a fresh eval (one that stopped before its first image had nothing to keep)
+            finished = _earlier_eval(out, progress_path, fingerprint, resume)
             if finished is not None:
                 return finished
-        if kept is None:  # a fresh eval (one that stopped before its first image had nothing to keep)
             atomic_write(progress_path, (json.dumps({"fingerprint": fingerprint}) + "\n").encode())
         done.update(kept or {})
     resumed = len(done)
@@ -727,7 +809,8 @@ def run_suite(
                      "seeds": list(seeds), "iterations": iterations, "size": list(size),
                      "config": _config_label(config), "overrides": overrides,
                      # what --resume compares: the prompts, seeds, settings, weights and thread count
-                     "fingerprint_sha256": _digest(fingerprint) if fingerprint is not None else None},
+                     "fingerprint_sha256": _digest(fingerprint) if fingerprint is not None else None,
+                     "fingerprint": fingerprint},  # so that a refusal can name what differs
         "machine": machine.machine_record(),
     }
     if out is not None:
