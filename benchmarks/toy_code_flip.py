@@ -95,7 +95,7 @@ def main() -> None:
         undo = install(swaps, args.beta) if name != "shipped" else (lambda: None)
         try:
             result = run_suite(seeds=seeds, out=out / name.replace(" ", "_"), items=items, source=source,
-                               progress=False)
+                               progress=False, overwrite=True)
         finally:
             undo()
         record[name] = {"summary": result["summary"],

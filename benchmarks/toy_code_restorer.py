@@ -235,7 +235,7 @@ def suite(path: str, out: str, at: list[int], k: int, seeds: list[int]) -> dict:
 
     Engine.step = step
     try:
-        rep = run_suite(seeds=seeds, out=out, progress=False)
+        rep = run_suite(seeds=seeds, out=out, progress=False, overwrite=True)
     finally:
         Engine.step = plain
     rows = rep["rows"]

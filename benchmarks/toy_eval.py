@@ -22,7 +22,8 @@ def main() -> None:
     args = parser.parse_args()
     name = args.name or f"toy_eval_{args.size}"
     out = HERE / name
-    report = run_suite(seeds=list(range(args.seeds)), iterations=args.iterations, size=(args.size, args.size), out=out)
+    report = run_suite(seeds=list(range(args.seeds)), iterations=args.iterations, size=(args.size, args.size), out=out,
+                        overwrite=True)  # the script re-makes its recorded results
     (HERE / f"{name}.json").write_text(json.dumps({k: v for k, v in report.items() if k != "rows"}, indent=2) + "\n")
     print(table(report["summary"]))
     print(json.dumps(report["timing"], indent=2))

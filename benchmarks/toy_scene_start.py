@@ -72,7 +72,7 @@ def main() -> None:
         key, value = item.split("=", 1)
         over[key] = json.loads(value)
     rep = run_suite(seeds=[int(s) for s in a.seeds.split(",")], out=a.out, progress=False,
-                    iterations=a.iterations, **over)
+                    iterations=a.iterations, overwrite=True, **over)
     rows = rep["rows"]
     print(json.dumps({"k": a.k, "seeds": a.seeds, "iterations": a.iterations, "set": a.set,
                       "passes": sum(r["pass"] for r in rows), "strict": sum(r["strict_pass"] for r in rows),

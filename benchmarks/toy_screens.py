@@ -222,7 +222,7 @@ def main() -> None:
         items = [split_item(it, args.split_weight, layout=split == "layout") for it in items]
     report = run_suite(seeds=[int(s) for s in args.seeds.split(",")], out=args.out, progress=False, items=items,
                        source=held_out_source(58, args.prompt_seed), max_per_category=args.max_per_category,
-                       categories=args.categories.split(",") if args.categories else None, **options)
+                       categories=args.categories.split(",") if args.categories else None, overwrite=True, **options)
     s, t = report["summary"]["overall"], report["timing"]
     print(f"{args.variant}: pass {round(s['accuracy'] * s['n'])} nothing-extra {round(s['exact'] * s['n'])} "
           f"strict {round(s['strict'] * s['n'])} of {s['n']}, objects/image {s.get('strict_objects_per_image')}, "

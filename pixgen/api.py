@@ -145,7 +145,7 @@ def _absolute_inputs(cfg: DictConfig) -> None:
     for item in cfg.image_prompts:
         terms = parse_prompt(item)
         if any(_absolute(t.text) != t.text for t in terms):
-            item = " | ".join(_absolute(t.text) + (f":{t.weight!r}" + (f":{t.stop!r}" if t.stop != float("-inf") else ""))
+            item = " | ".join(_absolute(t.text) + f":{t.weight!r}" + (f":{t.stop!r}" if t.stop != float("-inf") else "")
                               for t in terms)
         items.append(item)
     cfg.image_prompts = items
