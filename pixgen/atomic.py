@@ -24,18 +24,27 @@ NEW_FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file (0o644 un
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp", same_name: bool = False) -> Iterator[Path]:
     """A temporary path beside ``path`` for a writer that needs a file name; on a clean exit it is flushed to disk,
     given a plain new file's mode and renamed onto ``path``.
 
     On any failure, Ctrl-C included, the temporary file is removed and ``path`` keeps what it held before. The
     permissions are those a plain new file would get (mkstemp's own are owner-only, which would hide outputs from a
     group or a web server). ``suffix`` ends the temporary name, for writers that pick a format from it.
+    ``same_name``: the temporary file has ``path``'s own name, in a temporary folder beside it, for writers that
+    store the name in the file (torch's archives are named after it, so a random name would make the same weights
+    differ byte for byte from save to save).
     """
     path = Path(path)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
+    folder = None
+    if same_name:
+        folder = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        tmp = folder / path.name
+        tmp.touch()
+    else:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
     try:
         yield tmp
         os.chmod(tmp, NEW_FILE_MODE)
@@ -45,6 +54,10 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    finally:
+        if folder is not None:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
@@ -60,10 +73,10 @@ def atomic_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save(obj, path)``, atomically."""
+    """``torch.save(obj, path)``, atomically, and with the same bytes as a plain ``torch.save`` to ``path``."""
     import torch
 
-    with atomic_path(path) as tmp:
+    with atomic_path(path, same_name=True) as tmp:
         torch.save(obj, tmp)
     return Path(path)
 

@@ -39,6 +39,27 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, err
     assert _listing(tmp_path) == ["out.bin"]
 
 
+@pytest.mark.parametrize("error", [None, KeyboardInterrupt])
+def test_a_torch_archive_has_the_bytes_a_plain_save_gives_whatever_the_temporary(tmp_path, error):
+    # torch names an archive's records after the file it writes: a random temporary name made the same weights
+    # differ byte for byte between two saves, and a re-run said the weights had changed
+    from pixgen.atomic import atomic_torch_save
+
+    weights = {"w": torch.arange(6.0).reshape(2, 3)}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    torch.save(weights, tmp_path / "a" / "model.pt")
+    if error is None:
+        atomic_torch_save(weights, tmp_path / "b" / "model.pt")
+        assert (tmp_path / "b" / "model.pt").read_bytes() == (tmp_path / "a" / "model.pt").read_bytes()
+    else:
+        with pytest.raises(error):
+            with atomic_path(tmp_path / "b" / "model.pt", same_name=True) as tmp:
+                assert tmp.name == "model.pt" and tmp.parent != tmp_path / "b"
+                raise error()
+    assert _listing(tmp_path / "b") == ([] if error else ["model.pt"])
+
+
 def _tiny_vqgan():
     from pixgen.models.vqgan import VQGAN
     from pixgen.toy.train_vqgan import TOY_VQGAN

@@ -197,7 +197,7 @@ def save_torchscript(cfg: dict, state: dict[str, torch.Tensor], path: str | Path
                                                        "encode_text": (tokens,)}, check_trace=False)
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
+        with atomic_path(path, same_name=True) as tmp:  # the archive is named after the file
             torch.jit.save(traced, str(tmp))
     return path
 
