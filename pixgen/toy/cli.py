@@ -53,6 +53,25 @@ def _check_out(out: Path) -> None:
         path.rmdir()
 
 
+def _keep_clip_in_place(out: Path, init: Optional[Path], resume: bool) -> None:
+    """Refuse a fresh `train clip` run whose OUT/clip.pt would replace its own --init, or the shipped toy CLIP: the
+    shipped one comes from a recipe of several stages (benchmarks/toy_results.md), not from one run of this command,
+    and --out defaults to the shipped folder."""
+    from pixgen.shipped import TOY_DIR
+    from pixgen.toy.train_clip import split_tower
+
+    dest = (out / "clip.pt").resolve()
+    if resume or not dest.exists():
+        return
+    if init is not None and split_tower(init)[0].resolve() == dest:
+        raise PixgenError(f"--out {out} holds the --init {split_tower(init)[0]}, which the run would write over",
+                          "write the new weights to another directory, e.g. --out runs/clip-finetune")
+    if dest == (TOY_DIR / "clip.pt").resolve():
+        raise PixgenError(f"--out {out} is the shipped toy CLIP's folder, and a run would write over its clip.pt",
+                          "give --out DIR for the new weights (the shipped CLIP comes from several stages of "
+                          "training; benchmarks/toy_results.md has the recipe)")
+
+
 @train_app.command("vqgan")
 def train_vqgan_cmd(out: Path = _OUT,
                     steps: int = typer.Option(1400, "--steps", min=1,
@@ -290,6 +309,7 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps", 
         if locked and init is None:
             raise PixgenError(f"{flag} freezes a tower that would start from random weights",
                               "give --init with the clip.pt of an earlier `pixgen toy train clip` run")
+    _keep_clip_in_place(out, init, resume)
     vq_dir = vqgan if vqgan is not None else out
     if vqgan is not None and not vqgan.is_dir():
         raise PixgenError(f"--vqgan {vqgan} is not a directory",
