@@ -727,11 +727,66 @@ def local_clip_models(home: str | os.PathLike | None = None) -> list[dict[str, s
     return found
 
 
+TOY_FILES = ("vqgan.yaml", "vqgan.ckpt", "clip.pt", "clip_early_visual.safetensors", "clip_late_visual.safetensors",
+             "evaluator.safetensors")
+
+
+def toy_files() -> dict[str, Path]:
+    """The built-in toy model's files, shipped with pixgen (not downloaded): name -> path."""
+    return {name: shipped.TOY_DIR / name for name in TOY_FILES}
+
+
+def _toy_row() -> dict[str, Any]:
+    """The built-in toy model as a row of ``pixgen models list``."""
+    files = toy_files()
+    missing = [n for n, p in files.items() if not p.is_file()]
+    try:
+        cfg = read_vqgan_config(files["vqgan.yaml"])
+        codes, factor = cfg.n_embed, cfg.factor
+    except ModelError:
+        codes, factor = None, None
+    return {"name": "toy", "kind": "built-in", "codes": codes, "factor": factor,
+            "size": sum(p.stat().st_size for p in files.values() if p.is_file()), "approx_size": None,
+            "state": "shipped" if not missing else f"incomplete (no {', '.join(missing)})", "downloaded": not missing,
+            "path": str(shipped.TOY_DIR), "safetensors_copy": False, "default": False,
+            "description": "the offline toy world: VQGAN, CLIP with two image towers, evaluator (--model toy)"}
+
+
+def verify_toy() -> dict[str, Any]:
+    """Check the built-in toy model's files: each present and each loading as generation and the eval load it (the
+    VQGAN from its taming checkpoint, the CLIP with each image tower, the evaluator), every weight finite."""
+    from pixgen.factory import toy_clip_specs
+    from pixgen.perceptor import load_perceptor
+    from pixgen.toy.evaluator import load_evaluator
+
+    files = toy_files()
+    missing = [str(p) for p in files.values() if not p.is_file()]
+    if missing:
+        raise ModelError(f"the built-in toy model is missing {', '.join(missing)}",
+                         "reinstall pixgen, or restore checkpoints/toy from the source checkout")
+    model = load_vqgan(files["vqgan.yaml"], files["vqgan.ckpt"])
+    tensors = {f"vqgan:{k}": v for k, v in model.state_dict().items()}
+    for spec in toy_clip_specs(shipped.TOY_DIR):
+        tensors.update({f"{spec}:{k}": v for k, v in load_perceptor(spec).state_dict().items()})
+    tensors.update({f"evaluator:{k}": v for k, v in load_evaluator(files["evaluator.safetensors"]).state_dict().items()})
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CorruptCheckpointError(f"the built-in toy model holds NaN or infinite weights in {', '.join(bad[:5])}")
+    from safetensors.torch import load_file
+
+    stored = [model.state_dict(), torch.load(files["clip.pt"], map_location="cpu", weights_only=True)]
+    stored += [load_file(str(files[n])) for n in TOY_FILES if n.endswith(".safetensors")]
+    return {"name": "toy", "path": str(shipped.TOY_DIR), "size": sum(p.stat().st_size for p in files.values()),
+            "tensors": sum(len(s) for s in stored), "parameters": sum(v.numel() for s in stored for v in s.values()),
+            "n_embed": model.config.n_embed, "safetensors_copy": None}
+
+
 def list_models(home: str | os.PathLike | None = None) -> dict[str, Any]:
-    """What ``pixgen models list`` shows: every registry VQGAN with its state, and the CLIP weights on disk."""
+    """What ``pixgen models list`` shows: every registry VQGAN with its state, the built-in toy model, and the CLIP
+    weights on disk."""
     home_dir = pixgen_home(home)
     default = default_model_name()
-    rows = []
+    rows = [_toy_row()]
     for entry in registry(home_dir).values():
         ckpt, copy = entry.checkpoint_path(home_dir), entry.safetensors_path(home_dir)
         present = ckpt if ckpt.is_file() else copy if copy.is_file() else None

@@ -73,8 +73,11 @@ def download_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Download a named VQGAN checkpoint into the cache (resumes a partial download)."""
-    from pixgen.checkpoints import download_model, get_entry, pixgen_home
+    from pixgen.checkpoints import download_model, get_entry, pixgen_home, toy_files
 
+    if name == "toy":
+        typer.echo(f"toy is built in: its weights ship with pixgen in {toy_files()['vqgan.ckpt'].parent}")
+        return
     entry = get_entry(name, home)
     dest = entry.checkpoint_path(pixgen_home(home))
     if dest.is_file():
@@ -91,9 +94,9 @@ def verify_cmd(
     home: Optional[Path] = typer.Option(None, "--home", help=_HOME_HELP),
 ) -> None:
     """Check a downloaded checkpoint (size, checksum when known, loadable and matching its architecture)."""
-    from pixgen.checkpoints import verify_model
+    from pixgen.checkpoints import verify_model, verify_toy
 
-    report = verify_model(name, home)
+    report = verify_toy() if name == "toy" else verify_model(name, home)
     typer.echo(f"{report['name']}: OK")
     typer.echo(f"  file:       {report['path']} ({_human(report['size'])})")
     if "sha256" in report:
@@ -112,8 +115,11 @@ def path_cmd(
     config: bool = typer.Option(False, "--config", help="Print the architecture YAML's path instead."),
 ) -> None:
     """Print where a model's checkpoint is (or will be) kept; exit status 1 if it is not downloaded yet."""
-    from pixgen.checkpoints import get_entry, pixgen_home
+    from pixgen.checkpoints import get_entry, pixgen_home, toy_files
 
+    if name == "toy":  # built in: shipped with pixgen, never downloaded
+        typer.echo(str(toy_files()["vqgan.yaml" if config else "vqgan.ckpt"]))
+        return
     home_dir = pixgen_home(home)
     entry = get_entry(name, home_dir)
     if config:

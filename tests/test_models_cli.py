@@ -116,3 +116,35 @@ def test_path_of_missing_model_exits_1(home):
 def test_verify_not_downloaded_is_clear(home):
     result = run("verify", "gumbel_f8_8192")
     assert result.exit_code == 2 and "not downloaded" in result.stderr
+
+
+def test_the_built_in_toy_model_is_listed_located_and_verified_not_called_unknown(home, tmp_path, monkeypatch):
+    from pixgen import shipped
+
+    listing = run("list")
+    assert listing.exit_code == 0 and "toy" in listing.stdout and "shipped" in listing.stdout
+    path = run("path", "toy")
+    assert path.exit_code == 0 and path.stdout.strip() == str(shipped.TOY_DIR / "vqgan.ckpt")
+    assert run("path", "toy", "--config").stdout.strip() == str(shipped.TOY_DIR / "vqgan.yaml")
+    assert "built in" in run("download", "toy").stdout
+    verified = run("verify", "toy")
+    assert verified.exit_code == 0, verified.output
+    assert "toy: OK" in verified.stdout and "512 codes" in verified.stdout
+    # a damaged copy is caught: the same files with one tower's weights made NaN
+    import shutil
+
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    copy = tmp_path / "toy"
+    shutil.copytree(shipped.TOY_DIR, copy, ignore=shutil.ignore_patterns("*.jsonl", "*.json"))
+    tower = load_file(str(copy / "clip_late_visual.safetensors"))
+    first = next(iter(tower))
+    tower[first] = torch.full_like(tower[first], float("nan"))
+    with safe_open(str(copy / "clip_late_visual.safetensors"), "pt") as f:
+        metadata = f.metadata()
+    save_file(tower, str(copy / "clip_late_visual.safetensors"), metadata=metadata)
+    monkeypatch.setattr(shipped, "TOY_DIR", copy)
+    broken = run("verify", "toy")
+    assert broken.exit_code == 2 and "NaN or infinite" in broken.stderr
