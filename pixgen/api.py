@@ -295,6 +295,7 @@ def _make(cfg: DictConfig, **kwargs: Any) -> Result:
         first.output_dir, first.run_name = scratch, "run"
     try:
         result = _execute(first, **{**kwargs, "write": True}, stop_at=stretches[0][0])
+        initial = result.initial_image
         lengths = [length for _, length in stretches[1:]] + [int(cfg.iterations)]
         stops = [step for step, _ in stretches[1:]] + [None]
         for length, stop in zip(lengths, stops):
@@ -305,6 +306,7 @@ def _make(cfg: DictConfig, **kwargs: Any) -> Result:
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
+    result.initial_image = initial
     if scratch is not None:
         result.run_dir = None
     return result

@@ -415,6 +415,7 @@ def test_a_resume_that_changes_the_length_is_recorded_and_its_image_remade(tiny,
     assert (again.run_dir / "image.png").read_bytes() == (finished.run_dir / "image.png").read_bytes()
     in_memory = pixgen.generate(base=stored, write=False, progress=False)
     assert in_memory.run_dir is None and in_memory.image.tobytes() == finished.image.tobytes()
+    assert in_memory.initial_image.tobytes() == stopped.initial_image.tobytes()
     plain = pixgen.generate(base=from_yaml_text(meta["config"].replace("resumed:", "old:").split("old:")[0],
                                                 "image.png"), write=False, progress=False)
     assert plain.image.tobytes() != finished.image.tobytes()  # so the replay is what made it match
