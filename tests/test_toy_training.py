@@ -232,6 +232,47 @@ def test_toy_training_refuses_a_negative_seed(tmp_path, model):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("model, args, says", [
+    ("clip", ["--lr", "-1"], "--lr -1 is not a learning rate"),
+    ("clip", ["--lr", "0"], "--lr 0 is not a learning rate"),
+    ("clip", ["--lr", "nan"], "--lr nan is not a finite number"),
+    ("clip", ["--hard-weight", "inf"], "--hard-weight inf is not a finite number"),
+    ("clip", ["--hard-weight", "-1"], "'--hard-weight'"),
+    ("clip", ["--chain-weight", "-2"], "'--chain-weight'"),
+    ("clip", ["--negatives", "-1"], "'--negatives'"),
+    ("clip", ["--warmup", "-5"], "'--warmup'"),  # a negative warm-up made the learning rate negative
+    ("clip", ["--chains", "-1", "--vqgan", str(TOY)], "'--chains'"),
+    ("decoder", ["--lr", "-1"], "--lr -1 is not a learning rate"),
+    ("decoder", ["--critic-lr", "0"], "--critic-lr 0 is not a learning rate"),
+    ("decoder", ["--gan-weight", "inf"], "--gan-weight inf is not a finite number"),
+    ("prior", ["--lr", "0"], "--lr 0 is not a learning rate"),
+    ("prior", ["--lr", "inf"], "--lr inf is not a finite number"),
+])
+def test_toy_training_refuses_bad_numbers_before_training(tmp_path, model, args, says):
+    from typer.testing import CliRunner
+
+    from pixgen.cli import app
+
+    extra = ["--init", str(TOY)] if model == "decoder" else []
+    result = CliRunner().invoke(app, ["toy", "train", model, "--out", str(tmp_path / "o"), *extra, *args,
+                                      "--steps", "1", "--batch", "2"])
+    assert result.exit_code == 2 and says in result.output, result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_clip_training_without_warmup_starts_at_the_full_learning_rate(tmp_path):
+    from typer.testing import CliRunner
+
+    from pixgen.cli import app
+
+    result = CliRunner().invoke(app, ["toy", "train", "clip", "--out", str(tmp_path), "--steps", "1", "--batch", "2",
+                                      "--negatives", "0", "--warmup", "0", "--lr", "1e-4"])
+    assert result.exit_code == 0, result.output  # was a ZeroDivisionError
+    row = json.loads((tmp_path / "clip.log.jsonl").read_text().splitlines()[0])
+    assert row["step"] == 0 and row["lr"] == pytest.approx(1e-4)
+
+
 @pytest.mark.parametrize("model", ["vqgan", "clip", "evaluator"])
 def test_toy_training_says_when_out_cannot_be_created(tmp_path, model):
     from typer.testing import CliRunner

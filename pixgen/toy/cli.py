@@ -32,6 +32,21 @@ def _parse_pair(text: str, flag: str, example: str) -> tuple[float, float]:
     return lo, hi
 
 
+def _check_numbers(options: dict[str, float | None], rates: dict[str, str] | None = None) -> None:
+    """Refuse, before any training starts, an infinite or NaN value of the float ``options`` (flag -> value;
+    typer's min and max let infinity through, and torch takes it without a word) and a learning rate (``rates``:
+    flag -> example) that is not above 0, which torch refuses only once the model is built, with a traceback."""
+    for flag, value in options.items():
+        if value is not None and not math.isfinite(value):
+            raise PixgenError(f"{flag} {value} is not a finite number",
+                              f"give a number, or leave {flag} out for its default")
+    for flag, example in (rates or {}).items():
+        rate = options[flag]
+        if rate is not None and not rate > 0:
+            raise PixgenError(f"{flag} {rate:g} is not a learning rate",
+                              f"give a number above 0, e.g. {flag} {example}")
+
+
 def _ctrl_c_saves():
     """For the trainers: the first Ctrl-C saves after the current step and stops (--resume goes on)."""
     from pixgen.interrupt import ctrl_c_stops_after_step
@@ -121,6 +136,8 @@ def train_decoder_cmd(init: Optional[Path] = typer.Option(
     from pixgen.toy.train_vqgan import train_decoder_gan
 
     init = TOY_DIR if init is None else init
+    _check_numbers({"--lr": lr, "--gan-weight": gan_weight, "--critic-lr": critic_lr},
+                   rates={"--lr": "1e-4", "--critic-lr": "4e-4"})
     _check_out(out)
     if out.resolve() == init.resolve():
         raise PixgenError(f"--out {out} is the --init directory", "write the fine-tuned VQGAN to another directory")
@@ -179,17 +196,19 @@ def parse_align_mix(text: str) -> tuple[float, float, float]:
 @train_app.command("clip")
 def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps", min=1), seed: int = _SEED,
                    batch: int = typer.Option(96, "--batch", min=1),
-                   negatives: int = typer.Option(3, "--negatives", help="Hard-negative captions per scene."),
+                   negatives: int = typer.Option(3, "--negatives", min=0, help="Hard-negative captions per scene."),
                    resume: bool = _RESUME, device: Optional[str] = _DEVICE, threads: int = _THREADS,
                    lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate (cosine schedule)."),
-                   warmup: int = typer.Option(150, "--warmup", help="Linear warm-up steps."),
-                   hard_weight: float = typer.Option(1.0, "--hard-weight", help="Weight of the hard-negative term."),
+                   warmup: int = typer.Option(150, "--warmup", min=0, help="Linear warm-up steps (0: none)."),
+                   hard_weight: float = typer.Option(1.0, "--hard-weight", min=0.0,
+                                                     help="Weight of the hard-negative term."),
                    init: Optional[Path] = typer.Option(
                        None, "--init", help="Start from the weights in this clip.pt (fine-tune) instead of random; "
                                             "CLIP.pt+TOWER.safetensors puts an image tower file on it first."),
                    chains: int = typer.Option(
-                       0, "--chains", help="Generations run against the CLIP while it trains; their images are negatives."),
-                   chain_weight: float = typer.Option(1.0, "--chain-weight", help="Weight of the chain term."),
+                       0, "--chains", min=0, help="Generations run against the CLIP while it trains; their images are negatives."),
+                   chain_weight: float = typer.Option(1.0, "--chain-weight", min=0.0,
+                                                      help="Weight of the chain term."),
                    chain_flat: float = typer.Option(
                        0.0, "--chain-flat", help="Share of chains starting from a flat canvas (see --chain-flat-colours), not random codes."),
                    roundtrip: float = typer.Option(
@@ -293,6 +312,9 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps", 
     """
     from pixgen.toy.train_clip import train_clip
 
+    _check_numbers({"--lr": lr, "--hard-weight": hard_weight, "--chain-weight": chain_weight,
+                    "--aux-layout": aux_layout, "--aux-relation": aux_relation, "--robust-eps": robust_eps,
+                    "--align-weight": align_weight}, rates={"--lr": "1e-3"})
     _check_out(out)
     if init is not None:
         from pixgen.toy.train_clip import split_tower
@@ -507,7 +529,7 @@ def train_evaluator_cmd(out: Path = _OUT, steps: int = typer.Option(600, "--step
 @train_app.command("prior")
 def train_prior_cmd(out: Path = _OUT, steps: int = typer.Option(2500, "--steps", min=1), seed: int = _SEED,
                     batch: int = typer.Option(32, "--batch", min=1),
-                    lr: float = typer.Option(2e-3, "--lr", min=0.0, help="Peak learning rate (cosine schedule)."),
+                    lr: float = typer.Option(2e-3, "--lr", help="Peak learning rate (cosine schedule)."),
                     roundtrip: float = typer.Option(
                         0.3, "--roundtrip", min=0.0, max=1.0,
                         help="Share of spoilt scenes also passed through OUT/vqgan.ckpt, as generated images are."),
@@ -520,6 +542,7 @@ def train_prior_cmd(out: Path = _OUT, steps: int = typer.Option(2500, "--steps",
 
     from pixgen.toy.prior import train_prior
 
+    _check_numbers({"--lr": lr}, rates={"--lr": "2e-3"})
     _check_out(out)
     with _ctrl_c_saves() as stop:
         train_prior(out, steps=steps, seed=seed, batch=batch, lr=lr, roundtrip=roundtrip, resume=resume,

@@ -795,7 +795,7 @@ def train_clip(
             pool.refresh()
         if step % 10 == 0:
             release_freed_memory()  # without it the process grows by 10-20 MB a step on CPU
-        lr_now = lr * min(1.0, (step + 1) / warmup) * cosine_decay(step, steps, 0.05)
+        lr_now = lr * min(1.0, (step + 1) / max(warmup, 1)) * cosine_decay(step, steps, 0.05)
         for g in opt.param_groups:
             g["lr"] = lr_now
         fixed, chain_images = [], None
