@@ -1203,6 +1203,48 @@ def test_a_stop_between_saves_saves_that_step_and_resume_matches_a_straight_run(
     assert steps == [json.loads(x)["step"] for x in (tmp_path / "straight" / log_name).read_text().splitlines()]
 
 
+def _blow_up(train):
+    """A trainer called with a learning rate that makes its loss NaN within a few steps, saving only at the end."""
+    from pixgen.toy.prior import train_prior
+    from pixgen.toy.train_clip import train_clip
+    from pixgen.toy.train_evaluator import train_evaluator
+    from pixgen.toy.train_vqgan import train_decoder_gan, train_vqgan
+
+    kw = dict(steps=4, lr=1e30, threads=None, progress=False, log_every=1)
+    return {"vqgan": lambda d: train_vqgan(d, batch=2, **kw),
+            "decoder": lambda d: train_decoder_gan(TOY, d, batch=1, critic_warmup=0, **kw),
+            "clip": lambda d: train_clip(d, batch=4, negatives=1, junk=0, warmup=1, **kw),
+            "evaluator": lambda d: train_evaluator(d, batch=2, recon_pool=0, **kw),
+            "prior": lambda d: train_prior(d, batch=2, roundtrip=0.0, **kw)}[train]
+
+
+@pytest.mark.parametrize("train, weights", [("vqgan", "vqgan.ckpt"), ("decoder", "vqgan.ckpt"), ("clip", "clip.pt"),
+                                            ("evaluator", "evaluator.safetensors"), ("prior", "prior.safetensors")])
+def test_a_training_that_blows_up_stops_naming_the_step_and_keeps_the_last_good_weights(tmp_path, train, weights):
+    """As generation stops on a non-finite loss: the run once went on, wrote NaN weights over the last good
+    ones, logged "loss": NaN and reported success."""
+    from pixgen.errors import NonFiniteLossError
+
+    (tmp_path / weights).write_bytes(b"the last good weights")
+    with pytest.raises(NonFiniteLossError, match=r"training diverged: the loss became nan at step \d of 4") as err:
+        _blow_up(train)(tmp_path)
+    assert "lower" in err.value.hint and "1e+30" in err.value.hint
+    assert (tmp_path / weights).read_bytes() == b"the last good weights"
+    assert all("NaN" not in log.read_text() for log in tmp_path.glob("*.log.jsonl"))
+
+
+def test_clip_weights_too_large_for_their_float16_file_are_not_saved(tmp_path):
+    from typer.testing import CliRunner
+
+    from pixgen.cli import app
+
+    result = CliRunner().invoke(app, ["toy", "train", "clip", "--out", str(tmp_path), "--steps", "1", "--batch", "2",
+                                      "--negatives", "0", "--lr", "1e30", "--warmup", "0"])
+    assert result.exit_code == 2 and "became NaN or too large to save at step 1 of 1" in result.output, result.output
+    assert "--lr 1e+29" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "clip.pt").exists() and not (tmp_path / "state").exists()
+
+
 def test_resuming_drops_the_log_rows_written_after_the_saved_state(tmp_path):
     from pixgen.toy.training import TrainLog
 

@@ -21,8 +21,9 @@ from tqdm import tqdm
 from pixgen.atomic import atomic_safetensors
 from pixgen.cli_util import set_threads
 from pixgen.toy.train_clip import fade_to_background, warp_field, warp_shapes
-from pixgen.toy.training import (TrainLog, batch_images, cosine_decay, halt_requested, load_state, load_toy_vqgan,
-                                 log_and_save, pick_device, reconstruct, restore, seed_everything, stopped_at)
+from pixgen.toy.training import (TrainLog, batch_images, check_finite, cosine_decay, halt_requested, load_state,
+                                 load_toy_vqgan, log_and_save, lower_lr, pick_device, reconstruct, restore,
+                                 seed_everything, stopped_at)
 from pixgen.toy.world import CANVAS, render, sample_scene
 
 __all__ = ["SceneRestorer", "corrupt", "heldout_error", "load_prior", "save_prior", "train_prior", "PRIOR_CONFIG"]
@@ -212,12 +213,14 @@ def train_prior(
         if vqgan is not None and bool(through.any()):
             x[through] = reconstruct(vqgan, x[through])
         loss = (model(x) - clean).abs().mean()
+        check_finite(step, steps, lower_lr(lr), losses=(loss,))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         halt = halt_requested(stop)
         log_and_save(step, steps, loss, log=log, bar=bar, log_every=log_every, save_every=save_every,
-                     state_path=state_path, model=model, opt=opt, rng=rng, gen=gen, halt=halt)
+                     state_path=state_path, model=model, opt=opt, rng=rng, gen=gen, halt=halt,
+                     diverged_hint=lower_lr(lr))
         done = step + 1
         if halt and step < steps - 1:
             raise stopped_at(step + 1, steps, out)

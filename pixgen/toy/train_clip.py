@@ -35,9 +35,9 @@ from pixgen.errors import PixgenError
 from pixgen.perceptor import quiet_logging
 from pixgen.toy.adversarial import AdversarialChains
 from pixgen.toy.captions import RELATIONS, Spec, hard_negative, holds, sample_pair, spec_text
-from pixgen.toy.training import (TrainLog, batch_images, cosine_decay, halt_requested, load_state, load_toy_vqgan,
-                                 pick_device, reconstruct, release_freed_memory, restore, save_state, seed_everything,
-                                 stopped_at)
+from pixgen.toy.training import (TrainLog, batch_images, check_finite, cosine_decay, halt_requested, load_state,
+                                 load_toy_vqgan, lower_lr, pick_device, reconstruct, release_freed_memory, restore,
+                                 save_state, seed_everything, stopped_at)
 from pixgen.toy.world import BACKGROUNDS, CANVAS, COLOUR_NAMES, SHAPES, Scene, overlaps, place_object, render
 
 __all__ = ["CLIP_NAME", "CONFIG_DIR", "create_toy_clip", "tokenize", "encode_text_fast", "augment", "train_clip", "save_clip",
@@ -927,6 +927,7 @@ def train_clip(
             gap = logits[k, k] - logits[adv_start + k, k]
             loss = loss + chain_weight * F.softplus(-gap).mean()
             adv_gap = gap.detach()
+        check_finite(step, steps, lower_lr(lr), losses=(loss,))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -965,6 +966,8 @@ def train_clip(
         keep = keep_every > 0 and (step + 1) % keep_every == 0
         halt = halt_requested(stop)
         if (step + 1) % save_every == 0 or step == steps - 1 or keep or halt:
+            check_finite(step, steps, lower_lr(lr), weights=(model,), dtype=torch.float16)  # clip.pt is float16
+            check_finite(step, steps, lower_lr(lr), weights=tuple(m for m in (heads, pair_head) if m is not None))
             extra_state = {"chains": runs.state_dict()} if runs is not None else {}
             if heads is not None:
                 extra_state["layout_heads"] = heads.state_dict()

@@ -18,8 +18,9 @@ from tqdm import tqdm
 from pixgen.atomic import atomic_text
 from pixgen.cli_util import set_threads
 from pixgen.toy.evaluator import Evaluator, save_evaluator, scene_targets
-from pixgen.toy.training import (TrainLog, batch_images, cosine_decay, halt_requested, load_state, load_toy_vqgan,
-                                 log_and_save, pick_device, reconstruct, restore, seed_everything, stopped_at)
+from pixgen.toy.training import (TrainLog, batch_images, check_finite, cosine_decay, halt_requested, load_state,
+                                 load_toy_vqgan, log_and_save, pick_device, reconstruct, restore, seed_everything,
+                                 stopped_at)
 from pixgen.toy.world import Scene, render, sample_scene
 
 __all__ = ["train_evaluator", "heldout_accuracy"]
@@ -118,6 +119,7 @@ def train_evaluator(
         xs = batch_images([render(s) for s in pool_scenes], torch.device("cpu"))
         pool_x = torch.cat([reconstruct(vqgan, xs[i:i + 128]) for i in range(0, len(xs), 128)]).to(dev)
     model.train()
+    diverged = f"train again with another --seed (or, from Python, a lower lr than {lr:g})"
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="evaluator", disable=not progress)
     for step in bar:
         for g in opt.param_groups:
@@ -132,12 +134,14 @@ def train_evaluator(
         x = _corrupt(x, gen)
         out_ = model(x)
         loss = _loss(out_, _targets(scenes, dev))
+        check_finite(step, steps, diverged, losses=(loss,))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         halt = halt_requested(stop)
         if log_and_save(step, steps, loss, log=log, bar=bar, log_every=log_every, save_every=save_every,
-                        state_path=state_path, model=model, opt=opt, rng=rng, gen=gen, halt=halt):
+                        state_path=state_path, model=model, opt=opt, rng=rng, gen=gen, halt=halt,
+                        diverged_hint=diverged):
             save_evaluator(model, out / "evaluator.safetensors")
         if halt and step < steps - 1:
             raise stopped_at(step + 1, steps, out)

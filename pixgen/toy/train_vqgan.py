@@ -20,8 +20,9 @@ from tqdm import tqdm
 from pixgen.atomic import atomic_text, atomic_torch_save
 from pixgen.cli_util import set_threads
 from pixgen.models.vqgan import VQGAN, VQGANConfig
-from pixgen.toy.training import (TrainLog, batch_images, cosine_decay, halt_requested, load_state, pick_device,
-                                 release_freed_memory, restore, save_state, seed_everything, stopped_at)
+from pixgen.toy.training import (TrainLog, batch_images, check_finite, cosine_decay, halt_requested, load_state,
+                                 lower_lr, pick_device, release_freed_memory, restore, save_state, seed_everything,
+                                 stopped_at)
 from pixgen.toy.world import CANVAS, render, sample_scene
 
 __all__ = ["TOY_VQGAN", "FACTORS", "toy_vqgan_config", "train_vqgan", "save_taming", "PatchCritic", "scramble_codes",
@@ -111,6 +112,7 @@ def train_vqgan(
         usage_state = state.get("usage")
     log = TrainLog(out / "vqgan.log.jsonl", resume=state is not None, start=start)
     usage = torch.zeros(cfg.n_embed, device=dev) if usage_state is None else usage_state.to(dev)
+    diverged = f"train again with another --seed (or, from Python, a lower lr than {lr:g})"
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="vqgan", disable=not progress)
     for step in bar:
         full = step >= int(0.8 * steps)
@@ -123,6 +125,7 @@ def train_vqgan(
         l1 = (rec - x).abs().mean()
         mse = F.mse_loss(rec, x)
         loss = l1 + mse + q_loss
+        check_finite(step, steps, diverged, losses=(loss,))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -142,6 +145,7 @@ def train_vqgan(
             log.write(step, loss=loss.item(), l1=l1.item(), q=q_loss.item(), psnr=psnr, codes_used=used)
             bar.set_postfix(l1=f"{l1.item():.4f}", psnr=f"{psnr:.1f}", codes=used)
         if (step + 1) % save_every == 0 or step == steps - 1 or halt:
+            check_finite(step, steps, diverged, weights=(model,))
             save_state(state_path, model=model.state_dict(), opt=opt.state_dict(), rng=rng.bit_generator.state,
                        torch_rng=torch.get_rng_state(), step=step + 1, usage=usage.cpu(),
                        arch={"factor": factor, "n_embed": n_embed})
@@ -230,6 +234,8 @@ def train_decoder_gan(
         opt_d.load_state_dict(state["opt_d"])
     log = TrainLog(out / "vqgan_gan.log.jsonl", resume=state is not None, start=start)
     last = model.decoder.conv_out.weight
+    diverged = lower_lr(lr) if critic_lr is None else \
+        f"train again with a lower --lr than {lr:g} or --critic-lr than {critic_lr:g}"  # each feeds the other
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="decoder", disable=not progress)
     for step in bar:
         x = _batch(rng, batch, CANVAS, dev)
@@ -248,6 +254,7 @@ def train_decoder_gan(
         # critic: real renders against reconstructions and scrambled decodes (hinge)
         d_loss = (F.relu(1 - critic(x)).mean()
                   + 0.5 * F.relu(1 + critic(rec.detach())).mean() + 0.5 * F.relu(1 + critic(fake.detach())).mean())
+        check_finite(step, steps, diverged, losses=(d_loss,))
         opt_d.zero_grad(set_to_none=True)
         d_loss.backward()
         opt_d.step()
@@ -261,6 +268,7 @@ def train_decoder_gan(
             g_gan = torch.autograd.grad(g_loss, last, retain_graph=True)[0]
             adaptive = (g_rec.norm() / (g_gan.norm() + 1e-4)).clamp(0, 1e4).detach()
             loss = rec_loss + gan_weight * adaptive * g_loss
+            check_finite(step, steps, diverged, losses=(loss,))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -275,6 +283,7 @@ def train_decoder_gan(
             log.write(step, **metrics)
             bar.set_postfix(psnr=f"{metrics['psnr']:.1f}", d=f"{d_loss.item():.2f}")
         if (step + 1) % save_every == 0 or step == steps - 1 or halt:
+            check_finite(step, steps, diverged, weights=(model, critic))
             save_state(state_path, model=model.state_dict(), opt=opt.state_dict(), rng=rng.bit_generator.state,
                        gen=gen.get_state(), step=step + 1, critic=critic.state_dict(), opt_d=opt_d.state_dict())
             save_taming(model, out, step + 1)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from pixgen.atomic import atomic_text, atomic_torch_save
-from pixgen.errors import Interrupted
+from pixgen.errors import Interrupted, NonFiniteLossError
 
 __all__ = ["pick_device", "seed_everything", "TrainLog", "save_state", "load_state", "batch_images",
            "load_toy_vqgan", "reconstruct", "release_freed_memory", "cosine_decay"]
@@ -121,6 +121,31 @@ def stopped_at(step: int, steps: int, out: str | os.PathLike) -> Interrupted:
                        f"from are in {out}", "run the same command with --resume to go on")
 
 
+def lower_lr(lr: float, flag: str = "--lr") -> str:
+    """The hint of a diverged training whose command sets its learning rate with ``flag``."""
+    return f"train again with a lower {flag} than {lr:g}, e.g. {flag} {lr / 10:g}"
+
+
+def check_finite(step: int, steps: int, hint: str, *, losses: tuple[torch.Tensor, ...] = (),
+                 weights: tuple[torch.nn.Module, ...] = (), dtype: torch.dtype = torch.float32) -> None:
+    """Stop a training that has blown up, as generation stops on a non-finite loss: a NonFiniteLossError
+    naming the step when one of ``losses`` (checked before the step updates the weights) is NaN or infinite, or
+    when a weight of ``weights`` (checked before they are saved) is not finite in the ``dtype`` it is saved in
+    (float16 overflows to infinity above 65504). Nothing of that step is saved, so the weights saved before it
+    are kept."""
+    for loss in losses:
+        value = loss.item()
+        if not math.isfinite(value):
+            raise NonFiniteLossError(f"training diverged: the loss became {value} at step {step + 1} of {steps}; "
+                                     "stopped without saving that step (weights saved before it are kept)", hint)
+    for module in weights:
+        for name, value in module.state_dict().items():
+            if value.is_floating_point() and not torch.isfinite(value.detach().to(dtype)).all():
+                raise NonFiniteLossError(f"training diverged: the weights ({name}) became NaN or too large to save "
+                                         f"at step {step + 1} of {steps}; stopped without saving them (weights "
+                                         "saved before are kept)", hint)
+
+
 def save_state(path: str | os.PathLike, **state: Any) -> None:
     """Write a resumable training state atomically (tmp file, then rename)."""
     path = Path(path)
@@ -131,13 +156,15 @@ def save_state(path: str | os.PathLike, **state: Any) -> None:
 def log_and_save(step: int, steps: int, loss: torch.Tensor, *, log: "TrainLog", bar, log_every: int,
                  save_every: int, state_path: str | os.PathLike, model: torch.nn.Module,
                  opt: torch.optim.Optimizer, rng: np.random.Generator, gen: torch.Generator,
-                 halt: bool = False) -> bool:
+                 halt: bool = False, diverged_hint: str = "train again with a lower learning rate") -> bool:
     """End of a one-loss training step: log the loss every ``log_every`` steps (and at the last), save the
-    resumable state every ``save_every`` steps, at the last and when ``halt``. Returns whether it saved."""
+    resumable state every ``save_every`` steps, at the last and when ``halt``, once its weights are checked to be
+    finite in float16 (:func:`check_finite`; the trainers save them so). Returns whether it saved."""
     if step % log_every == 0 or step == steps - 1 or halt:
         log.write(step, loss=loss.item())
         bar.set_postfix(loss=f"{loss.item():.4f}")
     if (step + 1) % save_every == 0 or step == steps - 1 or halt:
+        check_finite(step, steps, diverged_hint, weights=(model,), dtype=torch.float16)
         save_state(state_path, model=model.state_dict(), opt=opt.state_dict(), rng=rng.bit_generator.state,
                    gen=gen.get_state(), step=step + 1)
         return True
