@@ -1203,6 +1203,19 @@ def test_a_stop_between_saves_saves_that_step_and_resume_matches_a_straight_run(
     assert steps == [json.loads(x)["step"] for x in (tmp_path / "straight" / log_name).read_text().splitlines()]
 
 
+@pytest.mark.parametrize("train, weights", [(_train_vqgan, _vqgan_weights), (_train_decoder, _vqgan_weights),
+                                            (_train_clip, _clip_weights), (_train_evaluator, _evaluator_weights),
+                                            (_train_prior, _prior_weights)],
+                         ids=["vqgan", "decoder", "clip", "evaluator", "prior"])
+def test_a_stopped_training_leaves_the_weights_so_far_where_it_says(tmp_path, train, weights):
+    """The stop message says the weights so far are in OUT; the prior once kept only its resumable state."""
+    from pixgen.errors import Interrupted
+
+    with pytest.raises(Interrupted, match=f"the weights so far .* are in {tmp_path}"):
+        train(tmp_path, stop=_stop_after(2), threads=None, progress=False, log_every=1, save_every=1000)
+    assert weights(tmp_path)
+
+
 def _blow_up(train):
     """A trainer called with a learning rate that makes its loss NaN within a few steps, saving only at the end."""
     from pixgen.toy.prior import train_prior

@@ -218,9 +218,10 @@ def train_prior(
         loss.backward()
         opt.step()
         halt = halt_requested(stop)
-        log_and_save(step, steps, loss, log=log, bar=bar, log_every=log_every, save_every=save_every,
-                     state_path=state_path, model=model, opt=opt, rng=rng, gen=gen, halt=halt,
-                     diverged_hint=lower_lr(lr))
+        if log_and_save(step, steps, loss, log=log, bar=bar, log_every=log_every, save_every=save_every,
+                        state_path=state_path, model=model, opt=opt, rng=rng, gen=gen, halt=halt,
+                        diverged_hint=lower_lr(lr)):  # the weights so far, as the other trainers keep them
+            save_prior(model, out / "prior.safetensors", meta={"steps": step + 1, "seed": seed})
         done = step + 1
         if halt and step < steps - 1:
             raise stopped_at(step + 1, steps, out)
