@@ -184,6 +184,66 @@ def test_clip_training_refuses_chains_without_a_vqgan(tmp_path):
     assert not (tmp_path / "state").exists()
 
 
+def _truncated_vqgan(directory):
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copy(TOY / "vqgan.yaml", directory)
+    (directory / "vqgan.ckpt").write_bytes((TOY / "vqgan.ckpt").read_bytes()[:20000])
+    return directory
+
+
+@needs
+def test_clip_training_refuses_an_unusable_vqgan_before_training(tmp_path):
+    """The junk images' VQGAN was passed over without a word when it could not be read: the run trained without
+    them. A trained VQGAN's fix is to train it again, not to download it."""
+    from typer.testing import CliRunner
+
+    from pixgen.cli import app
+
+    bad = _truncated_vqgan(tmp_path / "bad")
+    (tmp_path / "empty").mkdir()
+    for vqgan, says in ((bad, "cannot read checkpoint"), (tmp_path / "empty", "holds no toy VQGAN")):
+        result = CliRunner().invoke(app, ["toy", "train", "clip", "--out", str(tmp_path / "o"), "--steps", "1",
+                                          "--batch", "2", "--vqgan", str(vqgan)])
+        assert result.exit_code == 2 and says in result.output, result.output
+        assert "--vqgan checkpoints/toy" in result.output and "download" not in result.output
+        assert not (tmp_path / "o").exists()
+
+
+@needs
+@pytest.mark.parametrize("model", ["evaluator", "prior"])
+def test_a_corrupt_vqgan_in_out_is_to_be_trained_again_not_downloaded(tmp_path, model):
+    from typer.testing import CliRunner
+
+    from pixgen.cli import app
+
+    out = _truncated_vqgan(tmp_path / "o")
+    result = CliRunner().invoke(app, ["toy", "train", model, "--out", str(out), "--steps", "1", "--batch", "2"])
+    assert result.exit_code == 2 and "cannot read checkpoint" in result.output, result.output
+    assert f"pixgen toy train vqgan --out {out}" in result.output and "checkpoints/toy" in result.output
+    assert "download" not in result.output
+
+
+@needs
+def test_junk_pool_keeps_its_images_when_its_vqgan_turns_unreadable_during_training(tmp_path):
+    import os
+
+    from pixgen.errors import PixgenError
+    from pixgen.toy.train_clip import JunkPool
+
+    shutil.copy(TOY / "vqgan.yaml", tmp_path)
+    shutil.copy(TOY / "vqgan.ckpt", tmp_path)
+    pool = JunkPool(tmp_path, size=4)
+    pool.refresh()
+    images = pool.images
+    assert images is not None and len(images) == 4
+    _truncated_vqgan(tmp_path)
+    os.utime(tmp_path / "vqgan.ckpt", (1, 1))  # changed since the pool was made
+    pool.refresh()  # a training running on it goes on
+    assert pool.images is images
+    with pytest.raises(PixgenError, match="cannot read checkpoint"):
+        JunkPool(tmp_path, size=4).refresh()  # before training: said at once
+
+
 @needs
 def test_clip_training_reads_the_vqgan_from_another_directory(tmp_path):
     from pixgen.toy.train_clip import train_clip

@@ -337,6 +337,9 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps", 
         raise PixgenError(f"--vqgan {vqgan} is not a directory",
                           "give the directory holding vqgan.yaml and vqgan.ckpt, e.g. --vqgan checkpoints/toy")
     missing = [vq_dir / name for name in ("vqgan.yaml", "vqgan.ckpt") if not (vq_dir / name).is_file()]
+    if vqgan is not None and missing:  # asked for, so not to be passed over as OUT's absent VQGAN is
+        raise PixgenError(f"--vqgan {vqgan} holds no toy VQGAN: {missing[0]} does not exist",
+                          "give the directory of a `pixgen toy train vqgan` run, e.g. --vqgan checkpoints/toy")
     if (chains or roundtrip or (align and align_latent)) and missing:
         raise PixgenError(f"--chains, --roundtrip and --align-latent need the toy VQGAN, and {missing[0]} "
                           "does not exist", f"run `pixgen toy train vqgan --out {vq_dir}` first, or give "

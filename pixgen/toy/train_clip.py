@@ -444,18 +444,25 @@ class JunkPool:
     pool it had, without touching the training's random streams.
     """
 
-    def __init__(self, vqgan_dir: Path, size: int = 512, seed: int = 0):
+    def __init__(self, vqgan_dir: Path, size: int = 512, seed: int = 0, hint: str | None = None):
         self.path = Path(vqgan_dir) / "vqgan.ckpt"
-        self.size, self.seed = size, seed
+        self.size, self.seed, self.hint = size, seed, hint
         self.mtime = None
         self.images: torch.Tensor | None = None
+        self.checked = False
 
     def refresh(self) -> None:
+        """Make the pool from the checkpoint, or remake it if the checkpoint has changed since. One that cannot be
+        read is an error at the first call, made before training; later it is passed over and the pool kept, so
+        that a file changed under a running training does not stop it."""
+        first, self.checked = not self.checked, True
         if not self.path.exists() or self.path.stat().st_mtime == self.mtime:
             return
         try:
-            model = load_toy_vqgan(self.path.parent)
-        except Exception:  # a checkpoint being written right now; try again later
+            model = load_toy_vqgan(self.path.parent, hint=self.hint)
+        except Exception:
+            if first:
+                raise
             return
         self.mtime = self.path.stat().st_mtime
         book, h = model.codebook.detach(), model.config.resolution // model.factor
@@ -757,7 +764,9 @@ def train_clip(
             groups.append({"params": list(extra.parameters()), "weight_decay": 0.0})
     opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98), eps=1e-6)
     vq_dir = Path(vqgan) if vqgan is not None else out
-    vq = load_toy_vqgan(vq_dir, dev) if chains or roundtrip_p or (align and align_latent) else None
+    vq_hint = (f"train it again with `pixgen toy train vqgan --out {vq_dir}`, or give --vqgan checkpoints/toy to use "
+               "the shipped one")
+    vq = load_toy_vqgan(vq_dir, dev, vq_hint) if chains or roundtrip_p or (align and align_latent) else None
     runs = (AdversarialChains(vq, chains, rng, gen, life=chain_life, flat_p=chain_flat, cutouts=chain_cutouts,
                                 flat_rgb=chain_flat_colours or (128, 128, 128), render_p=chain_render)
             if chains else None)
@@ -778,8 +787,9 @@ def train_clip(
             heads.load_state_dict(state["layout_heads"])
         if pair_head is not None and "relation_head" in state:
             pair_head.load_state_dict(state["relation_head"])
+    pool = JunkPool(vq_dir, seed=seed, hint=vq_hint)
+    pool.refresh()  # an unusable VQGAN is refused here, before training, not passed over without junk images
     log = TrainLog(out / f"{stage}.log.jsonl", resume=state is not None, start=start)
-    pool = JunkPool(vq_dir, seed=seed)
 
     def embed_images(images: torch.Tensor) -> torch.Tensor:
         return model.encode_image(normalize(images, model))

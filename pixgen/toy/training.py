@@ -202,13 +202,21 @@ def restore(state: dict[str, Any], model: torch.nn.Module, opt: torch.optim.Opti
     return int(state["step"])
 
 
-def load_toy_vqgan(directory: str | os.PathLike, device: torch.device | str = "cpu"):
+def load_toy_vqgan(directory: str | os.PathLike, device: torch.device | str = "cpu", hint: str | None = None):
     """The toy VQGAN from ``directory/vqgan.{yaml,ckpt}``, frozen, in eval mode (read like any taming
-    checkpoint, without the safetensors cache copy: training directories change under it)."""
+    checkpoint, without the safetensors cache copy: training directories change under it). One that cannot be
+    read is a PixgenError with ``hint`` (default: train it again or copy the shipped one), not the hint of a
+    downloaded model: the user trained this one."""
     from pixgen.checkpoints import load_vqgan
+    from pixgen.errors import PixgenError
 
     directory = Path(directory)
-    return load_vqgan(directory / "vqgan.yaml", directory / "vqgan.ckpt", device=device, cache=False)
+    try:
+        return load_vqgan(directory / "vqgan.yaml", directory / "vqgan.ckpt", device=device, cache=False)
+    except PixgenError as exc:
+        exc.hint = hint or (f"train it again with `pixgen toy train vqgan --out {directory}`, or copy the shipped "
+                            "toy VQGAN's checkpoints/toy/vqgan.yaml and vqgan.ckpt there")
+        raise
 
 
 @torch.no_grad()
