@@ -245,6 +245,26 @@ def test_junk_pool_keeps_its_images_when_its_vqgan_turns_unreadable_during_train
 
 
 @needs
+def test_clip_training_says_what_is_wrong_with_an_init_that_exists(tmp_path):
+    """Both once said "not found": a folder given for its clip.pt, and a file after '+' that is no image tower."""
+    from typer.testing import CliRunner
+
+    from pixgen.cli import app
+
+    (tmp_path / "run").mkdir()
+    shutil.copy(TOY / "clip.pt", tmp_path / "run")
+    for init, says, hint in (
+            (tmp_path / "run", "is a folder, not a weights file", f"--init {tmp_path / 'run' / 'clip.pt'}"),
+            (f"{TOY / 'clip.pt'}+{TOY / 'vqgan.ckpt'}", f"{TOY / 'vqgan.ckpt'} is not an image tower file",
+             "must be an image tower .safetensors file written by `pixgen toy image-tower`")):
+        result = CliRunner().invoke(app, ["toy", "train", "clip", "--out", str(tmp_path / "o"), "--init", str(init),
+                                          "--steps", "1"])
+        assert result.exit_code == 2 and says in result.output and hint in result.output, result.output
+        assert "not found" not in result.output
+    assert not (tmp_path / "o").exists()
+
+
+@needs
 def test_clip_training_reads_the_vqgan_from_another_directory(tmp_path):
     from pixgen.toy.train_clip import train_clip
 

@@ -319,7 +319,18 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps", 
     if init is not None:
         from pixgen.toy.train_clip import split_tower
 
-        for part in (p for p in split_tower(init) if p is not None):
+        tower_hint = ("the part after '+' must be an image tower .safetensors file written by `pixgen toy "
+                      "image-tower`, e.g. checkpoints/toy/clip.pt+checkpoints/toy/clip_early_visual.safetensors")
+        base, tower = split_tower(init)
+        before, plus, after = str(init).rpartition("+")
+        if tower is None and plus and not init.is_file() and Path(before).expanduser().is_file():
+            raise PixgenError(f"--init {init}: {after} is not an image tower file", tower_hint)
+        for part in (p for p in (base, tower) if p is not None):
+            if part.is_dir():
+                inside = f", e.g. --init {part / 'clip.pt'}" if (part / "clip.pt").is_file() else ""
+                raise PixgenError(f"--init {init}: {part} is a folder, not a weights file",
+                                  tower_hint if part is tower else f"give the clip.pt file of an earlier `pixgen toy "
+                                  f"train clip` run{inside}")
             if not part.is_file():
                 raise PixgenError(f"--init {init}: {part} not found",
                                   "give the clip.pt of an earlier `pixgen toy train clip` run, or CLIP.pt+TOWER."
