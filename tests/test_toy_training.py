@@ -687,7 +687,7 @@ def test_clip_training_refuses_a_bad_warp_amplitude_before_training(tmp_path):
 
     from pixgen.cli import app
 
-    for bad, why in (("2", "is not two numbers"), ("3,1", "needs 0 < LO <= HI")):
+    for bad, why in (("2", "is not two numbers"), ("3,1", "needs 0 < LO <= HI"), ("1,inf", "both finite")):
         result = CliRunner().invoke(app, ["toy", "train", "clip", "--out", str(tmp_path), "--warp", "0.5",
                                           "--warp-amplitude", bad, "--steps", "1"])
         assert result.exit_code == 2 and why in result.output

@@ -361,8 +361,9 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps", 
         if not 0.0 <= share <= 1.0:
             raise PixgenError(f"{flag} {share} is not a share between 0 and 1", f"use e.g. {flag} 0.3")
     amp_lo, amp_hi = _parse_pair(warp_amplitude, "--warp-amplitude", "1.0,2.5")
-    if not 0 < amp_lo <= amp_hi:
-        raise PixgenError(f"--warp-amplitude {warp_amplitude!r} needs 0 < LO <= HI", "use e.g. --warp-amplitude 1.0,2.5")
+    if not 0 < amp_lo <= amp_hi < math.inf:
+        raise PixgenError(f"--warp-amplitude {warp_amplitude!r} needs 0 < LO <= HI, both finite",
+                          "use e.g. --warp-amplitude 1.0,2.5")
     mix = parse_align_mix(align_mix) if align_mix is not None else None
     for flag, given, example in (("--align-clutter", align_clutter, "--align-clutter 0.3"),
                                  ("--align-mix", mix is not None, "--align-mix bent=3"),
