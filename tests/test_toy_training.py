@@ -1350,6 +1350,23 @@ def test_resuming_drops_the_log_rows_written_after_the_saved_state(tmp_path):
     assert [r["step"] for r in rows] == [0, 1, 2]
 
 
+def test_resuming_drops_a_torn_last_log_line_and_names_any_other_unreadable_one(tmp_path):
+    from pixgen.errors import PixgenError
+    from pixgen.toy.training import TrainLog
+
+    path = tmp_path / "x.log.jsonl"
+    log = TrainLog(path, resume=False)
+    for step in range(3):
+        log.write(step, loss=1.0)
+    with path.open("a") as f:
+        f.write('{"step": 50, "wall_s": 3.')  # what a kill while writing a row leaves
+    TrainLog(path, resume=True, start=2).write(2, loss=0.5)
+    assert [json.loads(x)["step"] for x in path.read_text().splitlines()] == [0, 1, 2]
+    path.write_text('{"step": 0, "wall_s": 1.0}\nnot json\n{"step": 1, "wall_s": 2.0}\n')
+    with pytest.raises(PixgenError, match=f"line 2 of the training log {path}"):
+        TrainLog(path, resume=True, start=1)
+
+
 def test_ctrl_c_during_a_cli_training_run_saves_says_how_to_resume_and_resume_finishes(tmp_path, monkeypatch):
     import os
     import signal

@@ -89,13 +89,34 @@ class TrainLog:
             self.path.unlink()
         self.offset = 0.0
         if resume and self.path.exists():
-            rows = [json.loads(ln) for ln in self.path.read_text().splitlines() if ln.strip()]
+            rows, torn = self._rows()
             if rows:
                 self.offset = max(float(r.get("wall_s", 0.0)) for r in rows)
             kept = rows if start is None else [r for r in rows if r.get("step", 0) < start]
-            if len(kept) < len(rows):
+            if len(kept) < len(rows) or torn:
                 atomic_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self.t0 = time.time()
+
+    def _rows(self) -> tuple[list[dict], bool]:
+        """The rows logged so far, and whether the last line was torn (a run killed while writing it): that line
+        is left out, as its step runs again. Any other unreadable line is an error naming it."""
+        from pixgen.errors import PixgenError
+
+        lines = [(n, ln) for n, ln in enumerate(self.path.read_text(errors="replace").splitlines(), 1) if ln.strip()]
+        rows, torn = [], False
+        for i, (number, line) in enumerate(lines):
+            try:
+                row = json.loads(line)
+            except ValueError:
+                row = None
+            if isinstance(row, dict):
+                rows.append(row)
+            elif i == len(lines) - 1:
+                torn = True
+            else:
+                raise PixgenError(f"line {number} of the training log {self.path} is not a log row: {line[:60]!r}",
+                                  "delete that line (or the whole log) and resume again")
+        return rows, torn
 
     def elapsed(self) -> float:
         return self.offset + time.time() - self.t0
