@@ -144,6 +144,7 @@ def test_stray_variant_adds_one_object_in_a_free_cell_clear_of_the_others():
 
 @needs
 def test_train_clip_with_chains_logs_them_and_resumes_their_state(tmp_path):
+    from pixgen.errors import Interrupted
     from pixgen.toy.train_clip import train_clip
     from pixgen.toy.training import load_state
 
@@ -151,7 +152,8 @@ def test_train_clip_with_chains_logs_them_and_resumes_their_state(tmp_path):
         shutil.copy(TOY / name, tmp_path / name)
     kwargs = dict(batch=6, negatives=1, junk=2, chains=3, roundtrip_p=0.5, init=TOY / "clip.pt", threads=None,
                   log_every=1, save_every=2, progress=False, lr=1e-4, warmup=1, chain_cutouts=2, cut_p=1.0)
-    train_clip(tmp_path, steps=2, **kwargs)
+    with pytest.raises(Interrupted):
+        train_clip(tmp_path, steps=3, stop=_stop_after(2), **kwargs)
     state = load_state(tmp_path / "state" / "clip_finetune_state.pt")
     assert state["step"] == 2 and (state["chains"]["age"] >= 0).all()
     ages, texts = state["chains"]["age"].clone(), list(state["chains"]["texts"])
@@ -411,7 +413,7 @@ def test_interrupted_and_resumed_clip_training_matches_a_straight_run(tmp_path, 
     two = [json.loads(x)["loss"] for x in (stopped / "clip_finetune.log.jsonl").read_text().splitlines()]
     assert one == two and len(one) == 3
     if aux_layout:  # the training-only heads are kept in the state (so the resume above matched), not in clip.pt
-        state = tc.load_state(stopped / "state" / "clip_finetune_state.pt")
+        state = torch.load(stopped / "state" / "clip_finetune_state.pt", weights_only=False)
         assert "layout_heads" in state and "relation_head" in state
         assert not any(k.startswith(("image.", "text.", "head.")) for k in a)
         rows = [json.loads(x) for x in (stopped / "clip_finetune.log.jsonl").read_text().splitlines()]
@@ -1425,3 +1427,128 @@ def test_unreadable_weights_and_states_get_a_message_not_a_traceback(tmp_path):
         assert result.exit_code == 2 and message in result.output, (args, result.output)
         assert "Traceback" not in result.output
     assert not (tmp_path / "t.safetensors").exists()
+
+
+def test_a_resume_with_other_settings_is_refused_naming_them_and_an_old_state_without_them_still_resumes(tmp_path):
+    from pixgen.errors import Interrupted, PixgenError
+    from pixgen.toy.train_vqgan import train_vqgan
+
+    kw = dict(threads=None, progress=False)
+    with pytest.raises(Interrupted):
+        train_vqgan(tmp_path, steps=3, batch=4, seed=0, stop=_stop_after(2), **kw)
+    with pytest.raises(PixgenError, match="started with --seed 0 --batch 4, not --seed 7 --batch 2") as refused:
+        train_vqgan(tmp_path, steps=3, batch=2, seed=7, resume=True, **kw)
+    assert "resume with --seed 0 --batch 4" in refused.value.hint
+    with pytest.raises(PixgenError, match="started with --steps 3, not --steps 5") as refused:  # the lr schedule
+        train_vqgan(tmp_path, steps=5, batch=4, resume=True, **kw)
+    assert "schedule" in refused.value.hint
+    state_path = tmp_path / "state" / "vqgan_state.pt"
+    state = torch.load(state_path, weights_only=False)
+    assert state["step"] == 2  # refused before any step ran
+    torch.save({k: v for k, v in state.items() if k not in ("settings", "trainer")}, state_path)  # as saved before
+    train_vqgan(tmp_path, steps=3, batch=2, resume=True, **kw)
+    assert torch.load(state_path, weights_only=False)["step"] == 3
+
+
+@needs
+def test_a_resume_with_other_training_heads_names_the_option_and_an_old_state_gets_a_message(tmp_path):
+    from pixgen.errors import Interrupted, PixgenError
+    from pixgen.toy.train_clip import train_clip
+
+    kw = dict(steps=2, batch=4, negatives=1, junk=0, threads=None, progress=False)
+    with pytest.raises(Interrupted):
+        train_clip(tmp_path, aux_layout=1.0, stop=_stop_after(1), **kw)
+    with pytest.raises(PixgenError, match="started with --aux-layout 1.0, not --aux-layout 0.0"):
+        train_clip(tmp_path, resume=True, **kw)  # was: "loaded state dict has a different number of parameter groups"
+    state_path = tmp_path / "state" / "clip_state.pt"
+    state = torch.load(state_path, weights_only=False)
+    torch.save({k: v for k, v in state.items() if k not in ("settings", "trainer")}, state_path)
+    with pytest.raises(PixgenError, match=f"the training state {state_path} does not fit this run"):
+        train_clip(tmp_path, resume=True, **kw)
+
+
+def test_resume_refuses_a_folder_without_a_state_and_fewer_steps_than_done(tmp_path):
+    from typer.testing import CliRunner
+
+    from pixgen.cli import app
+    from pixgen.toy.train_evaluator import train_evaluator
+
+    args = ["toy", "train", "evaluator", "--out", str(tmp_path / "e"), "--batch", "4", "--resume"]
+    result = CliRunner().invoke(app, [*args, "--steps", "2"])
+    assert result.exit_code == 2 and "nothing to resume in" in result.output, result.output
+    assert "run without --resume" in result.output and not (tmp_path / "e").exists()
+    train_evaluator(tmp_path / "e", steps=3, batch=4, recon_pool=0, threads=None, progress=False)
+    state_path = tmp_path / "e" / "state" / "evaluator_state.pt"
+    state = torch.load(state_path, weights_only=False)
+    torch.save({k: v for k, v in state.items() if k != "settings"}, state_path)  # a state from before settings
+    result = CliRunner().invoke(app, [*args, "--steps", "2"])
+    assert result.exit_code == 2 and "has done 3 steps, more than --steps 2" in result.output, result.output
+
+
+def test_resuming_a_finished_run_changes_nothing_and_one_stopped_before_its_report_finishes_it(tmp_path,
+                                                                                            monkeypatch):
+    from typer.testing import CliRunner
+
+    import pixgen.toy.train_evaluator as te
+    from pixgen.cli import app
+
+    args = ["toy", "train", "evaluator", "--out", str(tmp_path), "--steps", "2", "--batch", "4"]
+    real = te.heldout_accuracy
+
+    class Killed(Exception):
+        pass
+
+    def killed(*a, **k):  # the run is killed after its last state was saved, while judging the held-out scenes
+        raise Killed
+
+    monkeypatch.setattr(te, "heldout_accuracy", killed)
+    assert isinstance(CliRunner().invoke(app, args).exception, Killed)
+    assert torch.load(tmp_path / "state" / "evaluator_state.pt", weights_only=False)["step"] == 2
+    assert not (tmp_path / "evaluator_heldout.json").exists()
+    monkeypatch.setattr(te, "heldout_accuracy", real)
+    result = CliRunner().invoke(app, [*args, "--resume"])  # the run is not complete: resuming writes the report
+    assert result.exit_code == 0 and "nothing to resume" not in result.output, result.output
+    assert (tmp_path / "evaluator_heldout.json").is_file()
+
+    files = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in tmp_path.rglob("*") if p.is_file()}
+    result = CliRunner().invoke(app, [*args, "--resume"])
+    assert result.exit_code == 0, result.output
+    assert f"nothing to resume: the run in {tmp_path} is complete (2 of 2 steps)" in result.output
+    assert files == {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in tmp_path.rglob("*") if p.is_file()}
+
+
+def test_a_file_or_folder_in_the_place_of_a_trainers_own_is_refused_before_training(tmp_path):
+    from typer.testing import CliRunner
+
+    from pixgen.cli import app
+    from pixgen.toy.train_evaluator import train_evaluator
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "state").write_text("")  # where the trainer keeps its state folder
+    (tmp_path / "b" / "vqgan.log.jsonl").mkdir(parents=True)
+    train_evaluator(tmp_path / "c", steps=1, batch=2, recon_pool=0, threads=None, progress=False)
+    (tmp_path / "c" / "state" / "evaluator_state.pt").rename(tmp_path / "c" / "state" / "vqgan_state.pt")
+    for out, extra, says in (("a", [], "a/state is a file, where the trainer keeps a folder"),
+                             ("b", [], "b/vqgan.log.jsonl is a directory, where the trainer writes a file"),
+                             ("c", ["--resume"], "is the state of a `pixgen toy train evaluator` run, not of a "
+                                                 "`pixgen toy train vqgan` one")):
+        result = CliRunner().invoke(app, ["toy", "train", "vqgan", "--out", str(tmp_path / out), "--steps", "1",
+                                          "--batch", "2", *extra])
+        assert result.exit_code == 2 and says in result.output, result.output
+        assert "Traceback" not in result.output and not (tmp_path / out / "vqgan.ckpt").exists()
+
+
+@needs
+def test_resuming_a_decoder_fine_tune_from_a_vqgan_of_another_shape_is_refused(tmp_path):
+    from pixgen.errors import Interrupted, PixgenError
+    from pixgen.toy.train_vqgan import train_decoder_gan, train_vqgan
+
+    train_vqgan(tmp_path / "vf2", steps=1, batch=2, factor=2, threads=None, progress=False)
+    kw = dict(steps=2, batch=1, critic_warmup=1, threads=None, progress=False)
+    with pytest.raises(Interrupted):
+        train_decoder_gan(TOY, tmp_path / "d", stop=_stop_after(1), **kw)
+    with pytest.raises(PixgenError, match=r"another shape \(--factor 2 --n-embed 512\)") as refused:
+        train_decoder_gan(tmp_path / "vf2", tmp_path / "d", resume=True, **kw)  # was: RuntimeError size mismatch
+    assert str(TOY) in refused.value.hint
+    train_decoder_gan(TOY, tmp_path / "d", resume=True, **{**kw, "steps": 3})  # no schedule: it may go on longer
+    assert torch.load(tmp_path / "d" / "vqgan.ckpt", weights_only=False)["global_step"] == 3

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from contextlib import contextmanager
 from pathlib import Path
 from typing import List, Optional
 
@@ -47,12 +48,18 @@ def _check_numbers(options: dict[str, float | None], rates: dict[str, str] | Non
                               f"give a number above 0, e.g. {flag} {example}")
 
 
+@contextmanager
 def _ctrl_c_saves():
-    """For the trainers: the first Ctrl-C saves after the current step and stops (--resume goes on)."""
+    """For the trainers: the first Ctrl-C saves after the current step and stops (--resume goes on). A --resume
+    of a finished run is said to have nothing to do, and the command goes on to print what that run made."""
     from pixgen.interrupt import ctrl_c_stops_after_step
-    from pixgen.toy.training import STOP_NOTICE
+    from pixgen.toy.training import STOP_NOTICE, RunComplete
 
-    return ctrl_c_stops_after_step(STOP_NOTICE)
+    with ctrl_c_stops_after_step(STOP_NOTICE) as stop:
+        try:
+            yield stop
+        except RunComplete as done:
+            typer.echo(f"pixgen: {done.message}", err=True)
 
 
 def _check_out(out: Path) -> None:

@@ -21,9 +21,9 @@ from tqdm import tqdm
 from pixgen.atomic import atomic_safetensors
 from pixgen.cli_util import set_threads
 from pixgen.toy.train_clip import fade_to_background, warp_field, warp_shapes
-from pixgen.toy.training import (TrainLog, batch_images, check_finite, cosine_decay, halt_requested, load_state,
-                                 load_toy_vqgan, log_and_save, lower_lr, pick_device, reconstruct, restore,
-                                 seed_everything, stopped_at)
+from pixgen.toy.training import (TrainLog, batch_images, check_finite, check_out_files, check_resume, cosine_decay, halt_requested,
+                                 load_resume, load_toy_vqgan, log_and_save, lower_lr, mark_complete, pick_device, reconstruct,
+                                 restore, seed_everything, stopped_at)
 from pixgen.toy.world import CANVAS, render, sample_scene
 
 __all__ = ["SceneRestorer", "corrupt", "heldout_error", "load_prior", "save_prior", "train_prior", "PRIOR_CONFIG"]
@@ -187,17 +187,22 @@ def train_prior(
 ) -> SceneRestorer:
     """Train (or resume) the scene prior on rendered scenes spoilt by :func:`corrupt`, a share ``roundtrip`` of
     them also passed through the toy VQGAN (``OUT/vqgan.ckpt``, when present) as generation's images are.
-    Writes ``OUT/prior.safetensors`` and ``OUT/prior.log.jsonl``; ``OUT/state/prior_state.pt`` resumes."""
+    Writes ``OUT/prior.safetensors`` and ``OUT/prior.log.jsonl``; ``OUT/state/prior_state.pt`` resumes (with the
+    same seed, batch, lr, roundtrip and steps)."""
     set_threads(threads)
     dev = pick_device(device)
     out = Path(out)
+    state_path = out / "state" / "prior_state.pt"
+    check_out_files(out, state_path, out / "prior.log.jsonl", out / "prior.safetensors")
+    settings = {"seed": seed, "batch": batch, "lr": lr, "roundtrip": roundtrip, "steps": steps}
     rng = seed_everything(seed)
     gen = torch.Generator().manual_seed(seed)
     model = SceneRestorer(PRIOR_CONFIG["widths"]).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    state_path = out / "state" / "prior_state.pt"
-    state = load_state(state_path) if resume else None
-    start = restore(state, model, opt, rng, gen) if state is not None else 0
+    state = load_resume(state_path, out, "prior") if resume else None
+    if state is not None:
+        check_resume(state, out, steps, settings)
+    start = restore(state, model, opt, rng, gen, path=state_path) if state is not None else 0
     log = TrainLog(out / "prior.log.jsonl", resume=state is not None, start=start)
     vqgan = load_toy_vqgan(out, dev) if roundtrip > 0 and (out / "vqgan.ckpt").exists() else None
     model.train()
@@ -220,7 +225,8 @@ def train_prior(
         halt = halt_requested(stop)
         if log_and_save(step, steps, loss, log=log, bar=bar, log_every=log_every, save_every=save_every,
                         state_path=state_path, model=model, opt=opt, rng=rng, gen=gen, halt=halt,
-                        diverged_hint=lower_lr(lr)):  # the weights so far, as the other trainers keep them
+                        diverged_hint=lower_lr(lr), trainer="prior", settings=settings,
+                        complete=False):  # complete: after the held-out report; the weights so far, as the others
             save_prior(model, out / "prior.safetensors", meta={"steps": step + 1, "seed": seed})
         done = step + 1
         if halt and step < steps - 1:
@@ -233,4 +239,5 @@ def train_prior(
         report["heldout_through_vqgan"] = heldout_error(model, vqgan=vqgan)
     save_prior(model, out / "prior.safetensors", meta=report)
     log.write(steps, **report)
+    mark_complete(state_path)
     return model

@@ -35,8 +35,8 @@ from pixgen.errors import PixgenError
 from pixgen.perceptor import quiet_logging
 from pixgen.toy.adversarial import AdversarialChains
 from pixgen.toy.captions import RELATIONS, Spec, hard_negative, holds, sample_pair, spec_text
-from pixgen.toy.training import (TrainLog, batch_images, check_finite, cosine_decay, halt_requested, load_state,
-                                 load_toy_vqgan, lower_lr, pick_device, reconstruct, release_freed_memory, restore,
+from pixgen.toy.training import (TrainLog, batch_images, check_finite, check_out_files, check_resume, cosine_decay, halt_requested,
+                                 load_resume, load_toy_vqgan, lower_lr, pick_device, reconstruct, release_freed_memory, restore,
                                  save_state, seed_everything, stopped_at)
 from pixgen.toy.world import BACKGROUNDS, CANVAS, COLOUR_NAMES, SHAPES, Scene, overlaps, place_object, render
 
@@ -668,6 +668,12 @@ def _param_groups(model: torch.nn.Module, weight_decay: float):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+# The options of the settings a resumed run is checked against, where they are not --KEY (the others have none)
+RESUME_FLAGS = {"roundtrip_p": "--roundtrip", "cut_p": "--cut", "stray_p": "--stray", "near_miss_p": "--near-miss",
+                "junk": "junk", "weight_decay": "weight_decay", "chain_life": "chain_life", "fade_range": "fade_range",
+                "fade_weight": "fade_weight"}
+
+
 def train_clip(
     out: str | Path = "checkpoints/toy", steps: int = 1500, seed: int = 0, batch: int = 96, negatives: int = 3,
     junk: int = 12, hard_weight: float = 1.0, lr: float = 1e-3, weight_decay: float = 0.1, warmup: int = 150,
@@ -708,7 +714,8 @@ def train_clip(
     that weight, ``aux_relation`` > 0 a :class:`RelationHead` (training only). ``lock_image`` freezes the
     image tower (its weights are saved unchanged) and trains the text side alone, to align captions with what
     the image embedding already holds; ``lock_text`` freezes the text side instead (the captions' embeddings
-    stay put while the image tower learns, e.g. against chains). A resumed run must be given the same locks.
+    stay put while the image tower learns, e.g. against chains). A resumed run must be given the same locks, and
+    the same settings of its data, losses and schedule (:data:`RESUME_FLAGS` lists how they are refused).
     ``chain_render`` is the share of chains that start from their own scene's clean render (VQGAN-encoded);
     for those the decoded start, not the clean render, is the positive the chain's image must not beat.
     ``fade`` is the share of scenes also shown faded towards their background (objects at a contrast drawn from
@@ -772,7 +779,21 @@ def train_clip(
             if chains else None)
     stage = "clip" if init is None else "clip_finetune"
     state_path = out / "state" / f"{stage}_state.pt"
-    state = load_state(state_path) if resume else None
+    check_out_files(out, state_path, out / f"{stage}.log.jsonl", out / "clip.pt",
+                    *([out / "snapshots" / "clip_step1.pt"] if keep_every else []))
+    settings = {"seed": seed, "batch": batch, "negatives": negatives, "junk": junk, "hard_weight": hard_weight,
+                "lr": lr, "weight_decay": weight_decay, "warmup": warmup, "steps": steps, "chains": chains,
+                "chain_weight": chain_weight, "chain_life": tuple(chain_life), "chain_flat": chain_flat,
+                "roundtrip_p": roundtrip_p, "chain_cutouts": chain_cutouts, "cut_p": cut_p, "stray_p": stray_p,
+                "near_miss_p": near_miss_p,
+                "chain_flat_colours": [tuple(c) for c in chain_flat_colours] if chain_flat_colours else None,
+                "kinds": dict(kinds) if kinds else None, "aux_layout": aux_layout, "aux_relation": aux_relation,
+                "chain_render": chain_render, "fade": fade, "fade_range": tuple(fade_range),
+                "fade_weight": fade_weight, "robust": robust, "robust_eps": robust_eps, "robust_steps": robust_steps,
+                "warp": warp, "warp_amplitude": tuple(warp_amplitude), "align": align, "align_weight": align_weight,
+                "align_clutter": align_clutter, "align_mix": tuple(align_mix) if align_mix else None,
+                "align_latent": align_latent, "align_clutter_spoilt": align_clutter_spoilt}
+    state = load_resume(state_path, out, "clip") if resume else None
     start = 0
     if state is not None:
         for key, flag, now in (("lock_image", "--lock-image", lock_image), ("lock_text", "--lock-text", lock_text)):
@@ -780,7 +801,8 @@ def train_clip(
                 was = "with" if state.get(key) else "without"
                 raise PixgenError(f"the saved run in {out} was trained {was} {flag}, this resume is not",
                                   f"resume it {was} {flag}, or start a new run in another --out directory")
-        start = restore(state, model, opt, rng, gen)
+        check_resume(state, out, steps, settings, RESUME_FLAGS)
+        start = restore(state, model, opt, rng, gen, path=state_path)
         if runs is not None and "chains" in state:
             runs.load_state_dict(state["chains"])
         if heads is not None and "layout_heads" in state:
@@ -983,13 +1005,14 @@ def train_clip(
                 extra_state["layout_heads"] = heads.state_dict()
             if pair_head is not None:
                 extra_state["relation_head"] = pair_head.state_dict()
-            save_state(state_path, model=model.state_dict(), opt=opt.state_dict(), rng=rng.bit_generator.state,
-                       gen=gen.get_state(), step=step + 1, lock_image=lock_image, lock_text=lock_text,
-                       **extra_state)
             save_clip(model, out / "clip.pt")
             if keep:  # a copy to judge later: the run's weights as they were at this step
                 (out / "snapshots").mkdir(exist_ok=True)
                 save_clip(model, out / "snapshots" / f"clip_step{step + 1}.pt")
+            # the state last: a state at the last step means a finished run
+            save_state(state_path, model=model.state_dict(), opt=opt.state_dict(), rng=rng.bit_generator.state,
+                       gen=gen.get_state(), step=step + 1, lock_image=lock_image, lock_text=lock_text,
+                       trainer="clip", settings=settings, **extra_state)
         if halt and step < steps - 1:
             raise stopped_at(step + 1, steps, out)
     save_clip(model, out / "clip.pt")

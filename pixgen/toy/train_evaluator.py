@@ -18,9 +18,9 @@ from tqdm import tqdm
 from pixgen.atomic import atomic_text
 from pixgen.cli_util import set_threads
 from pixgen.toy.evaluator import Evaluator, save_evaluator, scene_targets
-from pixgen.toy.training import (TrainLog, batch_images, check_finite, cosine_decay, halt_requested, load_state,
-                                 load_toy_vqgan, log_and_save, pick_device, reconstruct, restore, seed_everything,
-                                 stopped_at)
+from pixgen.toy.training import (TrainLog, batch_images, check_finite, check_out_files, check_resume, cosine_decay, halt_requested,
+                                 load_resume, load_toy_vqgan, log_and_save, mark_complete, pick_device, reconstruct,
+                                 restore, seed_everything, stopped_at)
 from pixgen.toy.world import Scene, render, sample_scene
 
 __all__ = ["train_evaluator", "heldout_accuracy"]
@@ -97,19 +97,24 @@ def train_evaluator(
     resume: bool = False, device: str | None = None, threads: int | None = 1, recon_pool: int = 768,
     log_every: int = 25, save_every: int = 250, progress: bool = True, stop: Callable[[], bool] | None = None,
 ) -> Evaluator:
-    """Train (or resume) the evaluator; writes ``evaluator.safetensors``/``.json`` and its log."""
+    """Train (or resume) the evaluator; writes ``evaluator.safetensors``/``.json`` and its log. A resumed run must
+    have the same seed, batch, lr and steps (the schedule)."""
     set_threads(threads)
     dev = pick_device(device)
     out = Path(out)
+    state_path = out / "state" / "evaluator_state.pt"
+    check_out_files(out, state_path, out / "evaluator.log.jsonl", out / "evaluator.safetensors",
+                    out / "evaluator.json", out / "evaluator_heldout.json")
+    settings = {"seed": seed, "batch": batch, "lr": lr, "steps": steps, "recon_pool": recon_pool}
     rng = seed_everything(seed)
     gen = torch.Generator().manual_seed(seed)
     model = Evaluator().to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    state_path = out / "state" / "evaluator_state.pt"
-    state = load_state(state_path) if resume else None
+    state = load_resume(state_path, out, "evaluator") if resume else None
     start = 0
     if state is not None:
-        start = restore(state, model, opt, rng, gen)
+        check_resume(state, out, steps, settings, {"recon_pool": "recon_pool"})
+        start = restore(state, model, opt, rng, gen, path=state_path)
     log = TrainLog(out / "evaluator.log.jsonl", resume=state is not None, start=start)
     vqgan = load_toy_vqgan(out) if (out / "vqgan.ckpt").exists() else None
     pool_x, pool_scenes = None, []
@@ -141,7 +146,8 @@ def train_evaluator(
         halt = halt_requested(stop)
         if log_and_save(step, steps, loss, log=log, bar=bar, log_every=log_every, save_every=save_every,
                         state_path=state_path, model=model, opt=opt, rng=rng, gen=gen, halt=halt,
-                        diverged_hint=diverged):
+                        diverged_hint=diverged, trainer="evaluator", settings=settings,
+                        complete=False):  # complete: the held-out report
             save_evaluator(model, out / "evaluator.safetensors")
         if halt and step < steps - 1:
             raise stopped_at(step + 1, steps, out)
@@ -152,6 +158,7 @@ def train_evaluator(
     save_evaluator(model, out / "evaluator.safetensors", meta={"heldout": report, "steps": steps, "seed": seed})
     log.write(steps, heldout=report)
     atomic_text(out / "evaluator_heldout.json", json.dumps(report, indent=2) + "\n")
+    mark_complete(state_path)
     return model
 
 

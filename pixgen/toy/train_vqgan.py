@@ -19,9 +19,10 @@ from tqdm import tqdm
 
 from pixgen.atomic import atomic_text, atomic_torch_save
 from pixgen.cli_util import set_threads
+from pixgen.errors import PixgenError
 from pixgen.models.vqgan import VQGAN, VQGANConfig
-from pixgen.toy.training import (TrainLog, batch_images, check_finite, cosine_decay, halt_requested, load_state,
-                                 lower_lr, pick_device, release_freed_memory, restore, save_state, seed_everything,
+from pixgen.toy.training import (TrainLog, batch_images, check_finite, check_out_files, check_resume, cosine_decay, halt_requested,
+                                 load_resume, lower_lr, pick_device, release_freed_memory, restore, save_state, seed_everything,
                                  stopped_at)
 from pixgen.toy.world import CANVAS, render, sample_scene
 
@@ -89,26 +90,30 @@ def train_vqgan(
     """Train (or resume) the toy VQGAN; returns the model and writes checkpoint, YAML, state and log.
 
     ``factor`` (pixels per latent cell) and ``n_embed`` (codebook size) pick the architecture
-    (``toy_vqgan_config``); a resumed run must use the ones it started with. When ``stop()`` turns true (Ctrl-C on
-    the command line) it saves after the current step and raises :class:`pixgen.errors.Interrupted`.
+    (``toy_vqgan_config``); a resumed run must use the ones it started with, and the same seed, batch, lr and
+    steps (the schedule). When ``stop()`` turns true (Ctrl-C on the command line) it saves after the current step
+    and raises :class:`pixgen.errors.Interrupted`.
     """
     cfg = toy_vqgan_config(factor, n_embed)
     set_threads(threads)
     dev = pick_device(device)
     out = Path(out)
+    state_path = out / "state" / "vqgan_state.pt"
+    check_out_files(out, state_path, out / "vqgan.log.jsonl", out / "vqgan.ckpt", out / "vqgan.yaml")
+    settings = {"seed": seed, "batch": batch, "lr": lr, "steps": steps}
     rng = seed_everything(seed)
     model = VQGAN(cfg).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.5, 0.9))
-    state_path = out / "state" / "vqgan_state.pt"
     start = 0
     usage_state = None
-    state = load_state(state_path) if resume else None
+    state = load_resume(state_path, out, "vqgan") if resume else None
     if state is not None:
         arch = state.get("arch", {"factor": 4, "n_embed": TOY_VQGAN.n_embed})
         if arch != {"factor": factor, "n_embed": n_embed}:
             raise ValueError(f"the run in {out} was started with factor {arch['factor']} and n_embed "
                              f"{arch['n_embed']}; resume it with those, or train into a new directory")
-        start = restore(state, model, opt, rng)
+        check_resume(state, out, steps, settings)
+        start = restore(state, model, opt, rng, path=state_path)
         usage_state = state.get("usage")
     log = TrainLog(out / "vqgan.log.jsonl", resume=state is not None, start=start)
     usage = torch.zeros(cfg.n_embed, device=dev) if usage_state is None else usage_state.to(dev)
@@ -146,10 +151,10 @@ def train_vqgan(
             bar.set_postfix(l1=f"{l1.item():.4f}", psnr=f"{psnr:.1f}", codes=used)
         if (step + 1) % save_every == 0 or step == steps - 1 or halt:
             check_finite(step, steps, diverged, weights=(model,))
+            save_taming(model, out, step + 1)  # before the state: a state at the last step means a finished run
             save_state(state_path, model=model.state_dict(), opt=opt.state_dict(), rng=rng.bit_generator.state,
                        torch_rng=torch.get_rng_state(), step=step + 1, usage=usage.cpu(),
-                       arch={"factor": factor, "n_embed": n_embed})
-            save_taming(model, out, step + 1)
+                       arch={"factor": factor, "n_embed": n_embed}, trainer="vqgan", settings=settings)
         if halt and step < steps - 1:
             raise stopped_at(step + 1, steps, out)
     save_taming(model, out, steps)
@@ -186,6 +191,11 @@ def scramble_codes(idx: torch.Tensor, share: tuple[float, float], gen: torch.Gen
     return torch.where(swap, donors, idx)
 
 
+def _shape_words(config: dict) -> str:
+    """A VQGAN's shape (``dataclasses.asdict`` of its config) in the words of ``pixgen toy train vqgan``."""
+    return f"--factor {2 ** (len(config['ch_mult']) - 1)} --n-embed {config['n_embed']}"
+
+
 def train_decoder_gan(
     init: str | Path, out: str | Path, steps: int = 600, seed: int = 0, batch: int = 16, lr: float = 2e-4,
     gan_weight: float = 0.5, scramble: tuple[float, float] = (0.05, 0.3), critic_warmup: int = 100,
@@ -207,12 +217,16 @@ def train_decoder_gan(
     gradients come from a critic that already tells renders from decodes. ``critic_lr`` (default ``lr``) lets the
     critic learn faster than the decoder (two time-scale updates).
     Writes ``vqgan.ckpt``/``vqgan.yaml`` (taming format), ``state/vqgan_gan_state.pt`` and ``vqgan_gan.log.jsonl``.
+    A resumed run must start from a VQGAN of the same shape, with the same seed, batch and losses; it may be
+    given more ``steps`` (no schedule runs over them).
     """
     from pixgen.checkpoints import load_vqgan
 
     set_threads(threads)
     dev = pick_device(device)
     out = Path(out)
+    state_path = out / "state" / "vqgan_gan_state.pt"
+    check_out_files(out, state_path, out / "vqgan_gan.log.jsonl", out / "vqgan.ckpt", out / "vqgan.yaml")
     rng = seed_everything(seed)
     gen = torch.Generator().manual_seed(seed)
     init = Path(init)
@@ -225,11 +239,20 @@ def train_decoder_gan(
     critic = PatchCritic().to(dev)
     opt = torch.optim.Adam(trained, lr=lr, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(critic.parameters(), lr=lr if critic_lr is None else critic_lr, betas=(0.5, 0.9))
-    state_path = out / "state" / "vqgan_gan_state.pt"
-    state = load_state(state_path) if resume else None
+    shape = dataclasses.asdict(model.config)
+    settings = {"seed": seed, "batch": batch, "lr": lr, "gan_weight": gan_weight, "scramble": tuple(scramble),
+                "critic_warmup": critic_warmup, "critic_lr": lr if critic_lr is None else critic_lr, "shape": shape}
+    state = load_resume(state_path, out, "decoder") if resume else None
     start = 0
     if state is not None:
-        start = restore(state, model, opt, rng, gen)
+        was = state.get("settings", {}).get("shape", shape)
+        if was != shape:
+            raise PixgenError(f"--init {init} holds a VQGAN of another shape ({_shape_words(shape)}) than the one "
+                              f"the run in {out} fine-tunes ({_shape_words(was)})",
+                              f"resume with the --init it was started from ({state.get('init')}), or train into a "
+                              "new --out")
+        check_resume(state, out, steps, settings)
+        start = restore(state, model, opt, rng, gen, path=state_path)
         critic.load_state_dict(state["critic"])
         opt_d.load_state_dict(state["opt_d"])
     log = TrainLog(out / "vqgan_gan.log.jsonl", resume=state is not None, start=start)
@@ -284,9 +307,10 @@ def train_decoder_gan(
             bar.set_postfix(psnr=f"{metrics['psnr']:.1f}", d=f"{d_loss.item():.2f}")
         if (step + 1) % save_every == 0 or step == steps - 1 or halt:
             check_finite(step, steps, diverged, weights=(model, critic))
+            save_taming(model, out, step + 1)  # before the state: a state at the last step means a finished run
             save_state(state_path, model=model.state_dict(), opt=opt.state_dict(), rng=rng.bit_generator.state,
-                       gen=gen.get_state(), step=step + 1, critic=critic.state_dict(), opt_d=opt_d.state_dict())
-            save_taming(model, out, step + 1)
+                       gen=gen.get_state(), step=step + 1, critic=critic.state_dict(), opt_d=opt_d.state_dict(),
+                       trainer="decoder", settings=settings, init=str(init))
         if halt and step < steps - 1:
             raise stopped_at(step + 1, steps, out)
     save_taming(model, out, steps)

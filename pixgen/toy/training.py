@@ -15,10 +15,11 @@ import numpy as np
 import torch
 
 from pixgen.atomic import atomic_text, atomic_torch_save
-from pixgen.errors import Interrupted, NonFiniteLossError
+from pixgen.errors import Interrupted, NonFiniteLossError, PixgenError
 
 __all__ = ["pick_device", "seed_everything", "TrainLog", "save_state", "load_state", "batch_images",
-           "load_toy_vqgan", "reconstruct", "release_freed_memory", "cosine_decay"]
+           "load_toy_vqgan", "reconstruct", "release_freed_memory", "cosine_decay", "check_out_files", "load_resume",
+           "check_resume", "mark_complete", "RunComplete"]
 
 
 def cosine_decay(step: int, steps: int, floor: float = 0.0) -> float:
@@ -177,25 +178,24 @@ def save_state(path: str | os.PathLike, **state: Any) -> None:
 def log_and_save(step: int, steps: int, loss: torch.Tensor, *, log: "TrainLog", bar, log_every: int,
                  save_every: int, state_path: str | os.PathLike, model: torch.nn.Module,
                  opt: torch.optim.Optimizer, rng: np.random.Generator, gen: torch.Generator,
-                 halt: bool = False, diverged_hint: str = "train again with a lower learning rate") -> bool:
+                 halt: bool = False, diverged_hint: str = "train again with a lower learning rate",
+                 **extra: Any) -> bool:
     """End of a one-loss training step: log the loss every ``log_every`` steps (and at the last), save the
-    resumable state every ``save_every`` steps, at the last and when ``halt``, once its weights are checked to be
-    finite in float16 (:func:`check_finite`; the trainers save them so). Returns whether it saved."""
+    resumable state (with ``extra``) every ``save_every`` steps, at the last and when ``halt``, once its weights are
+    checked to be finite in float16 (:func:`check_finite`; the trainers save them so). Returns whether it saved."""
     if step % log_every == 0 or step == steps - 1 or halt:
         log.write(step, loss=loss.item())
         bar.set_postfix(loss=f"{loss.item():.4f}")
     if (step + 1) % save_every == 0 or step == steps - 1 or halt:
         check_finite(step, steps, diverged_hint, weights=(model,), dtype=torch.float16)
         save_state(state_path, model=model.state_dict(), opt=opt.state_dict(), rng=rng.bit_generator.state,
-                   gen=gen.get_state(), step=step + 1)
+                   gen=gen.get_state(), step=step + 1, **extra)
         return True
     return False
 
 
 def load_state(path: str | os.PathLike) -> dict[str, Any] | None:
     """The training state saved at ``path`` (None if there is none), or a PixgenError if it cannot be read."""
-    from pixgen.errors import PixgenError
-
     path = Path(path)
     if not path.exists():
         return None
@@ -211,16 +211,111 @@ def load_state(path: str | os.PathLike) -> dict[str, Any] | None:
 
 
 def restore(state: dict[str, Any], model: torch.nn.Module, opt: torch.optim.Optimizer, rng: np.random.Generator,
-            gen: torch.Generator | None = None) -> int:
-    """Put a saved training state back into the model, optimizer and random generators; return its step."""
-    model.load_state_dict(state["model"])
-    opt.load_state_dict(state["opt"])
+            gen: torch.Generator | None = None, path: str | os.PathLike | None = None) -> int:
+    """Put a saved training state back into the model, optimizer and random generators; return its step. A state
+    that does not fit them (saved by another trainer, or with other options, before states recorded those) is
+    a PixgenError naming ``path``."""
+    try:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+    except (KeyError, RuntimeError, ValueError) as exc:
+        where = f"the training state {path}" if path is not None else "the training state"
+        raise PixgenError(f"{where} does not fit this run: {str(exc).strip().splitlines()[0][:160]}",
+                          "resume with the options the run was started with, or train into a new --out") from None
     rng.bit_generator.state = state["rng"]
     if gen is not None:
         gen.set_state(state["gen"])
     if "torch_rng" in state:
         torch.set_rng_state(state["torch_rng"])
     return int(state["step"])
+
+
+class RunComplete(PixgenError):
+    """A --resume of a run that has nothing left to do: it trained all its steps and wrote all its outputs."""
+
+
+def check_out_files(out: str | os.PathLike, *files: str | os.PathLike) -> None:
+    """Refuse, before any training, a folder where a trainer writes one of its ``files`` under ``out``, or a file
+    where it puts their folder (such as ``OUT/state``): either would fail its first save, after the work."""
+    out = Path(out)
+    for path in map(Path, files):
+        for folder in path.parents:
+            if folder == out:
+                break
+            if folder.exists() and not folder.is_dir():
+                raise PixgenError(f"{folder} is a file, where the trainer keeps a folder for {path.name}",
+                                  f"move or delete {folder}, or train into a new --out")
+        if path.is_dir():
+            raise PixgenError(f"{path} is a directory, where the trainer writes a file",
+                              f"move or delete {path}, or train into a new --out")
+
+
+def load_resume(path: str | os.PathLike, out: str | os.PathLike, trainer: str) -> dict[str, Any]:
+    """The state that a --resume of ``pixgen toy train TRAINER`` goes on from: refused when ``out`` holds none, or
+    when it was saved by another trainer."""
+    path = Path(path)
+    state = load_state(path)
+    if state is None:
+        raise PixgenError(f"nothing to resume in {out}: it holds no saved state of `pixgen toy train {trainer}` "
+                          f"({path} does not exist)", "run without --resume to start")
+    saved_by = state.get("trainer", trainer)  # states from before they recorded it: restore() checks the fit
+    if saved_by != trainer:
+        raise PixgenError(f"{path} is the state of a `pixgen toy train {saved_by}` run, not of a `pixgen toy train "
+                          f"{trainer}` one",
+                          f"move or delete {path}, or train into a new --out")
+    return state
+
+
+def _option(key: str, value: Any, flags: dict[str, str]) -> str:
+    """A setting as the command line gives it (``--batch 4``), or as ``key=value`` where it has no option."""
+    flag = flags.get(key, "--" + key.replace("_", "-"))
+    if not flag.startswith("--"):
+        return f"{flag}={value!r}"
+    if isinstance(value, bool):
+        return flag if value else f"no {flag}"
+    if value is None:
+        return f"no {flag}"
+    if isinstance(value, dict):
+        value = ",".join(f"{k}={v}" for k, v in value.items())
+    elif isinstance(value, (tuple, list)):
+        value = ";".join(",".join(map(str, v)) for v in value) if value and isinstance(value[0], (tuple, list)) \
+            else ",".join(map(str, value))
+    return f"{flag} {value}"
+
+
+def check_resume(state: dict[str, Any], out: str | os.PathLike, steps: int, settings: dict[str, Any],
+                 flags: dict[str, str] | None = None) -> None:
+    """Refuse a --resume whose ``settings`` (those that define the run: seed, batch, learning rate, ...) differ
+    from the ones the state was saved with, naming them with their values (``flags``: the option of each key
+    where it is not ``--key``); refuse fewer ``steps`` than the state has done, and raise :class:`RunComplete`
+    when it has done them all (and, where it records that, written what comes after: ``complete``). States from
+    before settings were recorded resume unchecked."""
+    flags = flags or {}
+    saved = state.get("settings")
+    if isinstance(saved, dict):
+        differ = [k for k in settings if k in saved and saved[k] != settings[k]]
+        if differ:
+            was = " ".join(_option(k, saved[k], flags) for k in differ)
+            now = " ".join(_option(k, settings[k], flags) for k in differ)
+            hint = f"resume with {was}, or train into a new --out"
+            if "steps" in differ:
+                hint += " (the learning-rate schedule runs over --steps: a run cannot be made longer or shorter)"
+            raise PixgenError(f"the run in {out} was started with {was}, not {now}", hint)
+    done = int(state["step"])
+    if done > steps:
+        raise PixgenError(f"the run in {out} has done {done} steps, more than --steps {steps}",
+                          f"resume with --steps {done} or more, or train into a new --out")
+    if done == steps and state.get("complete", True):
+        raise RunComplete(f"nothing to resume: the run in {out} is complete ({done} of {steps} steps); its files "
+                          "are left as they are", "train into a new --out, or drop --resume to train it again")
+
+
+def mark_complete(path: str | os.PathLike) -> None:
+    """Record in the state at ``path`` that its run wrote everything that follows its last step (a held-out
+    report, say): a --resume then has nothing left to do (:func:`check_resume`)."""
+    state = load_state(path)
+    if state is not None:
+        save_state(path, **{**state, "complete": True})
 
 
 def load_toy_vqgan(directory: str | os.PathLike, device: torch.device | str = "cpu", hint: str | None = None):
