@@ -101,8 +101,6 @@ class TrainLog:
     def _rows(self) -> tuple[list[dict], bool]:
         """The rows logged so far, and whether the last line was torn (a run killed while writing it): that line
         is left out, as its step runs again. Any other unreadable line is an error naming it."""
-        from pixgen.errors import PixgenError
-
         lines = [(n, ln) for n, ln in enumerate(self.path.read_text(errors="replace").splitlines(), 1) if ln.strip()]
         rows, torn = [], False
         for i, (number, line) in enumerate(lines):
