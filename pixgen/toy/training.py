@@ -322,7 +322,6 @@ def load_toy_vqgan(directory: str | os.PathLike, device: torch.device | str = "c
     read is a PixgenError with ``hint`` (default: train it again or copy the shipped one), not the hint of a
     downloaded model: the user trained this one."""
     from pixgen.checkpoints import load_vqgan
-    from pixgen.errors import PixgenError
 
     directory = Path(directory)
     try:
