@@ -312,7 +312,8 @@ def train_clip_cmd(out: Path = _OUT, steps: int = typer.Option(2000, "--steps", 
                        help="Directory with the toy VQGAN (vqgan.yaml + vqgan.ckpt) for junk images, --chains, "
                             "--roundtrip and --align-latent; default OUT (checkpoints/toy holds the shipped one)."),
                    ) -> None:
-    """Train the toy CLIP with hard negatives; writes OUT/clip.pt and OUT/clip.log.jsonl (OUT/clip_finetune.log.jsonl with --init).
+    """Train the toy CLIP with hard negatives; writes OUT/clip.pt and OUT/clip.log.jsonl (with --init,
+    OUT/clip_finetune.log.jsonl).
 
     Uses the toy VQGAN in --vqgan DIR (default OUT) for the random-code "junk" images (if present) and for
     --chains, --roundtrip and --align-latent (required there), so train the VQGAN first or point at one.
