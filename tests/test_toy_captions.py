@@ -198,6 +198,12 @@ def test_reword_caption_puts_common_synonyms_and_forms_in_the_grammars_words():
         "the green cross is to the left of the orange circle": "a green cross to the left of an orange circle",
         "the orange box is underneath the big yellow disc": "an orange box beneath a large yellow disc",
         "a red circle at the bottom right": "a red circle in the bottom right corner",
+        # the place said before the object, or after a comma
+        "a top-left red circle": "a red circle in the top left corner",
+        "a small bottom-right blue square": "a small blue square in the bottom right corner",
+        "a centered red circle": "a red circle in the centre",
+        "a centred big green cross on a black background": "a large green cross in the centre on a black background",
+        "a red circle, top-left": "a red circle in the top left corner",
         "a red circle in the top-left corner": "a red circle in the top left corner",
         "a red circle in the upper right": "a red circle in the top right",
         "a pink triangle at the lower-left on a black background": "a pink triangle in the bottom left corner on a black background",

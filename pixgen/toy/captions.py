@@ -382,6 +382,11 @@ _REWORDINGS = (
                 r"illustration|render|rendering|sketch)\s+(?:of|showing|with)\s+"), ""),
     (re.compile(r"(?<=[a-z])-(?=[a-z])"), " "),  # "top-left"
     (re.compile(r"\b(" + "|".join(_SYNONYMS) + r")\b"), lambda m: _SYNONYMS[m.group(1)]),
+    # the place before the object: "a top-left red circle", "a small centred blue square" -> after it
+    (re.compile(r"\b(an?|one)\s+((?:small|large)\s+)?(?:(top|bottom) (left|right)|(cent(?:ere|re)d))\s+("
+                r"(?:(?:small|large)\s+)?(?:(?:" + "|".join(COLOUR_NAMES) + r")\s+)?(?:" + _SHAPE_PATTERN + r"))\b"),
+     lambda m: f"{m.group(1)} {m.group(2) or ''}{m.group(6)} "
+               + ("in the centre" if m.group(5) else f"in the {m.group(3)} {m.group(4)} corner")),
     (re.compile(r"\b(" + "|".join(_BG_OF) + r")\s+canvas\b"), r"\1 background"),  # "on a white canvas"
     # the background first: "a black background with a red circle" -> "a red circle on a black background"
     (re.compile(r"^(?:an?\s+)?(" + "|".join(_BG_OF) + r")\s+background\s+(?:with|showing|holding|and)\s+(.+)$"),
@@ -402,6 +407,7 @@ _REWORDINGS = (
     (re.compile(r"\b(?:at|on) the (top|bottom) (left|right)\b(?: corner)?"), r"in the \1 \2 corner"),
     (re.compile(r"(?<!the )\b(?:in )?(top|bottom) (left|right)\b(?: corner)?"), r"in the \1 \2 corner"),  # bare
     (re.compile(r"\b(?:on the|at) (top|bottom)\b"), r"at the \1"),
+    (re.compile(r",\s*(?=(?:in|at|on) the (?:top|bottom|left|right|centre|center|middle)\b)"), " "),  # "..., top-left"
     (re.compile(r"\bat the (left|right) side\b"), r"on the \1 side"),
     (re.compile(r"\bat the (centre|center|middle)\b"), r"in the \1"),
     # the relation, not the place "on the left [side]"
