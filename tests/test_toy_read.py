@@ -1,5 +1,6 @@
 """pixgen toy read: pictures that already exist, read by the evaluator and the strict reader and judged."""
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -37,20 +38,23 @@ def test_a_picture_is_judged_by_the_prompt_it_carries_or_the_one_given(tmp_path)
     carried = _png(tmp_path / "a.png", {"pixgen:prompt": "a red circle above a blue square"})
     [got] = _read(str(carried))
     assert got["prompt"] == "a red circle above a blue square" and got["prompt_from"] == "the image"
-    assert got["row"]["read"] == got["row"]["strict_read"] == "gray: red circle@CT, blue square@CB"
+    assert got["row"]["read"] == got["row"]["strict_read"] == "gray: large red circle@CT, large blue square@CB"
     assert got["row"]["pass"] and got["row"]["exact_pass"] and got["row"]["strict_pass"]
     # a given prompt wins over the stored one; the picture does not show a green circle
     [wrong] = _read(str(carried), "--prompt", "a green circle above a blue square")
     assert wrong["prompt_from"] == "--prompt"
     assert not (wrong["row"]["pass"] or wrong["row"]["exact_pass"] or wrong["row"]["strict_pass"])
     # "a red circle" holds, but the blue square is an object the prompt does not name
+    # the size is read and shown, so a fail for the size says why
+    [small] = _read(str(carried), "--prompt", "a small red circle above a blue square")
+    assert not small["row"]["pass"] and "large red circle" in small["row"]["read"]
     [loose] = _read(str(carried), "--prompt", "a red circle")
     assert loose["row"]["pass"] and not loose["row"]["exact_pass"] and not loose["row"]["strict_pass"]
 
 
 def test_pictures_of_any_size_are_read_at_the_canvas_size(tmp_path):
     [got] = _read(str(_png(tmp_path / "big.png", scale=2)), "-p", "a blue square below a red circle")
-    assert got["row"]["strict_read"] == "gray: red circle@CT, blue square@CB" and got["row"]["strict_pass"]
+    assert got["row"]["strict_read"] == "gray: large red circle@CT, large blue square@CB" and got["row"]["strict_pass"]
 
 
 def test_without_a_toy_prompt_a_picture_is_read_but_not_judged(tmp_path):
@@ -62,7 +66,7 @@ def test_without_a_toy_prompt_a_picture_is_read_but_not_judged(tmp_path):
     assert "is not a toy-world caption" in got[1]["prompt_from"]
     assert all("pass" not in g["row"] and g["row"]["strict_objects"] == 2 for g in got)
     text = runner.invoke(app, ["toy", "read", str(bare)])
-    assert text.exit_code == 0 and "red circle@CT" in text.stdout and "->" not in text.stdout
+    assert text.exit_code == 0 and "large red circle@CT" in text.stdout and "->" not in text.stdout
 
 
 @pytest.mark.parametrize("args, fragment", [
@@ -92,7 +96,9 @@ def test_render_draws_scenes_the_caption_describes_that_both_readers_pass(tmp_pa
     assert again.exit_code == 0 and {Image.open(tmp_path / f"t_{i}.png").tobytes() for i in range(3)} == layouts
     with Image.open(paths[0]) as image:
         assert image.size == (64, 64) and image.getpixel((0, 0)) == (20, 20, 20)
-        assert image.text["pixgen:scene"].startswith("black: yellow triangle@")  # what was drawn, for the record
+        # what was drawn, for the record, with the size a prompt may name
+        assert re.fullmatch(r"black: small yellow triangle@[LCR][TMB], small yellow triangle@[LCR][TMB]",
+                            image.text["pixgen:scene"])
 
 
 def test_render_scales_by_nearest_pixel_and_refuses_what_no_scene_can_hold(tmp_path):

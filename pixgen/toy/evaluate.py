@@ -279,9 +279,10 @@ def readings(got: Scene, strict: StrictReading) -> dict:
 
 
 def describe(scene: Scene) -> str:
-    """A short reading of a scene: ``black: red circle@L-T, blue square@C-M``."""
+    """A short reading of a scene: ``black: large red circle@LT, small blue square@CM`` (size, colour, shape and
+    grid cell, column then row; the size is read too, and a prompt that names one is judged on it)."""
     cols, rows = "LCR", "TMB"
-    objs = ", ".join(f"{o.colour} {o.shape}@{cols[o.col]}{rows[o.row]}" for o in scene.objects)
+    objs = ", ".join(f"{o.size} {o.colour} {o.shape}@{cols[o.col]}{rows[o.row]}" for o in scene.objects)
     return f"{scene.background}: {objs or '(nothing)'}"
 
 
