@@ -57,6 +57,17 @@ def test_pictures_of_any_size_are_read_at_the_canvas_size(tmp_path):
     assert got["row"]["strict_read"] == "gray: large red circle@CT, large blue square@CB" and got["row"]["strict_pass"]
 
 
+def test_a_picture_that_is_not_square_is_padded_not_squashed(tmp_path):
+    # what the toy model makes at 128x64: a 64x32 composition at the world's scale, scaled up twice; squashed to
+    # 64x64, its shapes came out as blobs
+    band = Scene("gray", [Obj("circle", "red", "small", 0, 1, 12.0, 32.0, 12.0),
+                          Obj("square", "blue", "small", 2, 1, 52.0, 32.0, 12.0)])
+    composed = Image.fromarray(render(band)).crop((0, 16, 64, 48))
+    composed.resize((128, 64), Image.NEAREST).save(tmp_path / "wide.png")
+    [got] = _read(str(tmp_path / "wide.png"), "-p", "a small red circle to the left of a small blue square")
+    assert got["row"]["strict_blobs"] == 0 and got["row"]["strict_pass"] and got["row"]["pass"]
+
+
 def test_without_a_toy_prompt_a_picture_is_read_but_not_judged(tmp_path):
     bare = _png(tmp_path / "bare.png")
     weighted = _png(tmp_path / "w.png", {"pixgen:prompt": "a red circle | blurry:-1"})

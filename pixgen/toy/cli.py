@@ -516,7 +516,8 @@ def render_cmd(caption: str = typer.Argument(..., help="A toy-world caption, e.g
 
 @toy_app.command("read")
 def read_cmd(images: List[Path] = typer.Argument(..., help="Pictures to read: PNG, JPEG or WebP, any size (read "
-                                                           "at 64x64)."),
+                                                           "at 64x64; one that is not square is first padded to a "
+                                                           "square with its edge colours)."),
              prompt: Optional[str] = typer.Option(
                  None, "--prompt", "-p", help="Judge every picture by this toy-world caption (default: the prompt a "
                  "pixgen PNG carries, if it is one)."),

@@ -163,12 +163,21 @@ def sample_scene(
 
 def canvas_array(image) -> np.ndarray:
     """A (64, 64, 3) uint8 array from a PIL image or an HWC uint8 array; other sizes are box-filtered to the
-    canvas, which is how the evaluator and the strict reader look at images of any size."""
+    canvas, which is how the evaluator and the strict reader look at images of any size. A picture that is not
+    square is first padded to a square with its edge colours (its background), as a squashed one would bend every
+    shape: a toy picture of another aspect is composed with its longer side fitted to the canvas, and so it keeps
+    the world's scale."""
     from PIL import Image
 
     if not isinstance(image, Image.Image):
         image = Image.fromarray(np.asarray(image, dtype=np.uint8))
     image = image.convert("RGB")
+    width, height = image.size
+    if width != height:
+        side = max(width, height)
+        top, left = (side - height) // 2, (side - width) // 2
+        pixels = np.pad(np.asarray(image), ((top, side - height - top), (left, side - width - left), (0, 0)), "edge")
+        image = Image.fromarray(pixels)
     if image.size != (CANVAS, CANVAS):
         image = image.resize((CANVAS, CANVAS), Image.BOX)
     return np.asarray(image)
