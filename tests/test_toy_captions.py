@@ -4,7 +4,7 @@ from dataclasses import fields
 import numpy as np
 import pytest
 
-from pixgen.toy.captions import Ref, Spec, hard_negative, holds, sample_pair, spec_text
+from pixgen.toy.captions import CaptionError, Ref, Spec, hard_negative, holds, sample_pair, spec_text
 from pixgen.toy.world import Obj, Scene
 
 
@@ -183,7 +183,8 @@ def test_reword_caption_leaves_every_caption_the_grammar_writes_alone():
     for i in range(600):
         text = spec_text(sample_spec(rng, PAIR_KIND_NAMES[i % len(PAIR_KIND_NAMES)]), rng if i % 3 else None)
         assert reword_caption(text) is None, text
-        assert reword_caption(text.upper() + ".") is None, text  # a caption already, as written
+        assert reword_caption(text.upper()) is None, text  # a caption already, as written (CLIP lower-cases)
+        assert reword_caption(text.upper() + ".") == text, text  # read without the stop the CLIP would encode
 
 
 def test_reword_caption_puts_common_synonyms_and_forms_in_the_grammars_words():
@@ -198,6 +199,7 @@ def test_reword_caption_puts_common_synonyms_and_forms_in_the_grammars_words():
         "the green cross is to the left of the orange circle": "a green cross to the left of an orange circle",
         "the orange box is underneath the big yellow disc": "an orange box beneath a large yellow disc",
         "a red circle at the bottom right": "a red circle in the bottom right corner",
+        "A red circle.": "a red circle",  # the toy CLIP never saw a full stop
         # the place said before the object, or after a comma
         "a top-left red circle": "a red circle in the top left corner",
         "a small bottom-right blue square": "a small blue square in the bottom right corner",
@@ -330,3 +332,15 @@ def test_a_relation_with_a_list_on_one_side_says_a_relation_names_one_object_eac
             read_caption(text)
         assert "without a relation" in info.value.hint
     assert read_caption("a red circle in the top left corner above a blue square")[0].kind == "relation"
+
+
+@pytest.mark.parametrize("caption, says", [
+    ("a red circle on a purple background", "toy-world backgrounds are white, black or gray"),
+    ("a red circle | a blue square:0.5", "prompt syntax"),
+    ("a red circle:2", "prompt syntax"),
+])
+def test_captions_outside_the_world_say_what_is_outside_it(caption, says):
+    from pixgen.toy.captions import read_caption
+
+    with pytest.raises(CaptionError, match=says):
+        read_caption(caption)

@@ -334,6 +334,15 @@ def parse_caption(text: str) -> Spec:
     whole = _plain(text)
     if not whole:
         raise CaptionError("the caption is empty", f"write one, e.g. {_EXAMPLES}")
+    if "|" in whole or "^" in whole or re.search(r":\s*-?[\d.]", whole):
+        raise CaptionError(f"{whole!r} holds prompt syntax ('|', ':WEIGHT' or '^'), which is no part of a toy-world "
+                           "caption", "give one caption, e.g. \"a red circle above a blue square\"; weights and story "
+                           "phases work in pixgen generate, but the toy eval and readers judge one caption")
+    colour_bg = re.search(r"\b(?:on|against) (?:an? )?(" + "|".join(COLOUR_NAMES) + r") background$", whole)
+    if colour_bg is not None:
+        raise CaptionError(f"{whole!r} asks for a {colour_bg.group(1)} background; toy-world backgrounds are "
+                           f"{', '.join(BACKGROUND_NAMES[:-1])} or {BACKGROUND_NAMES[-1]}",
+                           "e.g. \"a red circle on a black background\"")
     body, background = whole, None
     m = _BACKGROUND_RE.search(body)
     if m is not None:
@@ -447,7 +456,9 @@ def read_caption(text: str) -> tuple[Spec, str | None]:
     saying what part cannot be read once the synonyms are put in the world's words (so "a big red circle next to a
     box" is refused for "next to", not for "big")."""
     try:
-        return parse_caption(text), None
+        spec = parse_caption(text)
+        # read without its closing full stop, which the toy CLIP never saw and would encode
+        return spec, (_plain(text) if text.strip().endswith(".") else None)
     except CaptionError as e:
         error = e
     words = plain = _plain(text)
