@@ -449,14 +449,18 @@ def build_session(cfg: DictConfig, *, state: dict | None = None) -> Session:
     cutouts = {size: MakeCutouts(size, cfg.cutouts.n, cfg.cutouts.pow, augments, cfg.cutouts.noise)
                for size in sorted({p.input_size for p in perceptors})}
     # a coarse stage composes at (start_w, start_h) and grows to (width, height) before step grow_step
-    coarse = config_mod.coarse_size([width, height], cfg.coarse.size, vqgan.factor) if cfg.iterations > 1 else None
+    # a stage that grows needs a step after it; one that never grows (share 1) composes at any length
+    grows = float(cfg.coarse.share) < 1
+    coarse = (config_mod.coarse_size([width, height], cfg.coarse.size, vqgan.factor)
+              if cfg.iterations > 1 or not grows else None)
     start_w, start_h = coarse or (width, height)
     grow_step = None  # share 1: never grows, the picture is only scaled up by nearest pixel (``render``)
     if coarse:
-        if float(cfg.coarse.share) < 1:
+        if grows:
             grow_step = min(max(1, round(float(cfg.coarse.share) * cfg.iterations)), cfg.iterations - 1)
+        steps = f"for all {cfg.iterations} steps" if cfg.iterations > 1 else "for its one step"
         plan = (f"for {grow_step} of {cfg.iterations} steps, then {width}x{height} (coarse.size; " if grow_step else
-                f"for all {cfg.iterations} steps, scaled up to {width}x{height} by nearest pixel (coarse.share=1; ")
+                f"{steps}, scaled up to {width}x{height} by nearest pixel (coarse.share=1; ")
         messages.append(f"composing at {start_w}x{start_h} {plan}--set coarse.size=null runs at {width}x{height} "
                         f"throughout)")
     init = load_image(cfg.init_image, (start_w, start_h), what="init image") if cfg.init_image else None

@@ -99,6 +99,14 @@ def test_share_1_composes_throughout_and_only_scales_the_picture_up(tiny, monkey
     assert np.array_equal(np.asarray(r.image), np.asarray(small.image.resize((32, 32), Image.NEAREST)))
 
 
+def test_share_1_composes_at_the_coarse_size_in_a_one_step_run_too(tiny):
+    # with nothing to grow into there is no step to leave after it: one step composes at the coarse size as 100 do
+    r = pixgen.generate("a castle", seed=3, **_coarse(tiny, coarse={"size": [16, 16], "share": 1.0}, iterations=1))
+    assert any("composing at 16x16 for its one step" in m for m in r.messages) and r.image.size == (32, 32)
+    small = pixgen.generate("a castle", seed=3, **{**tiny, "size": [16, 16], "iterations": 1, "write": False})
+    assert np.array_equal(np.asarray(r.image), np.asarray(small.image.resize((32, 32), Image.NEAREST)))
+
+
 def test_no_coarse_stage_when_the_output_fits_it(tiny, monkeypatch):
     grew = []
     monkeypatch.setattr(generator_mod.VQGANGenerator, "grow_", lambda self: grew.append(1))
