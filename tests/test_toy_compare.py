@@ -124,3 +124,37 @@ def test_directories_of_evals_are_pooled_pairing_each_eval_with_the_one_of_its_p
     _eval_dir(tmp_path / "B" / "again", "--held-out 2 --prompt-seed 1", {("a red circle", 0): True})
     result = CliRunner().invoke(app, ["toy", "compare", str(tmp_path / "A"), str(tmp_path / "B")])
     assert result.exit_code == 2 and "holds two evals of the same prompts: again and one" in result.output
+
+
+def _eval_with_fingerprint(path, source, prompts, passes, fingerprint=True):
+    """An eval's results.json as pixgen eval writes it: rows in index order, the settings with the prompt source as
+    typed and (unless ``fingerprint`` is false, as in reports written before it was kept) the prompt list."""
+    path.mkdir(parents=True)
+    seeds = [0, 1]
+    rows = [{**_row(prompt, seed, category, passes), "index": i * len(seeds) + seed}
+            for i, (category, prompt) in enumerate(prompts) for seed in seeds]
+    settings = {"prompts": source, "seeds": seeds}
+    if fingerprint:
+        settings["fingerprint"] = {"prompts": [list(p) for p in prompts], "seeds": seeds}
+    (path / "results.json").write_text(json.dumps({"settings": settings, "rows": rows}))
+
+
+def test_pooled_evals_of_one_prompt_file_pair_whatever_path_it_was_given_by(tmp_path):
+    from typer.testing import CliRunner
+
+    from pixgen.cli import app
+
+    mine = [("single object", "a red circle"), ("counting", "three orange squares")]
+    other = [("single object", "a blue cross"), ("single object", "a pink box")]
+    _eval_with_fingerprint(tmp_path / "A" / "mine", "--prompts ../x/p.txt", mine, True)
+    _eval_with_fingerprint(tmp_path / "A" / "other", "--held-out 2 --prompt-seed 1", other, True)
+    _eval_with_fingerprint(tmp_path / "B" / "mine", "--prompts /tmp/x/p.txt", mine, False)
+    _eval_with_fingerprint(tmp_path / "B" / "other", "--held-out 2 --prompt-seed 1", other, False)
+    result = CliRunner().invoke(app, ["toy", "compare", str(tmp_path / "A"), str(tmp_path / "B")])
+    assert result.exit_code == 0, result.output
+    assert "8 images paired by prompt and seed\n" in result.output  # both evals, each with the other's twin
+    # the same prompts in another order, or under other categories, are another prompt set: not paired
+    _eval_with_fingerprint(tmp_path / "C" / "mine", "--prompts p.txt", mine[::-1], True)
+    _eval_with_fingerprint(tmp_path / "C" / "other", "--held-out 2 --prompt-seed 1", other, True)
+    result = CliRunner().invoke(app, ["toy", "compare", str(tmp_path / "A"), str(tmp_path / "C")])
+    assert "4 images paired by prompt and seed (4 only in A and 4 only in B left out)" in result.output

@@ -49,9 +49,25 @@ class Tally:
         return sign_test(self.only_a, self.only_b)
 
 
+def _prompt_set(settings: object, rows: list[dict]) -> str:
+    """What an eval's prompt set is known by when evals are pooled: its prompts, each with its category, in order
+    (as its fingerprint keeps them), so that the same prompts pair however the --prompts file's path was written;
+    for a report written before it kept its fingerprint, the same list from its rows, given its seeds; failing
+    that, the prompt set as its settings name it (e.g. "--held-out 58 --held-out-style suite --prompt-seed 98")."""
+    settings = settings if isinstance(settings, dict) else {}
+    fingerprint = settings.get("fingerprint")
+    if isinstance(fingerprint, dict) and isinstance(fingerprint.get("prompts"), list):
+        return json.dumps(fingerprint["prompts"])
+    seeds = settings.get("seeds")
+    if isinstance(seeds, list) and seeds and rows and all(isinstance(r.get("index"), int) for r in rows):
+        ordered = sorted(rows, key=lambda r: r["index"])
+        return json.dumps([[r["category"], r["prompt"]] for r in ordered[::len(seeds)]])
+    return json.dumps(settings.get("prompts"))
+
+
 def load_eval(path: str | Path) -> tuple[Path, str, list[dict]]:
-    """An eval's ``results.json`` (given as the file or its directory): the file, the prompt set it judged (as its
-    settings name it, e.g. "--held-out 58 --held-out-style suite --prompt-seed 98") and its rows."""
+    """An eval's ``results.json`` (given as the file or its directory): the file, the prompt set it judged
+    (:func:`_prompt_set`) and its rows."""
     path = Path(path)
     file = path / "results.json" if path.is_dir() else path
     if not file.is_file():
@@ -62,12 +78,11 @@ def load_eval(path: str | Path) -> tuple[Path, str, list[dict]]:
         rows = data["rows"]
         if not all(isinstance(r, dict) and {"prompt", "seed", "category"} <= r.keys() for r in rows):
             raise KeyError("a row that is not an object with its prompt, seed and category")
-        settings = data.get("settings")
-        prompt_set = settings.get("prompts") if isinstance(settings, dict) else None
+        prompt_set = _prompt_set(data.get("settings"), rows)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise PixgenError(f"{file} is not the results.json of a pixgen eval ({type(exc).__name__}: {exc})",
                           "give the --out directory of a finished `pixgen eval`") from None
-    return file, json.dumps(prompt_set), rows
+    return file, prompt_set, rows
 
 
 def load_evals(path: str | Path) -> list[tuple[Path, str, list[dict]]]:
