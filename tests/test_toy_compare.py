@@ -158,3 +158,28 @@ def test_pooled_evals_of_one_prompt_file_pair_whatever_path_it_was_given_by(tmp_
     _eval_with_fingerprint(tmp_path / "C" / "other", "--held-out 2 --prompt-seed 1", other, True)
     result = CliRunner().invoke(app, ["toy", "compare", str(tmp_path / "A"), str(tmp_path / "C")])
     assert "4 images paired by prompt and seed (4 only in A and 4 only in B left out)" in result.output
+
+
+def test_a_pooled_directory_names_each_subdirectory_it_leaves_out_and_why(tmp_path):
+    from typer.testing import CliRunner
+
+    from pixgen.cli import app
+
+    _eval_dir(tmp_path / "A" / "ps1", "--held-out 2 --prompt-seed 1", {("a red circle", 0): True})
+    _eval_dir(tmp_path / "B" / "ps1", "--held-out 2 --prompt-seed 1", {("a red circle", 0): False})
+    (tmp_path / "B" / "ps2").mkdir()  # interrupted before it finished: rows in progress.jsonl only
+    (tmp_path / "B" / "ps2" / "progress.jsonl").write_text('{"fingerprint": {}}\n')
+    (tmp_path / "B" / "notes").mkdir()
+    result = CliRunner().invoke(app, ["toy", "compare", str(tmp_path / "A"), str(tmp_path / "B")])
+    assert result.exit_code == 0, result.output
+    assert "(1 eval: ps1)\n   left out: notes (no results.json)\n   left out: ps2 (unfinished: only its " \
+           "progress.jsonl; finish it with the `pixgen eval` command that started it, adding --resume)" in result.output
+    assert f"A: {tmp_path / 'A' / 'ps1' / 'results.json'}\n" in result.output  # nothing left out: named as before
+    # an unfinished eval given on its own, or a directory of unfinished evals only, is an error that says so
+    result = CliRunner().invoke(app, ["toy", "compare", str(tmp_path / "A"), str(tmp_path / "B" / "ps2")])
+    assert result.exit_code == 2 and "holds an unfinished eval (progress.jsonl, no results.json yet)" in result.output
+    (tmp_path / "B" / "ps1" / "results.json").unlink()
+    (tmp_path / "B" / "ps1" / "progress.jsonl").write_text('{"fingerprint": {}}\n')
+    result = CliRunner().invoke(app, ["toy", "compare", str(tmp_path / "A"), str(tmp_path / "B")])
+    assert result.exit_code == 2 and "holds no finished eval: ps1, ps2 are unfinished" in result.output
+    assert "finish each with" in result.output

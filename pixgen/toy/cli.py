@@ -459,18 +459,22 @@ def compare_cmd(a: Path = typer.Argument(..., help="One eval's --out directory (
                 b: Path = typer.Argument(..., help="The other's, made from the same prompts and seeds.")) -> None:
     """Two `pixgen eval` results image by image: passes per category and verdict, the images only one of them
     passes, and a sign test of that split. Give two directories of evals (e.g. one per prompt seed) to pool them:
-    their evals are paired by the prompts they judged."""
-    from pixgen.toy.compare import compare, load_evals, pooled_rows, report
+    their evals are paired by the prompts they judged, and a subdirectory without a finished eval is named as left
+    out."""
+    from pixgen.toy.compare import compare, left_out, load_evals, pooled_rows, report
 
     a_evals, b_evals = load_evals(a), load_evals(b)
     a_rows, b_rows = pooled_rows(a_evals, b_evals)
-    typer.echo(report(compare(a_rows, b_rows), _evals_name(a, a_evals), _evals_name(b, b_evals)))
+    typer.echo(report(compare(a_rows, b_rows), _evals_name(a, a_evals, left_out(a)),
+                      _evals_name(b, b_evals, left_out(b))))
 
 
-def _evals_name(path: Path, evals: list) -> str:
-    if len(evals) == 1:
-        return str(evals[0][0])
-    return f"{path} ({len(evals)} evals: {', '.join(file.parent.name for file, _, _ in evals)})"
+def _evals_name(path: Path, evals: list, left: list[tuple[str, str]]) -> str:
+    """How the comparison names one side: its eval, or its directory and the evals pooled from it, and under it each
+    subdirectory left out, with why."""
+    name = str(evals[0][0]) if len(evals) == 1 and not left else \
+        f"{path} ({len(evals)} eval{'s' if len(evals) != 1 else ''}: {', '.join(file.parent.name for file, _, _ in evals)})"
+    return name + "".join(f"\n   left out: {sub} ({why})" for sub, why in left)
 
 
 _RENDER_TRIES = 300  # random layouts per scene before a caption is refused as one no scene can hold

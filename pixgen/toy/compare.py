@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pixgen.errors import PixgenError
-from pixgen.toy.evaluate import CATEGORIES, EXTRA_CATEGORIES
+from pixgen.toy.evaluate import CATEGORIES, EXTRA_CATEGORIES, PROGRESS_NAME
 
 VERDICTS = (("pass", "evaluator"), ("exact_pass", "nothing extra"), ("strict_pass", "strict reader"))
 
@@ -70,6 +70,8 @@ def load_eval(path: str | Path) -> tuple[Path, str, list[dict]]:
     (:func:`_prompt_set`) and its rows."""
     path = Path(path)
     file = path / "results.json" if path.is_dir() else path
+    if path.is_dir() and (path / PROGRESS_NAME).is_file() and not file.exists():
+        raise PixgenError(f"{path} holds an unfinished eval ({PROGRESS_NAME}, no results.json yet)", RESUME_HINT)
     if not file.is_file():
         raise PixgenError(f"{path} holds no results.json", "give the --out directory of a finished `pixgen eval`, "
                           "or a directory of such directories")
@@ -85,13 +87,40 @@ def load_eval(path: str | Path) -> tuple[Path, str, list[dict]]:
     return file, prompt_set, rows
 
 
+RESUME_HINT = "finish it with the `pixgen eval` command that started it, adding --resume"
+
+
+def _is_pool(path: Path) -> bool:
+    return path.is_dir() and not (path / "results.json").exists() and not (path / PROGRESS_NAME).exists()
+
+
+def left_out(path: str | Path) -> list[tuple[str, str]]:
+    """The subdirectories of a directory of evals that :func:`load_evals` does not pool, each named with why: an
+    eval not finished yet, or no eval at all. (Empty for a single eval.)"""
+    path = Path(path)
+    if not _is_pool(path):
+        return []
+    why = []
+    for d in sorted(d for d in path.iterdir() if d.is_dir() and not d.name.startswith(".")):
+        if (d / "results.json").is_file():
+            continue
+        why.append((d.name, f"unfinished: only its {PROGRESS_NAME}; {RESUME_HINT}" if (d / PROGRESS_NAME).is_file()
+                    else "no results.json"))
+    return why
+
+
 def load_evals(path: str | Path) -> list[tuple[Path, str, list[dict]]]:
     """The evals at ``path`` (as :func:`load_eval` reads each): one eval, or a directory of evals, one per
-    subdirectory (e.g. the same setting judged on several prompt seeds). Two evals of one prompt set are refused:
-    which one to pair would be a guess."""
+    subdirectory (e.g. the same setting judged on several prompt seeds); :func:`left_out` names the subdirectories
+    that hold none. Two evals of one prompt set are refused: which one to pair would be a guess."""
     path = Path(path)
-    if path.is_dir() and not (path / "results.json").exists():
+    if _is_pool(path):
         inner = sorted(d for d in path.iterdir() if (d / "results.json").is_file())
+        unfinished = [name for name, why in left_out(path) if why.startswith("unfinished")]
+        if not inner and unfinished:
+            raise PixgenError(f"{path} holds no finished eval: {', '.join(unfinished)} "
+                              f"{'is' if len(unfinished) == 1 else 'are'} unfinished (only {PROGRESS_NAME})",
+                              RESUME_HINT.replace("it", "each", 1) if len(unfinished) > 1 else RESUME_HINT)
         if inner:
             evals = [load_eval(d) for d in inner]
             first: dict[str, Path] = {}
