@@ -670,6 +670,39 @@ def test_the_contact_sheet_shows_every_picture_whole_with_its_start_beside_it(tm
     assert sheet.getpixel((7, 7)) != (255, 255, 255)  # framed: green for a pass
 
 
+def _drawn_text(monkeypatch) -> list[tuple[tuple, str]]:
+    """Every (position, text) the contact sheet draws, recorded as it draws it."""
+    from PIL import ImageDraw
+
+    drawn, real = [], ImageDraw.ImageDraw.text
+
+    def text(self, xy, content, *args, **kwargs):
+        drawn.append((tuple(xy), content))
+        return real(self, xy, content, *args, **kwargs)
+
+    monkeypatch.setattr(ImageDraw.ImageDraw, "text", text)
+    return drawn
+
+
+def test_the_contact_sheet_shows_each_prompt_whole_however_long(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from pixgen.toy import evaluate
+
+    long = ("a small red circle in the top left corner, a large blue square in the bottom right corner, "
+            "a green cross and a pink triangle on a white background")
+    rows = [{"prompt": p, "seed": 0, "pass": False, "baseline_pass": False} for p in (long, "a red circle")]
+    picture = Image.new("RGB", (64, 64), (220, 30, 30))
+    drawn = _drawn_text(monkeypatch)
+    evaluate._contact_sheet(rows, [picture] * 2, [picture] * 2, tmp_path / "sheet.png")
+    under = sorted((y, text) for (x, y), text in drawn if x == 8 and 8 + 128 < y)  # under the first picture
+    prompt_lines = [text for _, text in under][:-1]  # the last line is the verdict
+    assert " ".join(prompt_lines) == long and len(prompt_lines) > 2  # every word, on as many lines as it takes
+    assert under[-1][1] == "s0 FAIL base:F"
+    with Image.open(tmp_path / "sheet.png") as sheet:  # tall enough that the verdict under it is on the sheet
+        assert sheet.height > under[-1][0] + 10
+
+
 def _double_or_die(task):
     """A --jobs job for the worker test: the task's number and its double, or, for task 2, the worker's death
     (as when the system kills it for memory)."""

@@ -293,20 +293,23 @@ def _image_name(index: int, seed: int) -> str:
 
 
 def _contact_sheet(rows: list[dict], images: list, baselines: list, path: Path, tile: int = 128) -> None:
-    """Every image at ``tile`` pixels with its prompt and verdicts under it, and the unoptimised start it was judged
-    against as a small thumbnail beside it (not over it: objects in the top right corner stay in view)."""
+    """Every image at ``tile`` pixels with its whole prompt and its verdicts under it, and the unoptimised start it
+    was judged against as a small thumbnail beside it (not over it: objects in the top right corner stay in view)."""
     from PIL import Image, ImageDraw, ImageFont
 
     font = ImageFont.load_default()
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength
     per_row = 6
-    text_h = 52
+    line_h = 12
     thumb = tile // 4
     cell_w = tile + 4 + thumb + 12
     w = per_row * cell_w + 8
+    prompts = [_wrap(row["prompt"], cell_w - 8, lambda t: measure(t, font=font)) for row in rows]
+    text_h = max(52, line_h * (max(map(len, prompts), default=0) + 1) + 16)  # the longest prompt, whole
     n_rows = (len(rows) + per_row - 1) // per_row
     sheet = Image.new("RGB", (w, n_rows * (tile + text_h + 8) + 8), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
-    for i, (row, img, base) in enumerate(zip(rows, images, baselines)):
+    for i, (row, img, base, prompt) in enumerate(zip(rows, images, baselines, prompts)):
         x = 8 + (i % per_row) * cell_w
         y = 8 + (i // per_row) * (tile + text_h + 8)
         sheet.paste(img.resize((tile, tile), Image.NEAREST), (x, y))
@@ -317,19 +320,22 @@ def _contact_sheet(rows: list[dict], images: list, baselines: list, path: Path, 
         verdict = f"s{row['seed']} {'PASS' if ok else 'FAIL'} base:{'P' if row['baseline_pass'] else 'F'}"
         if "strict_pass" in row:
             verdict += f" strict:{'P' if row['strict_pass'] else 'F'}"
-        lines = _wrap(row["prompt"], 24)[:2] + [verdict]
+        lines = [*prompt, verdict]
         for j, line in enumerate(lines):
-            draw.text((x, y + tile + 2 + 12 * j), line, fill=colour if j == len(lines) - 1 else (0, 0, 0), font=font)
+            draw.text((x, y + tile + 2 + line_h * j), line, fill=colour if j == len(lines) - 1 else (0, 0, 0),
+                      font=font)
         draw.rectangle([x - 2, y - 2, x + tile + 1, y + tile + 1], outline=colour, width=2)
     buf = io.BytesIO()
     sheet.save(buf, format="PNG")
     atomic_write(path, buf.getvalue())
 
 
-def _wrap(text: str, width: int) -> list[str]:
+def _wrap(text: str, width: float, length: Callable[[str], float] = len) -> list[str]:
+    """``text`` in lines no longer than ``width`` as ``length`` measures them (a word longer than that on its own
+    line): every word kept."""
     lines, cur = [], ""
     for word in text.split():
-        if cur and len(cur) + 1 + len(word) > width:
+        if cur and length(f"{cur} {word}") > width:
             lines.append(cur)
             cur = word
         else:
