@@ -696,11 +696,29 @@ def test_the_contact_sheet_shows_each_prompt_whole_however_long(tmp_path, monkey
     drawn = _drawn_text(monkeypatch)
     evaluate._contact_sheet(rows, [picture] * 2, [picture] * 2, tmp_path / "sheet.png")
     under = sorted((y, text) for (x, y), text in drawn if x == 8 and 8 + 128 < y)  # under the first picture
-    prompt_lines = [text for _, text in under][:-1]  # the last line is the verdict
+    verdict = [text for _, text in under].index("s0 FAIL base:F")
+    prompt_lines = [text for _, text in under[:verdict]]
     assert " ".join(prompt_lines) == long and len(prompt_lines) > 2  # every word, on as many lines as it takes
-    assert under[-1][1] == "s0 FAIL base:F"
     with Image.open(tmp_path / "sheet.png") as sheet:  # tall enough that the verdict under it is on the sheet
-        assert sheet.height > under[-1][0] + 10
+        assert sheet.height > under[verdict][0] + 10
+
+
+def test_the_baseline_is_labelled_as_the_random_start_not_as_the_runs_start(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from pixgen.toy import evaluate
+
+    rows = [{"prompt": "a red circle", "seed": 0, "pass": True, "baseline_pass": False}]
+    picture = Image.new("RGB", (64, 64), (220, 30, 30))
+    drawn = _drawn_text(monkeypatch)
+    evaluate._contact_sheet(rows, [picture], [picture], tmp_path / "sheet.png")
+    beside = [text for (x, y), text in drawn if x == 8 + 128 + 4]  # under the thumbnail beside the picture
+    assert beside == ["random", "start"]  # the run itself starts from a flat colour: "start" alone misnamed it
+    legend = " ".join(text for (x, y), text in drawn if y > 8 + 128 + 52)
+    assert "the random start (no optimisation) of its seed" in legend and "random latent codes" in legend
+    assert "The run itself starts from a flat colour." in legend
+    summary = {"overall": {"n": 1, "accuracy": 1.0, "baseline": 0.0, "exact": 1.0, "strict": 0.0}}
+    assert "| baseline (random start, no optimisation) |" in evaluate.table(summary)
 
 
 def _double_or_die(task):

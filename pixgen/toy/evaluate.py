@@ -1,6 +1,7 @@
 """The toy evaluation suite: generate a fixed set of prompts over several seeds, read every image back with
-the evaluator, and report accuracy per category, next to a no-optimisation baseline (the decoded random
-starting latent of the same run).
+the evaluator, and report accuracy per category, next to a no-optimisation baseline: the random start of each
+seed, the toy VQGAN's decoding of the random latent codes a run of that seed starts from when it has no start colour
+(:func:`random_start`; the toy preset's runs start from a flat colour instead).
 
 Verdicts (all judged on the scene the evaluator reads from the image):
 
@@ -292,9 +293,16 @@ def _image_name(index: int, seed: int) -> str:
     return f"images/{index:03d}_s{seed}.png"
 
 
+# Under the contact sheet: what the small picture beside each one is.
+SHEET_LEGEND = ("Beside each picture, small: the random start (no optimisation) of its seed, the toy VQGAN's decoding "
+                "of random latent codes; it is the baseline, whose verdict is base:P or base:F. The run itself starts "
+                "from a flat colour.")
+
+
 def _contact_sheet(rows: list[dict], images: list, baselines: list, path: Path, tile: int = 128) -> None:
-    """Every image at ``tile`` pixels with its whole prompt and its verdicts under it, and the unoptimised start it
-    was judged against as a small thumbnail beside it (not over it: objects in the top right corner stay in view)."""
+    """Every image at ``tile`` pixels with its whole prompt and its verdicts under it, and the random start it was
+    judged against (the baseline) as a small thumbnail beside it (not over it: objects in the top right corner stay
+    in view); a legend under the sheet says what the thumbnails are."""
     from PIL import Image, ImageDraw, ImageFont
 
     font = ImageFont.load_default()
@@ -306,15 +314,18 @@ def _contact_sheet(rows: list[dict], images: list, baselines: list, path: Path, 
     w = per_row * cell_w + 8
     prompts = [_wrap(row["prompt"], cell_w - 8, lambda t: measure(t, font=font)) for row in rows]
     text_h = max(52, line_h * (max(map(len, prompts), default=0) + 1) + 16)  # the longest prompt, whole
+    legend = _wrap(SHEET_LEGEND, w - 16, lambda t: measure(t, font=font))
     n_rows = (len(rows) + per_row - 1) // per_row
-    sheet = Image.new("RGB", (w, n_rows * (tile + text_h + 8) + 8), (255, 255, 255))
+    legend_y = n_rows * (tile + text_h + 8) + 8
+    sheet = Image.new("RGB", (w, legend_y + line_h * len(legend) + 8), (255, 255, 255))
     draw = ImageDraw.Draw(sheet)
     for i, (row, img, base, prompt) in enumerate(zip(rows, images, baselines, prompts)):
         x = 8 + (i % per_row) * cell_w
         y = 8 + (i // per_row) * (tile + text_h + 8)
         sheet.paste(img.resize((tile, tile), Image.NEAREST), (x, y))
         sheet.paste(base.resize((thumb, thumb), Image.NEAREST), (x + tile + 4, y))
-        draw.text((x + tile + 4, y + thumb + 2), "start", fill=(110, 110, 110), font=font)
+        for j, word in enumerate(("random", "start")):
+            draw.text((x + tile + 4, y + thumb + 2 + line_h * j), word, fill=(110, 110, 110), font=font)
         ok = row["pass"]
         colour = (0, 140, 0) if ok else (200, 0, 0)
         verdict = f"s{row['seed']} {'PASS' if ok else 'FAIL'} base:{'P' if row['baseline_pass'] else 'F'}"
@@ -325,6 +336,8 @@ def _contact_sheet(rows: list[dict], images: list, baselines: list, path: Path, 
             draw.text((x, y + tile + 2 + line_h * j), line, fill=colour if j == len(lines) - 1 else (0, 0, 0),
                       font=font)
         draw.rectangle([x - 2, y - 2, x + tile + 1, y + tile + 1], outline=colour, width=2)
+    for j, line in enumerate(legend):
+        draw.text((8, legend_y + line_h * j), line, fill=(110, 110, 110), font=font)
     buf = io.BytesIO()
     sheet.save(buf, format="PNG")
     atomic_write(path, buf.getvalue())
@@ -344,9 +357,9 @@ def _wrap(text: str, width: float, length: Callable[[str], float] = len) -> list
 
 
 def table(summary: dict) -> str:
-    """A Markdown table per category: images, accuracy with optimisation, baseline accuracy, and the two stricter
-    readings of the same images (nothing extra; the strict reader)."""
-    lines = ["| category | images | pixgen | baseline (no optimisation) | pixgen, nothing extra "
+    """A Markdown table per category: images, accuracy with optimisation, baseline accuracy (the random start,
+    :func:`random_start`), and the two stricter readings of the same images (nothing extra; the strict reader)."""
+    lines = ["| category | images | pixgen | baseline (random start, no optimisation) | pixgen, nothing extra "
              "| pixgen, strict reader |",
              "|---|---:|---:|---:|---:|---:|"]
     for cat in [*CATEGORIES, *EXTRA_CATEGORIES, "overall"]:
