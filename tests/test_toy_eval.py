@@ -372,7 +372,7 @@ def test_an_interrupted_eval_keeps_what_it_judged_and_resumes_to_the_uninterrupt
     calls.clear()
     report = evaluate.run_suite(out=out, resume=True, **settings)
     assert calls == [1, 2, 3]  # only the images it lacked
-    assert report["timing"]["images_resumed"] == 1
+    assert report["timing"]["images_resumed"] == 1 and report["timing"]["images_this_session"] == 3
     assert not (out / "progress.jsonl").exists()
     calls.clear()
     again = evaluate.run_suite(out=out, resume=True, **settings)  # complete already: nothing to run
@@ -588,6 +588,40 @@ def test_eval_command_passes_the_seeds_asked_for(tmp_path, monkeypatch, args, se
     result = CliRunner().invoke(app, ["eval", *args, "-o", str(tmp_path / "ev")])
     assert "stopped by the test" in result.output
     assert seen["seeds"] == seeds and seen["max_per_category"] == per_category
+
+
+@pytest.mark.parametrize("complete_already", [False, True])
+def test_eval_command_says_which_images_its_times_cover_and_what_it_wrote(tmp_path, monkeypatch, complete_already):
+    from typer.testing import CliRunner
+
+    from pixgen.cli import app
+    from pixgen.toy import evaluate
+
+    timing = {"images": 8, "images_resumed": 4, "images_this_session": 4, "cpu_s_total": 9.9, "wall_s_total": 10.2,
+              "cpu_s_per_image_mean": 2.47, "cpu_s_per_image_max": 3.0, "wall_s_per_image_mean": 2.5, "jobs": 1,
+              "torch_threads": 1}
+    summary = {"overall": {"n": 8, "accuracy": 0.5, "baseline": 0.0, "exact": 0.5, "strict": 0.25}}
+
+    def resumed(**kwargs):
+        return {"summary": summary, "timing": timing, "rows": [], **({"complete_already": True} if complete_already
+                                                                      else {})}
+
+    monkeypatch.setattr(evaluate, "run_suite", resumed)
+    out = tmp_path / "ev"
+    result = CliRunner().invoke(app, ["eval", "--quick", "--resume", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    # the mean is over every image; the totals over the 4 this session judged, and said to be
+    assert ("8 images, 2.47 s CPU per image (mean over all 8); the session that resumed the eval judged 4 of them in "
+            "9.9 s CPU and 10 s wall in all (1 at once, 1 thread(s) each), the other 4 were judged before it"
+            in " ".join(result.output.split()))
+    files = f"{out / 'results.json'}, {out / 'table.md'}, {out / 'contact_sheet.png'}, {out / 'images'}/"
+    if complete_already:  # nothing was judged, nor any file written
+        assert f"left {files} as they are" in result.output and "wrote" not in result.output
+    else:
+        assert f"wrote {files}" in result.output
+    del timing["images_this_session"]  # a report written before it was kept: the same line
+    result = CliRunner().invoke(app, ["eval", "--quick", "--resume", "-o", str(out)])
+    assert "judged 4 of them in 9.9 s CPU" in result.output
 
 
 @pytest.mark.skipif(not (TOY / "clip.pt").exists(), reason="toy weights not present")

@@ -653,7 +653,7 @@ def eval_command(
     from pixgen.toy.evaluate import CATEGORIES, EXTRA_CATEGORIES, HELD_OUT_STYLES, items_from_prompts
     from pixgen.toy.evaluate import held_out as draw_held_out
     from pixgen.toy.evaluate import held_out_source
-    from pixgen.toy.evaluate import run_suite, suite, table
+    from pixgen.toy.evaluate import run_suite, suite, table, timing_line
 
     if model != "toy":
         raise PixgenError(f"pixgen eval judges the toy world only, not model {model!r}",
@@ -716,8 +716,6 @@ def eval_command(
     if report.get("complete_already"):
         typer.echo(f"nothing to resume: {out} holds the complete eval of these settings", err=True)
     typer.echo(table(report["summary"]))
-    t = report["timing"]
-    resumed = f" ({t['images_resumed']} of them judged before the resume)" if t["images_resumed"] else ""
-    typer.echo(f"\n{t['images']} images{resumed}, {t['cpu_s_per_image_mean']:.2f} s CPU per image (mean), "
-               f"{t['wall_s_total']:.0f} s wall in all ({t['jobs']} at once, {t['torch_threads']} thread(s) each)")
-    typer.echo(f"wrote {out / 'results.json'}, {out / 'table.md'}, {out / 'contact_sheet.png'}, {out / 'images'}/")
+    typer.echo(f"\n{timing_line(report['timing'])}")
+    files = f"{out / 'results.json'}, {out / 'table.md'}, {out / 'contact_sheet.png'}, {out / 'images'}/"
+    typer.echo(f"left {files} as they are" if report.get("complete_already") else f"wrote {files}")

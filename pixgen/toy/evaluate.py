@@ -373,6 +373,21 @@ def table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def timing_line(timing: dict) -> str:
+    """How ``pixgen eval`` sums up a report's ``timing``: the mean CPU of each image's search, over every image, and
+    the session's CPU and wall time in all, over the images it judged (when resumed, not those judged before)."""
+    t = timing
+    images, resumed = t["images"], t.get("images_resumed", 0)
+    at_once = f"({t['jobs']} at once, {t['torch_threads']} thread(s) each)"
+    if not resumed:
+        return (f"{images} images, {t['cpu_s_per_image_mean']:.2f} s CPU per image (mean), "
+                f"{t['wall_s_total']:.0f} s wall in all {at_once}")
+    now = t.get("images_this_session", images - resumed)
+    return (f"{images} images, {t['cpu_s_per_image_mean']:.2f} s CPU per image (mean over all {images}); the "
+            f"session that resumed the eval judged {now} of them in {t['cpu_s_total']:.1f} s CPU and "
+            f"{t['wall_s_total']:.0f} s wall in all {at_once}, the other {resumed} were judged before it")
+
+
 def summarize(rows: list[dict]) -> dict:
     """Per category and overall: images, and the share passing each verdict (accuracy is the evaluator's)."""
     summary: dict = {}
@@ -812,8 +827,10 @@ def run_suite(
     baselines = [done[i][2] for i in range(len(tasks))]
     summary = summarize(rows)
     timing = {
-        # this session's part only when resumed: the CPU of this process and of its --jobs workers
-        "images": len(rows), "images_resumed": resumed,
+        # the totals are this session's (the CPU of this process and of its --jobs workers), over the images it
+        # judged: all of them, or when resumed those that the sessions before it had not; the per-image numbers
+        # are every image's own search
+        "images": len(rows), "images_resumed": resumed, "images_this_session": len(rows) - resumed,
         "cpu_s_total": round(time.process_time() - cpu0 + _children_cpu() - children0, 1),
         "wall_s_total": round(time.time() - wall0, 1),
         "cpu_s_per_image_mean": round(float(np.mean([r["cpu_s"] for r in rows])), 3) if rows else None,
