@@ -424,10 +424,12 @@ def _check_border(border: DictConfig, size: list[int]) -> None:
         raise ConfigError(f"border.width must be at least 1, got {border.width}", "e.g. --set border.width=3")
     if border.weight and 2 * border.width >= min(int(v) for v in size):
         smallest = 2 * border.width + 1
-        raise ConfigError(f"a {size[0]}x{size[1]} image is too small for the border term, which holds a frame "
-                          f"{border.width} pixels wide on each side (border.width) and needs an inside",
-                          f"give a larger --size ({smallest}x{smallest} or more; the model may round it up), or "
-                          "turn the term off with --set border.weight=0")
+        error = ConfigError(f"a {size[0]}x{size[1]} image is too small for the border term, which holds a frame "
+                            f"{border.width} pixels wide on each side (border.width) and needs an inside",
+                            f"give a larger --size ({smallest}x{smallest} or more; the model may round it up), or "
+                            "turn the term off with --set border.weight=0")
+        error.smallest_side = smallest  # for a command whose --size is written otherwise to word its own hint
+        raise error
 
 
 def _check_palette(palette: DictConfig) -> None:

@@ -1,6 +1,7 @@
 """The toy eval suite: fixed prompts, verdicts from scene readings, and its outputs (small smoke run)."""
 import json
 import os
+import re
 import signal
 from contextlib import contextmanager
 from pathlib import Path
@@ -258,6 +259,22 @@ def test_eval_command_refuses_bad_prompt_options_before_generating(tmp_path, arg
     result = CliRunner().invoke(app, ["eval", *args, "-o", str(tmp_path / "ev")])
     assert result.exit_code != 0 and says in result.output
     assert not (tmp_path / "ev").exists()
+
+
+@pytest.mark.skipif(not (TOY / "vqgan.ckpt").exists(), reason="toy weights not present")
+@pytest.mark.parametrize("args, says", [
+    (["--size", "5"], "give a larger --size (--size 8 or more), or turn the term off with --set border.weight=0"),
+    (["--size", "12", "--set", "border.width=6"], "give a larger --size (--size 16 or more)"),  # a multiple of 4
+])
+def test_eval_too_small_for_the_border_term_hints_a_size_the_eval_takes(tmp_path, args, says):
+    from typer.testing import CliRunner
+
+    from pixgen.cli import app
+
+    result = CliRunner().invoke(app, ["eval", "--quick", *args, "-o", str(tmp_path / "ev")])
+    text = " ".join(result.output.split())
+    assert result.exit_code != 0 and "too small for the border term" in text and says in text
+    assert not re.search(r"\d+x\d+", text.split("hint:")[1])  # not generate's "7x7", which eval's --size refuses
 
 
 def test_eval_command_refuses_quick_with_a_prompt_file_rather_than_drop_its_prompts(tmp_path):

@@ -10,7 +10,7 @@ from typing import List, Optional
 import typer
 
 from pixgen.cli_util import check_output_file, parse_colours, read_prompt_lines, set_threads
-from pixgen.errors import Interrupted, PixgenError
+from pixgen.errors import ConfigError, Interrupted, PixgenError
 
 toy_app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                       help="The offline toy world: train its VQGAN, CLIP and evaluator; draw, read and compare pictures.")
@@ -600,8 +600,19 @@ def _eval_config(config: str | None, dotted: list[str], size: int) -> Path | Non
     path = resolve_preset(config) if config is not None else None
     from pixgen import api  # torch and open_clip: only once the checks above have passed
 
-    api._build_config("a red circle", str(path) if path else None, {"model": "toy", "size": [size, size]},
-                      dotted or None)
+    try:
+        api._build_config("a red circle", str(path) if path else None, {"model": "toy", "size": [size, size]},
+                          dotted or None)
+    except ConfigError as exc:
+        smallest = getattr(exc, "smallest_side", None)
+        if smallest is None:
+            raise
+        # the eval's --size is one side, and a multiple of the toy VQGAN's factor (generate's hint says "7x7")
+        from pixgen.toy.evaluate import _toy_vqgan
+
+        factor = _toy_vqgan().factor
+        raise ConfigError(exc.message, f"give a larger --size (--size {-(-smallest // factor) * factor} or more), "
+                          "or turn the term off with --set border.weight=0") from None
     return path
 
 
