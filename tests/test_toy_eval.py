@@ -77,6 +77,10 @@ def test_eval_smoke_run_writes_table_json_and_contact_sheet(tmp_path):
     for row in data["rows"]:  # every image is kept, named in its row, and reads back as the run's picture
         with Image.open(tmp_path / row["image"]) as im:
             assert im.size == (64, 64) and im.info["prompt"] == row["prompt"]
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    documented = readme[readme.index("What `OUT/results.json` holds"):]
+    for part in (data, data["rows"][0], data["summary"]["overall"], data["timing"], data["settings"], data["machine"]):
+        assert not [key for key in part if f"`{key}`" not in documented]  # the README says what each field is
 
 
 def test_eval_command_refuses_other_models():
