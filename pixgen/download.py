@@ -137,6 +137,7 @@ def _download_locked(urls, dest, size, sha256, verify, timeout, retries, progres
     part = partial_path(dest)
     failures: list[tuple[str, str]] = []
     unreachable = 0
+    restarted = False  # a resumed file that failed its checks is downloaded again from byte 0, once
     for url in urls:
         for attempt in range(retries + 1):
             if attempt:
@@ -144,8 +145,22 @@ def _download_locked(urls, dest, size, sha256, verify, timeout, retries, progres
                 _note(progress, f"retrying {_short(url)} in {wait:.1f} s (attempt {attempt + 1} of {retries + 1})")
                 time.sleep(wait)
             try:
+                resumed = part.is_file() and part.stat().st_size > 0
                 _fetch(url, part, size, timeout, progress)
-                _check(part, size, sha256, verify)
+                try:
+                    _check(part, size, sha256, verify)
+                except _NextMirror as exc:
+                    if not (resumed and exc.discard and not restarted):
+                        raise
+                    # The kept partial file may have come from another file or an older version of this one:
+                    # start again rather than make the user run the whole command (and download) once more.
+                    restarted = True
+                    part.unlink(missing_ok=True)
+                    _note(progress, f"{_short(url)}: {exc}; the partial file it resumed may belong to another "
+                                    f"file or version, so it was discarded and the download starts again from "
+                                    f"the beginning")
+                    _fetch(url, part, size, timeout, progress)
+                    _check(part, size, sha256, verify)
             except _Retry as exc:
                 failures.append((url, str(exc)))
                 _note(progress, f"{_short(url)}: {exc}")

@@ -231,3 +231,23 @@ def test_offline_error_names_url_target_and_manual_steps(tmp_path):
 def test_no_urls_is_a_clear_error(tmp_path):
     with pytest.raises(DownloadError, match="no download URL"):
         download([], tmp_path / "x.ckpt", size=None, sha256=None, verify=None, **FAST)
+
+
+def test_partial_from_another_file_is_discarded_and_downloaded_again_in_the_same_call(server, tmp_path, capsys):
+    url = server.add("/m.ckpt", DATA)
+    dest = tmp_path / "m.ckpt"
+    partial_path(dest).write_bytes(os.urandom(len(DATA) // 3))  # left over from another file or version
+    download([url], dest, size=None, sha256=SHA, verify=None, retries=0, **dict(FAST, progress=True))
+    assert dest.read_bytes() == DATA and not partial_path(dest).exists()
+    ranges = [r for p, r in server.requests if p == "/m.ckpt"]
+    assert ranges == [f"bytes={len(DATA) // 3}-", None]  # resumed, then once more from byte 0
+    assert "starts again from the beginning" in capsys.readouterr().err
+
+
+def test_a_fresh_download_that_fails_its_check_is_not_restarted(server, tmp_path):
+    url = server.add("/m.ckpt", DATA)
+    dest = tmp_path / "m.ckpt"
+    partial_path(dest).write_bytes(os.urandom(1000))
+    with pytest.raises(DownloadError, match="checksum mismatch"):
+        download([url], dest, size=None, sha256="0" * 64, verify=None, retries=0, **FAST)
+    assert server.hits("/m.ckpt") == 2 and not dest.exists() and not partial_path(dest).exists()
