@@ -198,8 +198,18 @@ def _mirror_spec_from_env(home: Path) -> tuple[dict[str, list[str]], list[str]]:
                 name, sep, urls = item.partition("=")
                 if sep and "://" not in name:
                     per_model.setdefault(name, []).extend(u for u in urls.split(",") if u)
-                else:
+                elif "://" in item:
                     bases.append(item)
+                elif Path(item).expanduser().is_dir():
+                    bases.append(Path(item).expanduser().resolve().as_uri())
+                elif item.lower().endswith((".yaml", ".yml")):
+                    raise ModelError(f"PIXGEN_MIRRORS names the mirrors file {item}, which does not exist",
+                                     "check the path, or set PIXGEN_MIRRORS='NAME=URL' or a base URL instead")
+                else:
+                    raise ModelError(f"PIXGEN_MIRRORS holds {item!r}, which is neither a URL, NAME=URL, "
+                                     f"an existing folder nor a mirrors YAML file",
+                                     "set PIXGEN_MIRRORS='NAME=URL,URL', a base URL such as http://host/dir/, "
+                                     "or the path of a mirrors.yaml")
     mirrors_file = home / MIRRORS_FILE
     if mirrors_file.is_file():
         take(_read_yaml(mirrors_file) or {}, str(mirrors_file))

@@ -18,6 +18,7 @@ import socket
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import BinaryIO, Callable, Sequence
@@ -109,7 +110,7 @@ def download(
         DownloadError: no URL produced a file that passed the checks, the disk is full, or the lock timed out.
     """
     dest = Path(dest)
-    urls = list(dict.fromkeys(u for u in urls if u))
+    urls = list(dict.fromkeys(_as_url(u, name) for u in urls if u))
     if not urls:
         raise DownloadError(f"no download URL is known for {dest.name}", _by_hand_hint([], dest, name))
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -317,6 +318,18 @@ def _by_hand_hint(urls: Sequence[str], dest: Path, name: str | None) -> str:
         hint += (f"; or use another copy with `pixgen models download {name} --url URL` "
                  f"or PIXGEN_MIRRORS='{name}=URL'")
     return hint
+
+
+def _as_url(url: str, name: str | None) -> str:
+    """``url`` itself, or ``file://...`` for the path of an existing local file; anything else is refused."""
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme in ("http", "https", "ftp", "file"):
+        return url
+    local = Path(url).expanduser()
+    if local.is_file():
+        return local.resolve().as_uri()
+    raise DownloadError(f"{url!r} is not a download URL" + (" (no such file either)" if not scheme else ""),
+                        "give an http(s):// URL or, for a file on this machine, its path or file:///ABS/PATH")
 
 
 def _content_range(value: str | None) -> tuple[int | None, int | None]:

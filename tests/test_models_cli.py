@@ -148,3 +148,20 @@ def test_the_built_in_toy_model_is_listed_located_and_verified_not_called_unknow
     monkeypatch.setattr(shipped, "TOY_DIR", copy)
     broken = run("verify", "toy")
     assert broken.exit_code == 2 and "NaN or infinite" in broken.stderr
+
+
+def test_download_takes_a_local_path_and_refuses_a_missing_one_in_one_line(home, tmp_path):
+    src = save_checkpoint(tmp_path / "src.ckpt", tiny_vqgan(TINY), "bare")
+    missing = run("download", "tiny", "--url", str(tmp_path / "nope.ckpt"), "-q")
+    assert missing.exit_code == 2 and "Traceback" not in missing.output
+    assert "is not a download URL (no such file either)" in missing.stderr and "file:///" in missing.stderr
+    result = run("download", "tiny", "--url", str(src), "-q")
+    assert result.exit_code == 0, result.output
+    assert (home / "tiny.ckpt").read_bytes() == src.read_bytes()
+
+
+def test_pixgen_mirrors_naming_a_missing_file_says_so(home, monkeypatch):
+    monkeypatch.setenv("PIXGEN_MIRRORS", "~/no-such-mirrors.yaml")
+    result = run("download", "tiny", "-q")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "~/no-such-mirrors.yaml, which does not exist" in result.stderr
