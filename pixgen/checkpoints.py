@@ -123,8 +123,12 @@ def _packaged_table() -> dict:
 
 
 def _entries_from(table: Mapping, base: Path, origin: str) -> dict[str, ModelEntry]:
+    models = table.get("models") if isinstance(table, Mapping) else None
+    if not isinstance(table, Mapping) or (table and "models" not in table) or not isinstance(models or {}, Mapping):
+        raise ModelError(f"{origin} must hold `models:` mapping each NAME to its fields (config, filename, urls, ...)",
+                         "see pixgen/registry/vqgan.yaml for the form, or fix or remove the file")
     entries = {}
-    for name, raw in (table.get("models") or {}).items():
+    for name, raw in (models or {}).items():
         if not isinstance(raw, Mapping) or not raw.get("config") or not raw.get("filename"):
             raise ModelError(f"registry entry {name!r} in {origin} needs at least 'config' and 'filename'",
                              "see pixgen/registry/vqgan.yaml for the fields an entry takes")
@@ -177,11 +181,15 @@ def _mirror_spec_from_env(home: Path) -> tuple[dict[str, list[str]], list[str]]:
     per_model: dict[str, list[str]] = {}
     bases: list[str] = []
 
-    def take(mapping: Mapping, origin: str) -> None:
+    def take(mapping: Any, origin: str) -> None:
+        form = "map NAME (or '*' for base URLs) to a URL or a list of URLs"
+        if not isinstance(mapping, Mapping):
+            raise ModelError(f"{origin} must {form}", "e.g. `tiny: [http://host/tiny.ckpt]`; fix or remove the file")
         for key, value in mapping.items():
-            urls = [value] if isinstance(value, str) else list(value or [])
+            urls = [value] if isinstance(value, str) else list(value) if isinstance(value, (list, tuple)) else [value]
             if not all(isinstance(u, str) for u in urls):
-                raise ModelError(f"mirror list for {key!r} in {origin} must be a URL or a list of URLs")
+                raise ModelError(f"{origin} must {form}; {key!r} holds {value!r}",
+                                 "e.g. `tiny: [http://host/tiny.ckpt]`; fix or remove the file")
             if str(key) == "*":
                 bases.extend(urls)
             else:

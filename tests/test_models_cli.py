@@ -165,3 +165,20 @@ def test_pixgen_mirrors_naming_a_missing_file_says_so(home, monkeypatch):
     result = run("download", "tiny", "-q")
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "~/no-such-mirrors.yaml, which does not exist" in result.stderr
+
+
+@pytest.mark.parametrize("text", ["- tiny\n- other\n", "tiny: 5\n", "models:\n  - tiny\n"])
+def test_malformed_user_registry_is_a_one_line_error(home, text):
+    (home / "registry.yaml").write_text(text)
+    for args in (["list"], ["download", "tiny", "-q"]):
+        result = run(*args)
+        assert result.exit_code == 2 and "Traceback" not in result.output
+        assert "registry.yaml must hold `models:` mapping each NAME" in result.stderr and "hint:" in result.stderr
+
+
+@pytest.mark.parametrize("text", ["- http://host/tiny.ckpt\n", "tiny: 5\n", "tiny: {url: x}\n"])
+def test_malformed_mirrors_file_is_a_one_line_error(home, text):
+    (home / "mirrors.yaml").write_text(text)
+    result = run("download", "tiny", "-q")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "mirrors.yaml must map NAME (or '*' for base URLs) to a URL or a list of URLs" in result.stderr
