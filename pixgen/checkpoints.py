@@ -21,7 +21,7 @@ import json
 import os
 import pickle
 import re
-import warnings
+import sys
 import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
@@ -300,6 +300,8 @@ def _resolve_local(config_path, checkpoint_path) -> tuple[Path, Path]:
         config_path = sibling
     config = Path(config_path).expanduser()
     for kind, path in (("config", config), ("checkpoint", ckpt)):
+        if path.is_dir():
+            raise ModelError(f"VQGAN {kind} {path} is a directory", f"pass the {kind} file itself")
         if not path.is_file():
             raise ModelError(f"VQGAN {kind} not found: {path}", "check the path")
     return config, ckpt
@@ -600,8 +602,9 @@ def _write_copy(copy: Path, checkpoint: Path, cfg: VQGANConfig, state: Mapping[s
                 **_source_stamp(checkpoint)}
         atomic_safetensors({k: v.contiguous() for k, v in state.items()}, copy, metadata=meta)
     except OSError as exc:
-        warnings.warn(f"pixgen could not keep a safetensors copy of {checkpoint.name} in {copy.parent}: {exc}",
-                      stacklevel=3)
+        # A note, not a warning: Python's warning format would print a line of pixgen's source under it.
+        print(f"pixgen: could not keep a safetensors copy of {checkpoint.name} in {copy.parent} "
+              f"({exc.strerror or exc}); the checkpoint is read in full again next time", file=sys.stderr)
 
 
 def _quarantine_if_cached(checkpoint: Path, home: Path, exc: ModelError) -> None:
@@ -675,6 +678,9 @@ def verify_model(name: str, home: str | os.PathLike | None = None) -> dict[str, 
     entry = get_entry(name, home_dir)
     ckpt, copy = entry.checkpoint_path(home_dir), entry.safetensors_path(home_dir)
     target = ckpt if ckpt.is_file() else copy if copy.is_file() else None
+    if ckpt.is_dir():
+        raise ModelError(f"{ckpt} is a directory, not the checkpoint of {entry.name}",
+                         f"remove it (or move it away), then run `pixgen models download {entry.name}`")
     if target is None:
         raise ModelError(f"model {entry.name} is not downloaded (expected at {ckpt})",
                          f"run `pixgen models download {entry.name}`")

@@ -113,11 +113,11 @@ def download(
     urls = list(dict.fromkeys(_as_url(u, name) for u in urls if u))
     if not urls:
         raise DownloadError(f"no download URL is known for {dest.name}", _by_hand_hint([], dest, name))
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    _usable_target(dest)
     lock = FileLock(str(dest) + ".lock")
     try:
         lock.acquire(timeout=0)
-    except LockTimeout:
+    except LockTimeout:  # (a subclass of OSError: caught first)
         _note(progress, f"another pixgen process is downloading {dest.name}; waiting for it to finish")
         try:
             lock.acquire(timeout=-1 if lock_timeout is None else lock_timeout)
@@ -126,12 +126,31 @@ def download(
                 f"another process has been downloading {dest} for more than {lock_timeout:g} s",
                 f"wait for it to finish, or remove {dest}.lock if no pixgen process is running",
             ) from None
+    except OSError as exc:
+        raise DownloadError(f"cannot create {dest}.lock: {exc.strerror or exc}",
+                            "check that the cache folder is writable, or move it with PIXGEN_HOME or --home") from None
     try:
-        if dest.exists() and (size is None or dest.stat().st_size == size):
+        if dest.is_file() and (size is None or dest.stat().st_size == size):
             return dest  # another process finished it while we waited (or it was already there)
         return _download_locked(urls, dest, size, sha256, verify, timeout, retries, progress, backoff, name)
     finally:
         lock.release()
+
+
+def _usable_target(dest: Path) -> None:
+    """Make the cache folder of ``dest``; refuse a folder that is a file, or a ``dest`` that is a folder."""
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        blocker = next((p for p in (dest.parent, *dest.parent.parents) if p.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            raise DownloadError(f"the cache folder {dest.parent} cannot be made: {blocker} is a file, not a directory",
+                                "point PIXGEN_HOME or --home at a directory, or move that file away") from None
+        raise DownloadError(f"cannot create the cache folder {dest.parent}: {exc.strerror or exc}",
+                            "check that it is writable, or move it with PIXGEN_HOME or --home") from None
+    if dest.is_dir():
+        raise DownloadError(f"{dest} is a directory, so the download cannot be saved there",
+                            "remove it (or move it away) and run the same command again")
 
 
 def _download_locked(urls, dest, size, sha256, verify, timeout, retries, progress, backoff, name) -> Path:

@@ -378,3 +378,20 @@ def test_quantized_codes_are_laid_out_contiguously_for_the_decoder(cfg):
     assert codes.is_contiguous()
     codes.sum().backward()
     assert torch.equal(z.grad, torch.ones_like(z))  # still straight through
+
+
+def test_a_folder_given_as_checkpoint_is_called_a_directory(tmp_path):
+    config = write_yaml(tmp_path / "mine.yaml")
+    (tmp_path / "weights").mkdir()
+    with pytest.raises(ModelError, match="is a directory"):
+        resolve_vqgan(config_path=config, checkpoint_path=tmp_path / "weights")
+
+
+def test_copy_that_cannot_be_kept_is_a_plain_note_not_a_warning_with_source(tmp_path, capsys, recwarn):
+    ckpt = save_checkpoint(tmp_path / "mine.ckpt", tiny_vqgan(TINY), "bare")
+    home_file = tmp_path / "home-is-a-file"
+    home_file.write_text("x")
+    load_vqgan(write_yaml(tmp_path / "mine.yaml"), ckpt, home=home_file)
+    err = capsys.readouterr().err
+    assert err.startswith("pixgen: could not keep a safetensors copy of mine.ckpt") and "lambda" not in err
+    assert not [w for w in recwarn if "safetensors copy" in str(w.message)]

@@ -182,3 +182,21 @@ def test_malformed_mirrors_file_is_a_one_line_error(home, text):
     result = run("download", "tiny", "-q")
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "mirrors.yaml must map NAME (or '*' for base URLs) to a URL or a list of URLs" in result.stderr
+
+
+def test_home_that_is_a_file_is_a_one_line_error(tmp_path, monkeypatch, server):
+    (tmp_path / "home").write_text("not a folder")
+    monkeypatch.setenv("PIXGEN_HOME", str(tmp_path / "home"))
+    result = run("download", "imagenet_f16_16384", "--url", server.url("/x.ckpt"), "-q")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"{tmp_path / 'home'} is a file, not a directory" in result.stderr
+
+
+def test_a_directory_in_the_checkpoints_place_is_refused_not_called_downloaded(home, server, tmp_path):
+    data = save_checkpoint(tmp_path / "src.ckpt", tiny_vqgan(TINY), "bare").read_bytes()
+    (home / "tiny.ckpt").mkdir()
+    result = run("download", "tiny", "--url", server.add("/tiny.ckpt", data), "-q")
+    assert result.exit_code == 2 and "downloaded tiny" not in result.stdout
+    assert f"{home / 'tiny.ckpt'} is a directory" in result.stderr and "remove it" in result.stderr
+    verify = run("verify", "tiny")
+    assert verify.exit_code == 2 and "is a directory" in verify.stderr
