@@ -431,8 +431,7 @@ def _corrupt(path: Path, detail: str) -> CorruptCheckpointError:
     return CorruptCheckpointError(
         f"cannot read checkpoint {path} ({size} bytes): it is truncated, corrupt or not a PyTorch checkpoint "
         f"({detail})",
-        "download it again (`pixgen models download NAME` resumes or restarts), or check that the file is a "
-        "taming-transformers .ckpt",
+        "download it again, or check that the file is a taming-transformers .ckpt",
     )
 
 
@@ -625,7 +624,20 @@ def _quarantine_if_cached(checkpoint: Path, home: Path, exc: ModelError) -> None
         return
     if checkpoint.suffix != ".safetensors":
         checkpoint.with_suffix(".safetensors").unlink(missing_ok=True)
-    exc.hint = f"the file was moved to {bad}; download it again" + (f" ({exc.hint})" if exc.hint else "")
+    try:
+        names = [e.name for e in registry(home).values()
+                 if checkpoint.name in (e.filename, e.safetensors_path(home).name)]
+    except ModelError:
+        names = []
+    exc.hint = _moved_hint(bad, names[0] if names else None, exc)
+
+
+def _moved_hint(bad: Path, name: str | None, exc: ModelError) -> str:
+    """The hint of a checkpoint error once the file was moved to ``bad``: how to get a good copy, and (for a file
+    that reads but is unsafe or does not fit) the error's own advice on what to get."""
+    again = f"run `pixgen models download {name}` for a good copy" if name else "download it again"
+    own = "" if isinstance(exc, CorruptCheckpointError) or not exc.hint else f"; {exc.hint}"
+    return f"the file was moved to {bad}; {again}{own}"
 
 
 def load_vqgan(config_path: str | os.PathLike, checkpoint_path: str | os.PathLike, device: str | torch.device = "cpu",
@@ -701,13 +713,15 @@ def verify_model(name: str, home: str | os.PathLike | None = None) -> dict[str, 
         bad = [k for k, v in state.items() if not torch.isfinite(v).all()]
         if bad:
             raise CorruptCheckpointError(f"{ckpt} holds NaN or infinite weights in {', '.join(bad[:5])}")
-    except ModelError as exc:
-        if target == ckpt and ckpt.is_file():
-            bad_path = ckpt.with_name(ckpt.name + ".corrupt")
-            os.replace(ckpt, bad_path)
-            copy.unlink(missing_ok=True)
-            exc.hint = (f"the file was moved to {bad_path}; run `pixgen models download {entry.name}` to get a "
-                        f"good copy" + (f" ({exc.hint})" if exc.hint else ""))
+    except (CorruptCheckpointError, UnsafeCheckpointError, CheckpointMismatchError) as exc:
+        # Only a fault of the file itself moves it aside: a missing or broken YAML or registry entry is no reason
+        # to throw away a good download.
+        if target.is_file():
+            bad_path = target.with_name(target.name + ".corrupt")
+            os.replace(target, bad_path)
+            if target == ckpt:
+                copy.unlink(missing_ok=True)
+            exc.hint = _moved_hint(bad_path, entry.name, exc)
         raise
     report.update({"tensors": len(state), "parameters": sum(v.numel() for v in state.values()),
                    "n_embed": model.config.n_embed, "safetensors_copy": str(copy) if copy.is_file() else None})

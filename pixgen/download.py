@@ -51,10 +51,11 @@ class _NextMirror(Exception):
     ``discard`` says whether the partial file holds wrong data and must be deleted.
     """
 
-    def __init__(self, message: str, discard: bool = False, unreachable: bool = False):
+    def __init__(self, message: str, discard: bool = False, unreachable: bool = False, wrong_file: bool = False):
         super().__init__(message)
         self.discard = discard
         self.unreachable = unreachable
+        self.wrong_file = wrong_file or discard  # the URL answered with something that is not the file
 
 
 def _open_part(path: Path, mode: str) -> BinaryIO:
@@ -157,6 +158,7 @@ def _download_locked(urls, dest, size, sha256, verify, timeout, retries, progres
     part = partial_path(dest)
     failures: list[tuple[str, str]] = []
     unreachable = 0
+    wrong: set[str] = set()  # URLs that served something other than the file
     restarted = False  # a resumed file that failed its checks is downloaded again from byte 0, once
     for url in urls:
         for attempt in range(retries + 1):
@@ -191,10 +193,13 @@ def _download_locked(urls, dest, size, sha256, verify, timeout, retries, progres
                 if exc.discard:
                     part.unlink(missing_ok=True)
                 unreachable += exc.unreachable
+                if exc.wrong_file:
+                    wrong.add(url)
                 break
             os.replace(part, dest)
             return dest
-    raise _final_error(urls, dest, part, failures, offline=unreachable == len(urls), name=name)
+    raise _final_error(urls, dest, part, failures, offline=unreachable == len(urls), name=name,
+                       wrong=wrong == set(urls))
 
 
 def _fetch(url: str, part: Path, size: int | None, timeout: float, progress: bool) -> None:
@@ -240,7 +245,7 @@ def _fetch(url: str, part: Path, size: int | None, timeout: float, progress: boo
     with response:
         content_type = (response.headers.get("Content-Type") or "").lower()
         if "text/html" in content_type:
-            raise _NextMirror(_HTML)
+            raise _NextMirror(_HTML, wrong_file=True)
         length = _int_or_none(response.headers.get("Content-Length"))
         if response.status == 206:
             start, total = _content_range(response.headers.get("Content-Range"))
@@ -253,7 +258,8 @@ def _fetch(url: str, part: Path, size: int | None, timeout: float, progress: boo
             if have:
                 _note(progress, "the server does not support resuming; downloading from the start")
         if total is not None and size is not None and total != size:
-            raise _NextMirror(f"the server offers {total} bytes but the file should be {size} bytes")
+            raise _NextMirror(f"the server offers {total} bytes but the file should be {size} bytes",
+                              wrong_file=True)
         _stream(response, part, mode, start, total, size, timeout, progress)
 
 
@@ -275,7 +281,7 @@ def _stream(response, part: Path, mode: str, start: int, total: int | None, size
                 if not block:
                     break
                 if first and _looks_like_html(block):
-                    raise _NextMirror(_HTML)
+                    raise _NextMirror(_HTML, wrong_file=True)
                 first = False
                 out.write(block)
                 got += len(block)
@@ -318,7 +324,8 @@ def _check(part: Path, size: int | None, sha256: str | None, verify: Callable[[P
             raise _NextMirror(f"the downloaded file failed its check: {exc}", discard=True) from None
 
 
-def _final_error(urls, dest: Path, part: Path, failures, *, offline: bool, name: str | None) -> DownloadError:
+def _final_error(urls, dest: Path, part: Path, failures, *, offline: bool, name: str | None,
+                 wrong: bool = False) -> DownloadError:
     lines = [f"could not download {dest.name}" + (" (no download host could be reached: offline?)" if offline else "")]
     for url in urls:
         reasons = [r for u, r in failures if u == url]
@@ -327,11 +334,17 @@ def _final_error(urls, dest: Path, part: Path, failures, *, offline: bool, name:
         lines.append(f"  {url}\n    -> {last}{extra}")
     if part.exists() and part.stat().st_size:
         lines.append(f"  {part.stat().st_size} bytes are kept in {part}; the next attempt resumes from there")
-    return DownloadError("\n".join(lines), _by_hand_hint(urls, dest, name))
+    return DownloadError("\n".join(lines), _by_hand_hint(urls, dest, name, wrong=wrong))
 
 
-def _by_hand_hint(urls: Sequence[str], dest: Path, name: str | None) -> str:
-    where = f"download it yourself from {urls[0]} and save it as {dest}" if urls else f"save the file as {dest}"
+def _by_hand_hint(urls: Sequence[str], dest: Path, name: str | None, *, wrong: bool = False) -> str:
+    if wrong:  # fetching the same URL by hand would give the same wrong file
+        where = (f"find a good copy elsewhere (the URL{'s' if len(urls) > 1 else ''} above served something else) "
+                 f"and save it as {dest}")
+    elif urls:
+        where = f"download it yourself from {urls[0]} and save it as {dest}"
+    else:
+        where = f"save the file as {dest}"
     hint = f"to place the file by hand, {where}"
     if name:
         hint += (f"; or use another copy with `pixgen models download {name} --url URL` "

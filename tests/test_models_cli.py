@@ -200,3 +200,33 @@ def test_a_directory_in_the_checkpoints_place_is_refused_not_called_downloaded(h
     assert f"{home / 'tiny.ckpt'} is a directory" in result.stderr and "remove it" in result.stderr
     verify = run("verify", "tiny")
     assert verify.exit_code == 2 and "is a directory" in verify.stderr
+
+
+def test_verify_moves_a_corrupt_safetensors_copy_aside_when_it_is_the_only_file(home):
+    (home / "tiny.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{truncated")
+    result = run("verify", "tiny")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert not (home / "tiny.safetensors").exists() and (home / "tiny.safetensors.corrupt").exists()
+    assert "pixgen models download tiny" in result.stderr
+
+
+def test_verify_leaves_a_good_checkpoint_alone_when_the_registry_config_is_missing(home, tmp_path):
+    data = save_checkpoint(tmp_path / "src.ckpt", tiny_vqgan(TINY), "bare").read_bytes()
+    (home / "tiny.ckpt").write_bytes(data)
+    (tmp_path / "tiny.yaml").unlink()
+    result = run("verify", "tiny")
+    assert result.exit_code == 2 and "tiny.yaml" in result.stderr
+    assert (home / "tiny.ckpt").read_bytes() == data and not (home / "tiny.ckpt.corrupt").exists()
+    assert "moved to" not in result.stderr
+
+
+def test_hints_after_a_bad_file_say_what_to_do_once_and_by_name(home, server):
+    (home / "tiny.ckpt").write_bytes(b"\x80\x02garbage" * 100)
+    hint = run("verify", "tiny").stderr.split("hint:")[1]
+    assert "pixgen models download tiny" in hint and "NAME" not in hint
+    assert hint.count("download it again") + hint.count("models download") == 1
+    page = server.add("/tiny.ckpt", b"x")
+    server.always("/tiny.ckpt", "html")
+    result = run("download", "tiny", "--url", page, "-q")
+    assert result.exit_code == 2 and "web page" in result.stderr
+    assert "download it yourself from" not in result.stderr and "find a good copy elsewhere" in result.stderr
