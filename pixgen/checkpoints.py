@@ -664,6 +664,15 @@ def load_vqgan(config_path: str | os.PathLike, checkpoint_path: str | os.PathLik
         problem = _mismatch(_expected_state(cfg), state, cfg, config_path, checkpoint)
         if problem:
             raise problem
+        # a float64 sum is finite exactly when every weight is (float32's largest values cannot overflow it): one
+        # pass over the weights, no mask as large as them, before a run that would stop at its first step
+        bad = [k for k, v in state.items()
+               if v.is_floating_point() and not torch.isfinite(v.sum(dtype=torch.float64))]
+        if bad:
+            raise CorruptCheckpointError(f"{checkpoint} holds NaN or infinite weights in {', '.join(bad[:5])}"
+                                         + (f" (+{len(bad) - 5} more)" if len(bad) > 5 else ""),
+                                         "the file is damaged or came from a training run that diverged; use "
+                                         "another checkpoint")
     except (CorruptCheckpointError, UnsafeCheckpointError, CheckpointMismatchError) as exc:
         _quarantine_if_cached(checkpoint, home_dir, exc)
         raise

@@ -178,6 +178,17 @@ def test_file_without_vqgan_weights_is_refused(tmp_path):
         load_vqgan(write_yaml(tmp_path / "m.yaml"), path)
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused_before_a_run_and_not_cached(tmp_path, isolated_home, value):
+    model = tiny_vqgan(TINY)
+    with torch.no_grad():
+        model.decoder.conv_out.weight[0, 0, 0, 0] = value
+    ckpt = save_checkpoint(tmp_path / "m.ckpt", model, "lightning")
+    with pytest.raises(CorruptCheckpointError, match="NaN or infinite weights in decoder.conv_out.weight"):
+        load_vqgan(write_yaml(tmp_path / "m.yaml"), ckpt)
+    assert ckpt.exists() and not list((isolated_home / "converted").glob("*.safetensors"))
+
+
 def test_bad_yaml_is_a_model_error(tmp_path):
     ckpt = save_checkpoint(tmp_path / "m.ckpt", tiny_vqgan(TINY), "bare")
     (tmp_path / "broken.yaml").write_text("model: [unclosed")
