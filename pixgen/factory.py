@@ -230,8 +230,12 @@ def load_prior_for(cfg: DictConfig, device: torch.device):
 
 
 def check_schedule(specs: list[ClipSpec], iterations: int) -> None:
-    """Refuse CLIP step ranges that leave some step of the run with no CLIP to guide it."""
-    idle = [step for step in range(iterations) if not any(s.active(step, iterations) for s in specs)]
+    """Refuse CLIP weights and step ranges that leave some step of the run with no CLIP to guide it (a model of
+    weight 0 guides nothing)."""
+    if specs and not any(s.weight for s in specs):
+        raise ConfigError(f"every CLIP model has weight 0 ({', '.join(map(str, specs))}), so nothing would guide "
+                          "the run", "give at least one --clip model a weight above 0, e.g. --clip ViT-B-32:openai:1")
+    idle = [step for step in range(iterations) if not any(s.weight and s.active(step, iterations) for s in specs)]
     if idle:
         runs: list[list[int]] = []  # the idle steps as runs of consecutive steps, counted from 1
         for step in idle:
@@ -430,6 +434,8 @@ def build_session(cfg: DictConfig, *, state: dict | None = None) -> Session:
         if cfg.model == "toy":
             rewordings, notes = _toy_wording(phases, bool(cfg.toy_reword))
             messages += notes
+    specs = clip_specs_for(cfg)  # a bad --clip spec or schedule is refused before any model loads
+    check_schedule(specs, int(cfg.iterations))
     torch.manual_seed(cfg.seed)
     used: dict[tuple, torch.nn.Module] = {}
     vqgan, vqgan_file = load_vqgan_for(cfg, device, used)
@@ -438,8 +444,6 @@ def build_session(cfg: DictConfig, *, state: dict | None = None) -> Session:
         messages.append(f"size {cfg.size[0]}x{cfg.size[1]} rounded to {width}x{height} "
                         f"(this model works in multiples of {vqgan.factor} pixels)")
         cfg.size = [width, height]
-    specs = clip_specs_for(cfg)
-    check_schedule(specs, int(cfg.iterations))
     perceptors = [_reuse(("clip", str(device), str(spec), *map(_stamp, _weights_paths(spec))),
                          lambda spec=spec: load_perceptor(spec, device), used) for spec in specs]
     _loaded.clear()

@@ -8,6 +8,7 @@ import contextlib
 import functools
 import io
 import logging
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -43,7 +44,7 @@ _SPEC_HINT = ("write MODEL[:PRETRAINED[:WEIGHT]][@START-END], e.g. ViT-B-32:open
 @dataclass(frozen=True)
 class ClipSpec:
     """``MODEL[:PRETRAINED[:WEIGHT]][@START-END]``: an open_clip model name, a pretrained tag or file, an ensemble
-    weight, and the part of the run (fractions of the steps, start inclusive, end exclusive) it guides.
+    weight (finite, 0 or more: a negative one is refused, see :func:`_parse_weight`), and the part of the run (fractions of the steps, start inclusive, end exclusive) it guides.
 
     PRETRAINED may be ``BASE+TOWER``: the weights of BASE (a tag or file) with the image tower replaced by the
     one in the file TOWER (written by :func:`save_image_tower`), e.g. an image tower fine-tuned with its text
@@ -73,7 +74,7 @@ class ClipSpec:
         if text.count(":") >= 2 or (":" in text and _is_number(text.rsplit(":", 1)[1])):
             maybe_head, tail = text.rsplit(":", 1)
             if _is_number(tail):
-                weight, head = float(tail), maybe_head
+                weight, head = _parse_weight(source, tail), maybe_head
         model, _, pretrained = head.partition(":")
         if not model:
             raise ModelError(f"CLIP spec {source!r} has no model name", _SPEC_HINT)
@@ -103,6 +104,21 @@ def _parse_steps(source: str, start: str, end: str) -> tuple[float, float]:
         raise ModelError(f"CLIP spec {source!r}: step range {start}-{end} must satisfy 0 <= START < END <= 1",
                          "give the share of the run this model guides as fractions of the steps, e.g. @0.6-1")
     return lo, hi
+
+
+def _parse_weight(source: str, text: str) -> float:
+    """An ensemble weight: finite and not negative. A negative weight on a whole CLIP would push the image away
+    from every prompt at once (and from the picture they describe), so it is refused; a prompt's own negative
+    weight (``"a castle | blurry:-1"``) repels one thing and is the way to do that."""
+    weight = float(text)
+    if not math.isfinite(weight):
+        raise ModelError(f"CLIP spec {source!r}: weight {text} is not a finite number", _SPEC_HINT)
+    if weight < 0:
+        raise ModelError(f"CLIP spec {source!r}: weight {text} is negative, which would push the image away from "
+                         "every prompt at once",
+                         "give a CLIP weight of 0 or more; to steer away from something give that prompt a "
+                         "negative weight instead, e.g. \"a castle | blurry:-1\"")
+    return weight
 
 
 def _is_number(s: str) -> bool:

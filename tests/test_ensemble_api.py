@@ -254,3 +254,23 @@ def test_the_image_tower_runs_sequence_first_with_the_same_embeddings_and_gradie
     theirs = reference.encode_image((images - p.mean) / p.std)
     grad_theirs, = torch.autograd.grad(theirs.square().sum(), images)
     assert torch.allclose(ours, theirs, atol=1e-5) and torch.allclose(grad_ours, grad_theirs, atol=1e-5)
+
+
+@pytest.mark.parametrize("spec, says", [("pixgen-random-tiny::nan", "not a finite number"),
+                                        ("pixgen-random-tiny::inf", "not a finite number"),
+                                        ("ViT-B-32:openai:-1", "is negative")])
+def test_clip_weights_that_are_not_finite_or_negative_are_refused_when_parsed(spec, says):
+    with pytest.raises(ModelError, match=says):
+        ClipSpec.parse(spec)
+
+
+def test_ensemble_of_zero_weights_is_refused_before_loading(tiny, monkeypatch):
+    from pixgen import factory
+    from pixgen.errors import ConfigError
+
+    monkeypatch.setattr(factory, "load_vqgan_for", lambda *a: pytest.fail("a model was loaded"))
+    with pytest.raises(ConfigError, match="every CLIP model has weight 0"):
+        pixgen.generate("a castle", write=False, clip=["pixgen-random-tiny::0", "pixgen-random-tiny::0.0"], **tiny)
+    with pytest.raises(ConfigError, match="no CLIP model guides steps 4-6 of 6"):
+        pixgen.generate("a castle", write=False, clip=["pixgen-random-tiny@0-0.5", "pixgen-random-tiny::0@0.5-1"],
+                        **tiny)
