@@ -35,6 +35,17 @@ def _random_weight_vqgan(cfg, device, used=None):
     return model, None
 
 
+def _random_clip(text: str) -> str:
+    """A --clip spec with no pretrained weights as MODEL:random (random weights on purpose; pixgen refuses an open_clip
+    model without weights otherwise)."""
+    from dataclasses import replace
+
+    from pixgen.perceptor import RANDOM, ClipSpec
+
+    spec = ClipSpec.parse(text)
+    return text if spec.pretrained else str(replace(spec, pretrained=RANDOM))
+
+
 def measure(model: str, size: int, cutouts: int, steps: int, warmup: int, device: str, clip: list[str],
             random_weights: bool) -> dict:
     cfg = config_mod.build(({"prompt": "a red circle above a blue square | blurry:-0.5", "model": model,
@@ -42,6 +53,7 @@ def measure(model: str, size: int, cutouts: int, steps: int, warmup: int, device
                              "cutouts": {"n": cutouts}, "clip": clip}, "benchmark"))
     if random_weights:
         factory.load_vqgan_for = _random_weight_vqgan
+        clip = [_random_clip(spec) for spec in clip]
     session = build_session(cfg)
     engine = session.engine
     sync = torch.cuda.synchronize if session.device.type == "cuda" else (lambda: None)

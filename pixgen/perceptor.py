@@ -36,6 +36,7 @@ def _register_configs() -> None:
         _registered = True
 
 
+RANDOM = "random"  # PRETRAINED that asks for random weights (open_clip's own models refuse no weights otherwise)
 _STEPS = re.compile(r"@\s*([^@\s-]*)\s*-\s*([^@\s-]*)\s*$")
 _SPEC_HINT = ("write MODEL[:PRETRAINED[:WEIGHT]][@START-END], e.g. ViT-B-32:openai, ViT-B-32:openai:0.5 or "
               "ViT-B-32:openai@0-0.6 (this model guides the first 60% of the steps)")
@@ -207,7 +208,9 @@ def clip_cache_dir(home: Path | None = None) -> Path:
 
 def load_perceptor(spec: str | ClipSpec, device: str | torch.device = "cpu", *, seed: int = 0,
                    cache_dir: str | Path | None = None) -> Perceptor:
-    """Load a CLIP model by ``MODEL:PRETRAINED[:WEIGHT]`` (pretrained may be a local file, or empty for random)."""
+    """Load a CLIP model by ``MODEL:PRETRAINED[:WEIGHT]``: PRETRAINED is an open_clip tag, a local file, or
+    ``random`` for random weights; pixgen's own configs (``pixgen-random-tiny``) take none for random weights, an
+    open_clip model without one is refused (it would guide nothing)."""
     spec = ClipSpec.parse(spec) if isinstance(spec, str) else spec
     lean = _load_own(spec, device)
     if lean is not None:
@@ -224,6 +227,18 @@ def load_perceptor(spec: str | ClipSpec, device: str | torch.device = "cpu", *, 
                          (f"did you mean {', '.join(close)}? " if close else "")
                          + "`python -c 'import open_clip; print(open_clip.list_models())'` lists them")
     pretrained, tower = weights_files(spec)
+    if pretrained == RANDOM:
+        pretrained = None
+    elif not pretrained and not spec.model.startswith("pixgen-"):  # pixgen's own test configs run random
+        # a real model without weights guides nothing, and `MODEL:0.5` reads 0.5 as its weight: ask for the weights
+        tags = open_clip.list_pretrained_tags_by_model(spec.model)
+        example = f"{spec.model}:{tags[0]}" if tags else f"{spec.model}:/path/to/weights.pt"
+        raise ModelError(f"CLIP spec {spec} names no pretrained weights for {spec.model}, which would run with "
+                         "random weights",
+                         f"write MODEL:PRETRAINED, e.g. --clip {example}"
+                         + (f" (open_clip knows {', '.join(tags[:8])}{', ...' if len(tags) > 8 else ''})" if tags
+                            else "") + f", or MODEL:/path/to/weights.pt; {spec.model}:{RANDOM} runs it with random "
+                         "weights on purpose (e.g. to time it)")
     if pretrained and is_weights_file(pretrained):
         if not Path(pretrained).expanduser().is_file():
             raise ModelError(f"CLIP weights file {pretrained!r} for {spec.model} not found",

@@ -274,3 +274,15 @@ def test_ensemble_of_zero_weights_is_refused_before_loading(tiny, monkeypatch):
     with pytest.raises(ConfigError, match="no CLIP model guides steps 4-6 of 6"):
         pixgen.generate("a castle", write=False, clip=["pixgen-random-tiny@0-0.5", "pixgen-random-tiny::0@0.5-1"],
                         **tiny)
+
+
+@pytest.mark.parametrize("spec", ["RN50", "RN50:0.5", "RN50::2@0-1"])
+def test_open_clip_model_without_pretrained_weights_is_refused_with_its_tags(spec):
+    with pytest.raises(ModelError, match="names no pretrained weights for RN50") as info:
+        pixgen.load_perceptor(spec)
+    assert "--clip RN50:openai" in info.value.hint and "RN50:random" in info.value.hint
+
+
+def test_random_weights_on_purpose_and_pixgen_own_configs_without_weights_still_load():
+    assert pixgen.load_perceptor("RN50:random").name == "RN50:random"
+    assert pixgen.load_perceptor("pixgen-random-tiny").name == "pixgen-random-tiny:random"
