@@ -257,6 +257,10 @@ def load_perceptor(spec: str | ClipSpec, device: str | torch.device = "cpu", *, 
                 model = open_clip.create_model(spec.model, pretrained=pretrained, device=device,
                                                cache_dir=str(cache), weights_only=True)
     except Exception as exc:  # noqa: BLE001 - a file that is no checkpoint fails in many ways (KeyError, ...)
+        if pretrained and Path(pretrained).is_file():
+            problem = _weights_file_problem(spec.model, Path(pretrained))
+            if problem is not None:
+                raise problem from None
         if pretrained and not Path(pretrained).is_file():
             raise ModelError(
                 f"could not get CLIP weights {spec.model}:{pretrained} ({type(exc).__name__}: {_short(exc)})",
@@ -272,6 +276,56 @@ def load_perceptor(spec: str | ClipSpec, device: str | torch.device = "cpu", *, 
     tokenizer = _tokenizer(spec.model)
     return Perceptor(model, tokenizer, f"{spec.model}:{_short_weights(spec.pretrained)}", spec.weight,
                      spec.steps).to(device)
+
+
+_VQGAN_PREFIXES = ("encoder.", "decoder.", "quantize.", "quant_conv.", "first_stage_model.")
+
+
+def _weights_file_problem(model: str, path: Path) -> ModelError | None:
+    """Why open_clip could not load the weights file ``path`` for ``model``, in words: a pickle that would run code
+    (refused unread, as a VQGAN checkpoint is), a file that is no CLIP state dict (a VQGAN checkpoint, say), or
+    weights of another architecture (with a shape that differs). None when none of these is found; the caller then
+    reports open_clip's own error. Runs only after a failed load, so a good file is read once."""
+    from pixgen.checkpoints import UnsafeCheckpointError, _torch_load_safely
+
+    hint = f"give the weights of a {model} CLIP (torch.save or safetensors of its state dict), or its pretrained tag"
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = _torch_load_safely(path)
+    except UnsafeCheckpointError as exc:
+        return exc
+    except Exception:  # noqa: BLE001 - unreadable: open_clip's own error says how
+        return None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        return ModelError(f"{path} is not a CLIP state dict (it holds a {type(state).__name__})", hint)
+    state = {str(k).removeprefix("module."): v for k, v in state.items()}
+    if not any(k.startswith("visual.") for k in state):
+        if any(k.startswith(_VQGAN_PREFIXES) for k in state):
+            return ModelError(f"{path} is a VQGAN checkpoint, not a CLIP state dict",
+                              "give it as --vqgan-checkpoint (with its --vqgan-config); " + hint)
+        return ModelError(f"{path} is not a CLIP state dict (no 'visual.' weights)", hint)
+    try:
+        import open_clip
+
+        with torch.device("meta"), contextlib.redirect_stdout(io.StringIO()), quiet_logging():
+            own = open_clip.create_model(model, device="meta").state_dict()  # shapes only: nothing is allocated
+    except Exception:  # noqa: BLE001 - the shapes are a courtesy; open_clip's own error is reported without them
+        return None
+    for k, v in state.items():
+        if k in own and isinstance(v, torch.Tensor) and tuple(v.shape) != tuple(own[k].shape):
+            return ModelError(f"the weights in {path} do not fit {model}: {k} is {tuple(v.shape)} in the file but "
+                              f"{tuple(own[k].shape)} in {model}", "check MODEL in --clip MODEL:FILE; " + hint)
+    missing = [k for k in own if k not in state]
+    if missing:
+        return ModelError(f"the weights in {path} do not fit {model}: {len(missing)} of its tensors are missing, "
+                          f"e.g. {missing[0]}", "check MODEL in --clip MODEL:FILE; " + hint)
+    return None
 
 
 def _load_own(spec: ClipSpec, device: str | torch.device) -> Perceptor | None:

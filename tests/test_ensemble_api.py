@@ -286,3 +286,35 @@ def test_open_clip_model_without_pretrained_weights_is_refused_with_its_tags(spe
 def test_random_weights_on_purpose_and_pixgen_own_configs_without_weights_still_load():
     assert pixgen.load_perceptor("RN50:random").name == "RN50:random"
     assert pixgen.load_perceptor("pixgen-random-tiny").name == "pixgen-random-tiny:random"
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_clip_weights_whose_pickle_runs_code_are_refused_as_vqgan_checkpoints_are(tmp_path, legacy):
+    from ckpt_fixture import Payload
+
+    state = dict(pixgen.load_perceptor("pixgen-random-tiny").model.state_dict())
+    state["note"] = Payload(tmp_path / "pwned")
+    torch.save(state, tmp_path / "evil.pt", _use_new_zipfile_serialization=not legacy)
+    with pytest.raises(ModelError, match="refusing to load .*may be malicious"):
+        pixgen.load_perceptor(f"pixgen-random-tiny:{tmp_path / 'evil.pt'}")
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_vqgan_checkpoint_given_as_clip_weights_says_what_it_is(tmp_path):
+    from ckpt_fixture import save_checkpoint, tiny_vqgan
+
+    ckpt = save_checkpoint(tmp_path / "m.ckpt", tiny_vqgan(), "lightning")
+    with pytest.raises(ModelError, match="is a VQGAN checkpoint, not a CLIP state dict") as info:
+        pixgen.load_perceptor(f"pixgen-random-tiny:{ckpt}")
+    assert "--vqgan-checkpoint" in info.value.hint
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_clip_weights_of_another_architecture_name_a_shape_that_differs(tmp_path, suffix):
+    from safetensors.torch import save_file
+
+    state = {k: v.contiguous() for k, v in pixgen.load_perceptor("pixgen-random-tiny").model.state_dict().items()}
+    path = tmp_path / f"w{suffix}"
+    torch.save(state, path) if suffix == ".pt" else save_file(state, str(path))
+    with pytest.raises(ModelError, match=r"do not fit pixgen-toy-clip: \S+ is \(\d+.*\) in the file but \(\d+"):
+        pixgen.load_perceptor(f"pixgen-toy-clip:{path}")
