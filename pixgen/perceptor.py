@@ -262,6 +262,9 @@ def load_perceptor(spec: str | ClipSpec, device: str | torch.device = "cpu", *, 
             if problem is not None:
                 raise problem from None
         if pretrained and not Path(pretrained).is_file():
+            damaged = _set_aside_damaged_cache(spec.model, pretrained, cache)
+            if damaged is not None:
+                raise damaged from None
             raise ModelError(
                 f"could not get CLIP weights {spec.model}:{pretrained} ({type(exc).__name__}: {_short(exc)})",
                 f"pixgen looked in {cache} (open_clip's download cache). Without network access, download the "
@@ -325,6 +328,48 @@ def _weights_file_problem(model: str, path: Path) -> ModelError | None:
     if missing:
         return ModelError(f"the weights in {path} do not fit {model}: {len(missing)} of its tensors are missing, "
                           f"e.g. {missing[0]}", "check MODEL in --clip MODEL:FILE; " + hint)
+    return None
+
+
+def _set_aside_damaged_cache(model: str, tag: str, cache: Path) -> ModelError | None:
+    """After open_clip failed to load ``model:tag``: a file of it in the download cache (Hugging Face's layout) that
+    cannot be read is moved aside to ``NAME.corrupt`` (the file the cache links to, so that it is not linked
+    again), as a bad VQGAN in pixgen's cache is, and the error names it; None when every cached file reads."""
+    import open_clip
+
+    from pixgen.checkpoints import _torch_load_safely
+
+    hub = (open_clip.get_pretrained_cfg(model, tag) or {}).get("hf_hub", "")
+    parts = hub.strip("/").split("/")
+    if len(parts) < 2:
+        return None
+    name = parts[2] if len(parts) > 2 else ""
+    snapshots = cache / f"models--{parts[0]}--{parts[1]}" / "snapshots"
+    for path in sorted(snapshots.glob("*/*")):
+        if (not path.is_file() or path.suffix == ".corrupt"
+                or not (path.name == name if name else path.name.startswith("open_clip_"))):
+            continue
+        try:
+            if path.suffix == ".safetensors":
+                from safetensors.torch import load_file
+
+                load_file(str(path))
+            else:
+                _torch_load_safely(path)
+            continue
+        except Exception as exc:  # noqa: BLE001 - any failure to read means the cached copy is bad
+            detail = f"{path.stat().st_size} bytes, unreadable: truncated or corrupt"
+        target = path.resolve()
+        bad = target.with_name(target.name + ".corrupt")
+        try:
+            os.replace(target, bad)
+            path.unlink(missing_ok=True)  # the link to it, if it was one
+        except OSError:
+            return ModelError(f"the cached CLIP weights {path} for {model}:{tag} are damaged ({detail})",
+                              "delete the file; the next run with network access downloads it again")
+        return ModelError(f"the cached CLIP weights {path} for {model}:{tag} are damaged ({detail})",
+                          f"the file was moved to {bad}; run again with network access to download it again, "
+                          f"or pass a good file: --clip {model}:/path/to/weights.pt")
     return None
 
 

@@ -318,3 +318,24 @@ def test_clip_weights_of_another_architecture_name_a_shape_that_differs(tmp_path
     torch.save(state, path) if suffix == ".pt" else save_file(state, str(path))
     with pytest.raises(ModelError, match=r"do not fit pixgen-toy-clip: \S+ is \(\d+.*\) in the file but \(\d+"):
         pixgen.load_perceptor(f"pixgen-toy-clip:{path}")
+
+
+def test_damaged_clip_weights_in_the_download_cache_are_named_and_moved_aside(monkeypatch, tmp_path):
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    from pixgen.perceptor import load_perceptor
+
+    repo = tmp_path / "clip" / "models--timm--vit_base_patch32_clip_224.openai"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc123")
+    (repo / "blobs").mkdir()
+    (repo / "blobs" / "f00d").write_bytes(b"PK\x03\x04 a download cut short")
+    cached = repo / "snapshots" / "abc123" / "open_clip_pytorch_model.bin"
+    cached.parent.mkdir(parents=True)
+    cached.symlink_to("../../blobs/f00d")
+    with pytest.raises(ModelError, match="the cached CLIP weights .*open_clip_pytorch_model.bin .*are damaged") as info:
+        load_perceptor("ViT-B-32:openai", cache_dir=tmp_path / "clip")
+    assert not cached.exists() and (repo / "blobs" / "f00d.corrupt").is_file()
+    assert "f00d.corrupt" in info.value.hint  # and the next run downloads the file again instead of linking to it
