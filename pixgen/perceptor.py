@@ -64,11 +64,11 @@ class ClipSpec:
         if not text:
             raise ModelError("empty CLIP model spec", _SPEC_HINT)
         steps = (0.0, 1.0)
-        match = _STEPS.search(text)
+        match = _STEPS.search(text) if "@" in text and not _names_file(text) else None  # as '+': a file comes first
         if match:
             steps = _parse_steps(source, match.group(1), match.group(2))
             text = text[:match.start()].rstrip()
-        elif "@" in text:
+        elif "@" in text and not _names_file(text):
             raise ModelError(f"CLIP spec {source!r}: the part after '@' is not a step range START-END", _SPEC_HINT)
         weight = 1.0
         head = text
@@ -120,6 +120,13 @@ def _parse_weight(source: str, text: str) -> float:
                          "give a CLIP weight of 0 or more; to steer away from something give that prompt a "
                          "negative weight instead, e.g. \"a castle | blurry:-1\"")
     return weight
+
+
+def _names_file(text: str) -> bool:
+    """Whether ``MODEL:FILE`` or ``MODEL:FILE:WEIGHT`` names an existing file (whose path may hold an '@')."""
+    pretrained = text.partition(":")[2]
+    head, _, tail = pretrained.rpartition(":")
+    return any(p and Path(p).expanduser().is_file() for p in (pretrained, head if _is_number(tail) else ""))
 
 
 def _is_number(s: str) -> bool:

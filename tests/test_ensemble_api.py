@@ -339,3 +339,15 @@ def test_damaged_clip_weights_in_the_download_cache_are_named_and_moved_aside(mo
         load_perceptor("ViT-B-32:openai", cache_dir=tmp_path / "clip")
     assert not cached.exists() and (repo / "blobs" / "f00d.corrupt").is_file()
     assert "f00d.corrupt" in info.value.hint  # and the next run downloads the file again instead of linking to it
+
+
+def test_clip_weights_path_with_an_at_sign_is_a_file_before_a_step_range(tmp_path):
+    folder = tmp_path / "me@lab"
+    folder.mkdir()
+    (folder / "rt.pt").touch()
+    path = folder / "rt.pt"
+    assert ClipSpec.parse(f"pixgen-random-tiny:{path}") == ClipSpec("pixgen-random-tiny", str(path))
+    assert ClipSpec.parse(f"pixgen-random-tiny:{path}:2@0-0.5") == ClipSpec("pixgen-random-tiny", str(path), 2.0,
+                                                                            (0.0, 0.5))
+    with pytest.raises(ModelError, match="not a step range"):
+        ClipSpec.parse(f"pixgen-random-tiny:{tmp_path / 'you@lab' / 'rt.pt'}")  # no such file: still refused
