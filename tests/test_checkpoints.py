@@ -199,6 +199,17 @@ def test_bad_yaml_is_a_model_error(tmp_path):
         load_vqgan(tmp_path / "nodd.yaml", ckpt)
 
 
+@pytest.mark.parametrize("where, key, value", [("params", "n_embed", -5), ("ddconfig", "ch_mult", []),
+                                                ("ddconfig", "ch", 0), ("ddconfig", "ch_mult", [1, 0])])
+def test_yaml_with_sizes_that_build_no_network_names_the_value(tmp_path, where, key, value):
+    raw = yaml.safe_load(write_yaml(tmp_path / "m.yaml").read_text())
+    params = raw["model"]["params"]
+    (params if where == "params" else params["ddconfig"])[key] = value
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(ModelError, match=f"not a usable taming VQGAN config: {key}: "):
+        load_vqgan(tmp_path / "bad.yaml", save_checkpoint(tmp_path / "m.ckpt", tiny_vqgan(TINY), "bare"))
+
+
 # -- the safetensors copy --------------------------------------------------------------------------------------
 
 

@@ -130,13 +130,23 @@ class VQGANConfig:
                 known[key] = tuple(int(v) for v in known[key])
         if "embed_dim" not in params or "n_embed" not in params:
             raise ValueError("the VQGAN config needs model.params.embed_dim and model.params.n_embed")
-        return cls(
+        config = cls(
             **known,
             embed_dim=int(params["embed_dim"]),
             n_embed=int(params["n_embed"]),
             gumbel=target.endswith("GumbelVQ") or "kl_weight" in params,
             extra=dd,
         )
+        # sizes that build no network fail later as a tensor or index error: say which value is wrong here
+        sizes = {"ch": config.ch, "out_ch": config.out_ch, "num_res_blocks": config.num_res_blocks,
+                 "in_channels": config.in_channels, "resolution": config.resolution,
+                 "z_channels": config.z_channels, "embed_dim": config.embed_dim, "n_embed": config.n_embed}
+        bad = [f"{k}: {v}" for k, v in sizes.items() if int(v) < 1]
+        if not config.ch_mult or any(m < 1 for m in config.ch_mult):
+            bad.append(f"ch_mult: {list(config.ch_mult)}")
+        if bad:
+            raise ValueError(f"{', '.join(bad)} (sizes must be 1 or more, ch_mult a non-empty list of them)")
+        return config
 
     def to_taming(self) -> dict:
         """The taming YAML mapping for this architecture (with a loss that needs no download)."""
