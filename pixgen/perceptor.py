@@ -365,7 +365,7 @@ def _set_aside_damaged_cache(model: str, tag: str, cache: Path) -> ModelError | 
                 _torch_load_safely(path)
             continue
         except Exception as exc:  # noqa: BLE001 - any failure to read means the cached copy is bad
-            detail = f"{path.stat().st_size} bytes, unreadable: truncated or corrupt"
+            detail = f"{path.stat().st_size} bytes, unreadable: {type(exc).__name__}"
         target = path.resolve()
         bad = target.with_name(target.name + ".corrupt")
         try:
