@@ -154,6 +154,10 @@ def train_decoder_cmd(init: Optional[Path] = typer.Option(
     lo, hi = _parse_pair(scramble, "--scramble", "0.05,0.3")
     if not 0 <= lo <= hi <= 1:
         raise PixgenError(f"--scramble {scramble!r} needs 0 <= LO <= HI <= 1", "use e.g. --scramble 0.05,0.3")
+    if critic_warmup >= steps:
+        raise PixgenError(f"--critic-warmup {critic_warmup} leaves none of the {steps} steps to the decoder, which "
+                          "would be written out as --init gave it", f"give --steps above {critic_warmup}, or e.g. "
+                          f"--critic-warmup {steps // 10}")
     with _ctrl_c_saves() as stop:
         train_decoder_gan(init, out, steps=steps, seed=seed, batch=batch, lr=lr, gan_weight=gan_weight,
                           scramble=(lo, hi), critic_warmup=critic_warmup, critic_lr=critic_lr, resume=resume,
