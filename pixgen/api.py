@@ -37,6 +37,9 @@ class Result:
     status: str = "done"  # done | interrupted
     messages: list[str] = field(default_factory=list)
     weights: dict[str, str] = field(default_factory=dict)  # weights file name -> SHA-256 prefix (or "tag")
+    # False for a run stopped while its config's recorded resumes were replayed: `pixgen resume` cannot repeat the
+    # stops still to come, so it is made again from the start instead
+    resumable: bool = True
 
     @property
     def interrupted(self) -> bool:
@@ -303,6 +306,9 @@ def _make(cfg: DictConfig, **kwargs: Any) -> Result:
                 break
             result = _resume(result.run_dir, iterations=length, threads=cfg.threads,
                              progress=kwargs.get("progress", True), stop_at=stop)
+        last_stretch = (result.config.iterations == cfg.iterations and
+                        OmegaConf.to_container(result.config.resumed) == OmegaConf.to_container(cfg.resumed))
+        result.resumable = not result.interrupted or last_stretch  # the last stretch resumes as any run does
     finally:
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)

@@ -63,7 +63,11 @@ def _records_threads(config_text: str) -> bool:
 def _report(result) -> None:
     if result.run_dir is not None:
         image = result.run_dir / "image.png"
-        if result.interrupted:
+        if result.interrupted and not result.resumable:
+            typer.echo(f"interrupted while re-making a run that was resumed with other lengths; saved {image}, but "
+                       "`pixgen resume` cannot repeat the stops it made: run the same command again to re-make it",
+                       err=True)
+        elif result.interrupted:
             typer.echo(f"interrupted; saved {image}\nresume with: pixgen resume {result.run_dir}", err=True)
         else:
             typer.echo(str(image))

@@ -470,3 +470,20 @@ def test_api_arguments_of_the_wrong_type_are_named(call, says):
     with pytest.raises(pixgen.PixgenError, match=says) as err:
         call()
     assert "help(pixgen." in err.value.hint
+
+
+def test_a_replay_stopped_before_its_last_stretch_is_not_offered_as_resumable(tiny, tmp_path, generate_ctrl_c):
+    from pixgen.config import from_yaml_text
+
+    toy = {"model": "toy", "iterations": 6, "save_every": 3, "output_dir": tiny["output_dir"], "progress": False}
+    first = pixgen.generate("a red circle", seed=4, **toy)
+    pixgen.resume(first.run_dir, iterations=10, progress=False)
+    stored = from_yaml_text((first.run_dir / "run.yaml").read_text(), "run.yaml")
+    # Ctrl-C in the first stretch: a plain resume would run it to 6 steps and stop, not go on to 10
+    early = generate_ctrl_c(2, base=stored, output_dir=str(tmp_path / "early"), progress=False)
+    assert early.interrupted and not early.resumable
+    # in the last stretch it resumes as any run does
+    late = generate_ctrl_c(8, base=stored, output_dir=str(tmp_path / "late"), progress=False)
+    assert late.interrupted and late.resumable
+    done = pixgen.resume(late.run_dir, progress=False)
+    assert done.image.tobytes() == pixgen.resume(first.run_dir, progress=False).image.tobytes()
