@@ -219,10 +219,13 @@ def test_a_corrupt_vqgan_in_out_is_to_be_trained_again_not_downloaded(tmp_path, 
     from pixgen.cli import app
 
     out = _truncated_vqgan(tmp_path / "o")
+    earlier = out / f"{model}.log.jsonl"
+    earlier.write_text('{"step": 0, "loss": 1.0}\n')  # an earlier run's log, which a refused run must not clear
     result = CliRunner().invoke(app, ["toy", "train", model, "--out", str(out), "--steps", "1", "--batch", "2"])
     assert result.exit_code == 2 and "cannot read checkpoint" in result.output, result.output
     assert f"pixgen toy train vqgan --out {out}" in result.output and "checkpoints/toy" in result.output
     assert "download" not in result.output
+    assert earlier.read_text() == '{"step": 0, "loss": 1.0}\n'
 
 
 @needs

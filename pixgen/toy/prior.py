@@ -203,8 +203,8 @@ def train_prior(
     if state is not None:
         check_resume(state, out, steps, settings)
     start = restore(state, model, opt, rng, gen, path=state_path) if state is not None else 0
+    vqgan = load_toy_vqgan(out, dev) if roundtrip > 0 and (out / "vqgan.ckpt").exists() else None  # before the log: a fresh run keeps the old log if this fails
     log = TrainLog(out / "prior.log.jsonl", resume=state is not None, start=start)
-    vqgan = load_toy_vqgan(out, dev) if roundtrip > 0 and (out / "vqgan.ckpt").exists() else None
     model.train()
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="prior", disable=not progress)
     done = start

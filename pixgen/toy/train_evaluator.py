@@ -115,8 +115,8 @@ def train_evaluator(
     if state is not None:
         check_resume(state, out, steps, settings, {"recon_pool": "recon_pool"})
         start = restore(state, model, opt, rng, gen, path=state_path)
+    vqgan = load_toy_vqgan(out) if (out / "vqgan.ckpt").exists() else None  # before the log: a fresh run keeps the old log if this fails
     log = TrainLog(out / "evaluator.log.jsonl", resume=state is not None, start=start)
-    vqgan = load_toy_vqgan(out) if (out / "vqgan.ckpt").exists() else None
     pool_x, pool_scenes = None, []
     if vqgan is not None and recon_pool:
         pool_rng = np.random.default_rng(seed + 1)
