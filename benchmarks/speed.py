@@ -48,12 +48,12 @@ def _random_clip(text: str) -> str:
 
 def measure(model: str, size: int, cutouts: int, steps: int, warmup: int, device: str, clip: list[str],
             random_weights: bool) -> dict:
+    if random_weights:  # before the config is built, which is what the session reads
+        factory.load_vqgan_for = _random_weight_vqgan
+        clip = [_random_clip(spec) for spec in clip]
     cfg = config_mod.build(({"prompt": "a red circle above a blue square | blurry:-0.5", "model": model,
                              "size": [size, size], "iterations": steps + warmup, "device": device,
                              "cutouts": {"n": cutouts}, "clip": clip}, "benchmark"))
-    if random_weights:
-        factory.load_vqgan_for = _random_weight_vqgan
-        clip = [_random_clip(spec) for spec in clip]
     session = build_session(cfg)
     engine = session.engine
     sync = torch.cuda.synchronize if session.device.type == "cuda" else (lambda: None)

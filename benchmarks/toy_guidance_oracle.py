@@ -46,7 +46,7 @@ def pixel_search(prompt: str, seed: int, target: np.ndarray, options: dict) -> t
     session = build_session(cfg)
     want = torch.from_numpy(target).permute(2, 0, 1)[None].float().div(255)
 
-    def losses(image: torch.Tensor, _targets) -> tuple[list[str], torch.Tensor]:
+    def losses(image: torch.Tensor, _targets, step=None) -> tuple[list[str], torch.Tensor]:
         return ["pixel", "tv"], torch.stack([PIXEL_WEIGHT * (image - want).pow(2).mean(),
                                              cfg.tv_weight * total_variation(image)])
 
