@@ -60,6 +60,14 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp", same_name: bool =
                 folder.rmdir()
 
 
+def blocking_file(folder: str | os.PathLike) -> Path | None:
+    """The file that keeps ``folder`` from being made: the nearest of it and its parents that exists, when that is
+    not a directory; None when the folder exists or can be made under a directory."""
+    folder = Path(folder)
+    nearest = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    return nearest if nearest is not None and not nearest.is_dir() else None
+
+
 def atomic_write(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` through :func:`atomic_path`; returns ``path``."""
     with atomic_path(path) as tmp:

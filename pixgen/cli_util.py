@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 import typer
 
+from pixgen.atomic import blocking_file
 from pixgen.errors import ConfigError, Interrupted, PixgenError, is_out_of_memory, out_of_memory
 
 
@@ -108,8 +109,8 @@ def check_output_file(path: Path, flag: str, suffix: str, example: str) -> Path:
         raise PixgenError(f"{flag} {path} must end in {suffix}", f"e.g. {flag} {example}")
     if path.is_dir():
         raise PixgenError(f"{flag} {path} is a directory", f"name the file to write, e.g. {flag} {path / example}")
-    blocker = next((p for p in path.parents if p.exists()), None)
-    if blocker is not None and not blocker.is_dir():
+    blocker = blocking_file(path.parent)
+    if blocker is not None:
         raise PixgenError(f"{flag} {path} lies under {blocker}, which is a file",
                           f"write elsewhere, e.g. {flag} {example}")
     try:

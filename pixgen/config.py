@@ -17,6 +17,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pixgen import shipped
+from pixgen.atomic import blocking_file
 from pixgen.errors import ConfigError
 
 PRESET_DIR = shipped.PRESET_DIR
@@ -486,8 +487,8 @@ def _check_output_dir(output_dir: str) -> None:
     """Refuse an output directory that is an existing file, or is named like an image file (``-o art.png``) unless
     such a directory exists: before any model loads, not after."""
     root = Path(output_dir).expanduser()
-    blocker = next((p for p in (root, *root.parents) if p.exists()), None)
-    if blocker is not None and not blocker.is_dir():
+    blocker = blocking_file(root)
+    if blocker is not None:
         where = "is a file" if blocker == root else f"lies under {str(blocker)!r}, which is a file"
         raise ConfigError(f"the output directory {output_dir!r} {where}; pixgen writes each run into a directory "
                           "of its own there, as DIR/RUN/image.png",

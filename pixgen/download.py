@@ -28,6 +28,7 @@ from filelock import Timeout as LockTimeout
 from tqdm.auto import tqdm
 
 from pixgen import __version__
+from pixgen.atomic import blocking_file
 from pixgen.errors import ModelError, PixgenError
 
 __all__ = ["download", "DownloadError", "sha256_of", "partial_path"]
@@ -143,8 +144,8 @@ def _usable_target(dest: Path) -> None:
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        blocker = next((p for p in (dest.parent, *dest.parent.parents) if p.exists()), None)
-        if blocker is not None and not blocker.is_dir():
+        blocker = blocking_file(dest.parent)
+        if blocker is not None:
             raise DownloadError(f"the cache folder {dest.parent} cannot be made: {blocker} is a file, not a directory",
                                 "point PIXGEN_HOME or --home at a directory, or move that file away") from None
         raise DownloadError(f"cannot create the cache folder {dest.parent}: {exc.strerror or exc}",
