@@ -534,6 +534,17 @@ def _expected_state(cfg: VQGANConfig) -> dict[str, torch.Tensor]:
         return VQGAN(cfg).state_dict()
 
 
+def _refuse_non_finite(state: Mapping[str, torch.Tensor], path: str | os.PathLike, hint: str) -> None:
+    """CorruptCheckpointError naming the weights of ``state`` (read from ``path``) that hold NaN or infinity.
+
+    A float64 sum is finite exactly when every weight is (float32's largest values cannot overflow it): one pass over
+    the weights, and no mask as large as them."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v.sum(dtype=torch.float64))]
+    if bad:
+        raise CorruptCheckpointError(f"{path} holds NaN or infinite weights in {', '.join(bad[:5])}"
+                                     + (f" (+{len(bad) - 5} more)" if len(bad) > 5 else ""), hint)
+
+
 def verify_checkpoint(config_path: str | os.PathLike, checkpoint_path: str | os.PathLike) -> dict[str, Any]:
     """Check structurally that a checkpoint loads safely and fits its YAML; raise ModelError naming what does not.
 
@@ -544,10 +555,7 @@ def verify_checkpoint(config_path: str | os.PathLike, checkpoint_path: str | os.
     problem = _mismatch(_expected_state(cfg), state, cfg, config_path, checkpoint_path)
     if problem:
         raise problem
-    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise CorruptCheckpointError(f"{checkpoint_path} holds NaN or infinite weights in {', '.join(bad[:5])}",
-                                     "download it again")
+    _refuse_non_finite(state, checkpoint_path, "download it again")
     return {"tensors": len(state), "parameters": sum(v.numel() for v in state.values()), "n_embed": cfg.n_embed}
 
 
@@ -664,15 +672,8 @@ def load_vqgan(config_path: str | os.PathLike, checkpoint_path: str | os.PathLik
         problem = _mismatch(_expected_state(cfg), state, cfg, config_path, checkpoint)
         if problem:
             raise problem
-        # a float64 sum is finite exactly when every weight is (float32's largest values cannot overflow it): one
-        # pass over the weights, no mask as large as them, before a run that would stop at its first step
-        bad = [k for k, v in state.items()
-               if v.is_floating_point() and not torch.isfinite(v.sum(dtype=torch.float64))]
-        if bad:
-            raise CorruptCheckpointError(f"{checkpoint} holds NaN or infinite weights in {', '.join(bad[:5])}"
-                                         + (f" (+{len(bad) - 5} more)" if len(bad) > 5 else ""),
-                                         "the file is damaged or came from a training run that diverged; use "
-                                         "another checkpoint")
+        _refuse_non_finite(state, checkpoint, "the file is damaged or came from a training run that diverged; use "
+                           "another checkpoint")
     except (CorruptCheckpointError, UnsafeCheckpointError, CheckpointMismatchError) as exc:
         _quarantine_if_cached(checkpoint, home_dir, exc)
         raise
@@ -717,11 +718,8 @@ def verify_model(name: str, home: str | os.PathLike | None = None) -> dict[str, 
             raise CorruptCheckpointError(f"{ckpt} has SHA-256 {report['sha256']} but should have {entry.sha256}")
         report["checksum"] = "matches" if entry.sha256 else "none known (structure checked instead)"
         copy.unlink(missing_ok=True)  # re-read the .ckpt itself, and rewrite the copy from it
-        model = load_vqgan(entry.config, ckpt, home=home_dir)
+        model = load_vqgan(entry.config, ckpt, home=home_dir)  # which refuses NaN or infinite weights
         state = model.state_dict()
-        bad = [k for k, v in state.items() if not torch.isfinite(v).all()]
-        if bad:
-            raise CorruptCheckpointError(f"{ckpt} holds NaN or infinite weights in {', '.join(bad[:5])}")
     except (CorruptCheckpointError, UnsafeCheckpointError, CheckpointMismatchError) as exc:
         # Only a fault of the file itself moves it aside: a missing or broken YAML or registry entry is no reason
         # to throw away a good download.
@@ -811,20 +809,19 @@ def verify_toy() -> dict[str, Any]:
     if missing:
         raise ModelError(f"the built-in toy model is missing {', '.join(missing)}",
                          "reinstall pixgen, or restore checkpoints/toy from the source checkout")
-    model = load_vqgan(files["vqgan.yaml"], files["vqgan.ckpt"])
-    tensors = {f"vqgan:{k}": v for k, v in model.state_dict().items()}
-    for spec in toy_clip_specs(shipped.TOY_DIR):
-        tensors.update({f"{spec}:{k}": v for k, v in load_perceptor(spec).state_dict().items()})
-    tensors.update({f"evaluator:{k}": v for k, v in load_evaluator(files["evaluator.safetensors"]).state_dict().items()})
-    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise CorruptCheckpointError(f"the built-in toy model holds NaN or infinite weights in {', '.join(bad[:5])}")
     from safetensors.torch import load_file
 
-    stored = [model.state_dict(), torch.load(files["clip.pt"], map_location="cpu", weights_only=True)]
-    stored += [load_file(str(files[n])) for n in TOY_FILES if n.endswith(".safetensors")]
+    model = load_vqgan(files["vqgan.yaml"], files["vqgan.ckpt"])  # which refuses NaN or infinite weights
+    for spec in toy_clip_specs(shipped.TOY_DIR):
+        load_perceptor(spec)
+    load_evaluator(files["evaluator.safetensors"])
+    stored = {files["clip.pt"]: torch.load(files["clip.pt"], map_location="cpu", weights_only=True)}
+    stored.update({files[n]: load_file(str(files[n])) for n in TOY_FILES if n.endswith(".safetensors")})
+    for path, state in stored.items():
+        _refuse_non_finite(state, path, "reinstall pixgen, or restore checkpoints/toy from the source checkout")
+    states = [model.state_dict(), *stored.values()]
     return {"name": "toy", "path": str(shipped.TOY_DIR), "size": sum(p.stat().st_size for p in files.values()),
-            "tensors": sum(len(s) for s in stored), "parameters": sum(v.numel() for s in stored for v in s.values()),
+            "tensors": sum(len(s) for s in states), "parameters": sum(v.numel() for s in states for v in s.values()),
             "n_embed": model.config.n_embed, "safetensors_copy": None}
 
 
