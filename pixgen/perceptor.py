@@ -45,7 +45,8 @@ _SPEC_HINT = ("write MODEL[:PRETRAINED[:WEIGHT]][@START-END], e.g. ViT-B-32:open
 @dataclass(frozen=True)
 class ClipSpec:
     """``MODEL[:PRETRAINED[:WEIGHT]][@START-END]``: an open_clip model name, a pretrained tag or file, an ensemble
-    weight (finite, 0 or more: a negative one is refused, see :func:`_parse_weight`), and the part of the run (fractions of the steps, start inclusive, end exclusive) it guides.
+    weight (finite, 0 or more: a negative one is refused, see :func:`_parse_weight`), and the part of the run
+    (fractions of the steps, start inclusive, end exclusive) it guides.
 
     PRETRAINED may be ``BASE+TOWER``: the weights of BASE (a tag or file) with the image tower replaced by the
     one in the file TOWER (written by :func:`save_image_tower`), e.g. an image tower fine-tuned with its text
@@ -288,6 +289,18 @@ def load_perceptor(spec: str | ClipSpec, device: str | torch.device = "cpu", *, 
                      spec.steps).to(device)
 
 
+def _read_weights_safely(path: Path) -> object:
+    """What a weights file holds: a safetensors file's tensors, or a torch file read without running any code in it
+    (a pickle that would is refused, UnsafeCheckpointError)."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    from pixgen.checkpoints import _torch_load_safely
+
+    return _torch_load_safely(path)
+
+
 _VQGAN_PREFIXES = ("encoder.", "decoder.", "quantize.", "quant_conv.", "first_stage_model.")
 
 
@@ -296,16 +309,11 @@ def _weights_file_problem(model: str, path: Path) -> ModelError | None:
     (refused unread, as a VQGAN checkpoint is), a file that is no CLIP state dict (a VQGAN checkpoint, say), or
     weights of another architecture (with a shape that differs). None when none of these is found; the caller then
     reports open_clip's own error. Runs only after a failed load, so a good file is read once."""
-    from pixgen.checkpoints import UnsafeCheckpointError, _torch_load_safely
+    from pixgen.checkpoints import UnsafeCheckpointError
 
     hint = f"give the weights of a {model} CLIP (torch.save or safetensors of its state dict), or its pretrained tag"
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = _torch_load_safely(path)
+        state = _read_weights_safely(path)
     except UnsafeCheckpointError as exc:
         return exc
     except Exception:  # noqa: BLE001 - unreadable: open_clip's own error says how
@@ -344,8 +352,6 @@ def _set_aside_damaged_cache(model: str, tag: str, cache: Path) -> ModelError | 
     again), as a bad VQGAN in pixgen's cache is, and the error names it; None when every cached file reads."""
     import open_clip
 
-    from pixgen.checkpoints import _torch_load_safely
-
     hub = (open_clip.get_pretrained_cfg(model, tag) or {}).get("hf_hub", "")
     parts = hub.strip("/").split("/")
     if len(parts) < 2:
@@ -357,12 +363,7 @@ def _set_aside_damaged_cache(model: str, tag: str, cache: Path) -> ModelError | 
                 or not (path.name == name if name else path.name.startswith("open_clip_"))):
             continue
         try:
-            if path.suffix == ".safetensors":
-                from safetensors.torch import load_file
-
-                load_file(str(path))
-            else:
-                _torch_load_safely(path)
+            _read_weights_safely(path)
             continue
         except Exception as exc:  # noqa: BLE001 - any failure to read means the cached copy is bad
             detail = f"{path.stat().st_size} bytes, unreadable: {type(exc).__name__}"
