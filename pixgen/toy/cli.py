@@ -85,8 +85,9 @@ def _keep_clip_in_place(out: Path, init: Optional[Path], resume: bool) -> None:
     dest = (out / "clip.pt").resolve()
     if resume or not dest.exists():
         return
-    if init is not None and split_tower(init)[0].resolve() == dest:
-        raise PixgenError(f"--out {out} holds the --init {split_tower(init)[0]}, which the run would write over",
+    base = split_tower(init)[0] if init is not None else None
+    if base is not None and base.resolve() == dest:
+        raise PixgenError(f"--out {out} holds the --init {base}, which the run would write over",
                           "write the new weights to another directory, e.g. --out runs/clip-finetune")
     if dest == (TOY_DIR / "clip.pt").resolve():
         raise PixgenError(f"--out {out} is the shipped toy CLIP's folder, and a run would write over its clip.pt",
@@ -476,8 +477,9 @@ def compare_cmd(a: Path = typer.Argument(..., help="One eval's --out directory (
 def _evals_name(path: Path, evals: list, left: list[tuple[str, str]]) -> str:
     """How the comparison names one side: its eval, or its directory and the evals pooled from it, and under it each
     subdirectory left out, with why."""
+    pooled = ", ".join(file.parent.name for file, _, _ in evals)
     name = str(evals[0][0]) if len(evals) == 1 and not left else \
-        f"{path} ({len(evals)} eval{'s' if len(evals) != 1 else ''}: {', '.join(file.parent.name for file, _, _ in evals)})"
+        f"{path} ({len(evals)} eval{'s' if len(evals) != 1 else ''}: {pooled})"
     return name + "".join(f"\n   left out: {sub} ({why})" for sub, why in left)
 
 

@@ -21,9 +21,9 @@ from tqdm import tqdm
 from pixgen.atomic import atomic_safetensors
 from pixgen.cli_util import set_threads
 from pixgen.toy.train_clip import fade_to_background, warp_field, warp_shapes
-from pixgen.toy.training import (TrainLog, batch_images, check_finite, check_out_files, check_resume, cosine_decay, halt_requested,
-                                 load_resume, load_toy_vqgan, log_and_save, lower_lr, mark_complete, pick_device, reconstruct,
-                                 restore, seed_everything, stopped_at)
+from pixgen.toy.training import (TrainLog, batch_images, check_finite, check_out_files, check_resume, cosine_decay,
+                                 halt_requested, load_resume, load_toy_vqgan, log_and_save, lower_lr, mark_complete,
+                                 pick_device, reconstruct, restore, seed_everything, stopped_at)
 from pixgen.toy.world import CANVAS, render, sample_scene
 
 __all__ = ["SceneRestorer", "corrupt", "heldout_error", "load_prior", "save_prior", "train_prior", "PRIOR_CONFIG"]
@@ -203,7 +203,8 @@ def train_prior(
     if state is not None:
         check_resume(state, out, steps, settings)
     start = restore(state, model, opt, rng, gen, path=state_path) if state is not None else 0
-    vqgan = load_toy_vqgan(out, dev) if roundtrip > 0 and (out / "vqgan.ckpt").exists() else None  # before the log: a fresh run keeps the old log if this fails
+    # before the log: a fresh run keeps the old log if this fails
+    vqgan = load_toy_vqgan(out, dev) if roundtrip > 0 and (out / "vqgan.ckpt").exists() else None
     log = TrainLog(out / "prior.log.jsonl", resume=state is not None, start=start)
     model.train()
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="prior", disable=not progress)

@@ -35,9 +35,9 @@ from pixgen.errors import PixgenError
 from pixgen.perceptor import quiet_logging
 from pixgen.toy.adversarial import AdversarialChains
 from pixgen.toy.captions import RELATIONS, Spec, hard_negative, holds, sample_pair, spec_text
-from pixgen.toy.training import (TrainLog, batch_images, check_finite, check_out_files, check_resume, cosine_decay, halt_requested,
-                                 load_resume, load_toy_vqgan, lower_lr, pick_device, reconstruct, release_freed_memory, restore,
-                                 save_state, seed_everything, stopped_at)
+from pixgen.toy.training import (TrainLog, batch_images, check_finite, check_out_files, check_resume, cosine_decay,
+                                 halt_requested, load_resume, load_toy_vqgan, lower_lr, pick_device, reconstruct,
+                                 release_freed_memory, restore, save_state, seed_everything, stopped_at)
 from pixgen.toy.world import BACKGROUNDS, CANVAS, COLOUR_NAMES, SHAPES, Scene, overlaps, place_object, render
 
 __all__ = ["CLIP_NAME", "CONFIG_DIR", "create_toy_clip", "tokenize", "encode_text_fast", "augment", "train_clip", "save_clip",

@@ -18,9 +18,9 @@ from tqdm import tqdm
 from pixgen.atomic import atomic_text
 from pixgen.cli_util import set_threads
 from pixgen.toy.evaluator import Evaluator, save_evaluator, scene_targets
-from pixgen.toy.training import (TrainLog, batch_images, check_finite, check_out_files, check_resume, cosine_decay, halt_requested,
-                                 load_resume, load_toy_vqgan, log_and_save, mark_complete, pick_device, reconstruct,
-                                 restore, seed_everything, stopped_at)
+from pixgen.toy.training import (TrainLog, batch_images, check_finite, check_out_files, check_resume, cosine_decay,
+                                 halt_requested, load_resume, load_toy_vqgan, log_and_save, lower_lr, mark_complete,
+                                 pick_device, reconstruct, restore, seed_everything, stopped_at)
 from pixgen.toy.world import Scene, render, sample_scene
 
 __all__ = ["train_evaluator", "heldout_accuracy"]
@@ -115,7 +115,8 @@ def train_evaluator(
     if state is not None:
         check_resume(state, out, steps, settings, {"recon_pool": "recon_pool"})
         start = restore(state, model, opt, rng, gen, path=state_path)
-    vqgan = load_toy_vqgan(out) if (out / "vqgan.ckpt").exists() else None  # before the log: a fresh run keeps the old log if this fails
+    # before the log: a fresh run keeps the old log if this fails
+    vqgan = load_toy_vqgan(out) if (out / "vqgan.ckpt").exists() else None
     log = TrainLog(out / "evaluator.log.jsonl", resume=state is not None, start=start)
     pool_x, pool_scenes = None, []
     if vqgan is not None and recon_pool:
@@ -124,7 +125,7 @@ def train_evaluator(
         xs = batch_images([render(s) for s in pool_scenes], torch.device("cpu"))
         pool_x = torch.cat([reconstruct(vqgan, xs[i:i + 128]) for i in range(0, len(xs), 128)]).to(dev)
     model.train()
-    diverged = f"train again with another --seed (or, from Python, a lower lr than {lr:g})"
+    diverged = lower_lr(lr, flag=None)  # the command has no --lr
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="evaluator", disable=not progress)
     for step in bar:
         for g in opt.param_groups:

@@ -21,9 +21,9 @@ from pixgen.atomic import atomic_text, atomic_torch_save
 from pixgen.cli_util import set_threads
 from pixgen.errors import PixgenError
 from pixgen.models.vqgan import VQGAN, VQGANConfig
-from pixgen.toy.training import (TrainLog, batch_images, check_finite, check_out_files, check_resume, cosine_decay, halt_requested,
-                                 load_resume, lower_lr, pick_device, release_freed_memory, restore, save_state, seed_everything,
-                                 stopped_at)
+from pixgen.toy.training import (TrainLog, batch_images, check_finite, check_out_files, check_resume, cosine_decay,
+                                 halt_requested, load_resume, lower_lr, pick_device, release_freed_memory, restore,
+                                 save_state, seed_everything, stopped_at)
 from pixgen.toy.world import CANVAS, render, sample_scene
 
 __all__ = ["TOY_VQGAN", "FACTORS", "toy_vqgan_config", "train_vqgan", "save_taming", "PatchCritic", "scramble_codes",
@@ -117,7 +117,7 @@ def train_vqgan(
         usage_state = state.get("usage")
     log = TrainLog(out / "vqgan.log.jsonl", resume=state is not None, start=start)
     usage = torch.zeros(cfg.n_embed, device=dev) if usage_state is None else usage_state.to(dev)
-    diverged = f"train again with another --seed (or, from Python, a lower lr than {lr:g})"
+    diverged = lower_lr(lr, flag=None)  # the command has no --lr
     bar = tqdm(range(start, steps), initial=start, total=steps, desc="vqgan", disable=not progress)
     for step in bar:
         full = step >= int(0.8 * steps)

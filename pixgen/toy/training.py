@@ -141,8 +141,11 @@ def stopped_at(step: int, steps: int, out: str | os.PathLike) -> Interrupted:
                        f"from are in {out}", "run the same command with --resume to go on")
 
 
-def lower_lr(lr: float, flag: str = "--lr") -> str:
-    """The hint of a diverged training whose command sets its learning rate with ``flag``."""
+def lower_lr(lr: float, flag: str | None = "--lr") -> str:
+    """The hint of a diverged training whose command sets its learning rate with ``flag`` (None: a command with no
+    such option, whose lr only Python callers set)."""
+    if flag is None:
+        return f"train again with another --seed (or, from Python, a lower lr than {lr:g})"
     return f"train again with a lower {flag} than {lr:g}, e.g. {flag} {lr / 10:g}"
 
 
