@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pixgen.errors import PixgenError
-from pixgen.toy.evaluate import CATEGORIES, EXTRA_CATEGORIES, PROGRESS_NAME
+from pixgen.toy.evaluate import CATEGORIES, EXTRA_CATEGORIES, PROGRESS_NAME, judged_prompts
 
 VERDICTS = (("pass", "evaluator"), ("exact_pass", "nothing extra"), ("strict_pass", "strict reader"))
 
@@ -60,8 +60,7 @@ def _prompt_set(settings: object, rows: list[dict]) -> str:
         return json.dumps(fingerprint["prompts"])
     seeds = settings.get("seeds")
     if isinstance(seeds, list) and seeds and rows and all(isinstance(r.get("index"), int) for r in rows):
-        ordered = sorted(rows, key=lambda r: r["index"])
-        return json.dumps([[r["category"], r["prompt"]] for r in ordered[::len(seeds)]])
+        return json.dumps(judged_prompts(rows, seeds))
     return json.dumps(settings.get("prompts"))
 
 

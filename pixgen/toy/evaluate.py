@@ -488,17 +488,22 @@ def _differences(old: dict, new: dict) -> list[str]:
     return [key for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
 
 
+def judged_prompts(rows: list[dict], seeds: list) -> list[list]:
+    """The prompts a report's ``rows`` judged, each as [category, prompt], in order: what its fingerprint keeps, for
+    a report written before it kept one (each prompt has a row per seed)."""
+    ordered = sorted(rows, key=lambda r: r.get("index", 0))
+    return [[r.get("category"), r.get("prompt")] for r in ordered[::len(seeds)]]
+
+
 def _report_differences(report: dict, fingerprint: dict) -> list[str]:
     """What the finished eval of ``report`` was run with other than ``fingerprint``."""
     settings = report.get("settings") or {}
     if isinstance(settings.get("fingerprint"), dict):
         return _differences(settings["fingerprint"], fingerprint)
     # a report written before 2026-12-07 kept only the digest: what its settings, rows and timing still say
-    seeds = settings.get("seeds") or [0]
-    rows = sorted(report.get("rows") or [], key=lambda r: r.get("index", 0))
     config = settings.get("config")
     known = {"threads": (report.get("timing") or {}).get("torch_threads"),
-             "prompts": [[r.get("category"), r.get("prompt")] for r in rows[::len(seeds)]],
+             "prompts": judged_prompts(report.get("rows") or [], settings.get("seeds") or [0]),
              "seeds": settings.get("seeds"), "iterations": settings.get("iterations"), "size": settings.get("size"),
              "config": Path(config).name if config else None,
              "overrides": json.loads(json.dumps(settings.get("overrides") or {}, sort_keys=True, default=str))}
